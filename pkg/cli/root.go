@@ -1,0 +1,51 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is twinblock's version, shown by --version and in the status file.
+const Version = "0.1.0"
+
+// globals are the flags every verb accepts (DESIGN.md).
+type globals struct {
+	config  string
+	node    string
+	control string
+}
+
+// Execute runs the command line args and returns the exit status.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(stderr, "twinblock: %s\n", strings.TrimPrefix(err.Error(), "twinblock: "))
+		return 1
+	}
+	return 0
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var g globals
+	root := &cobra.Command{
+		Use:           "twinblock",
+		Short:         "A replicated block device in userspace, served over NBD",
+		Version:       Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.config, "config", "c", "/etc/twinblock/twinblock.conf", "configuration file")
+	pf.StringVar(&g.node, "node", "", "which `on NAME` section is this host (default: the hostname)")
+	pf.StringVar(&g.control, "control", "/run/twinblock/control.sock", "the daemon's control socket")
+
+	root.AddCommand(newServeCmd(), newDemoCmd())
+	return root
+}
