@@ -1,0 +1,50 @@
+# twinblock — see README.md. `make test` is what CI runs (.ci/run).
+SHELL     := /bin/bash
+GO        ?= go
+BIN       := bin/twinblock
+PKGS      := ./...
+FUZZTIME  ?= 10s
+# Packages whose fuzz targets `make fuzz` runs, as PKG:TARGET.
+FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake
+
+.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/twinblock
+
+# The whole suite: unit tests with the race detector, the fuzz targets run
+# briefly on top of their checked-in corpus, and the integration tests
+# against real clients (nbdinfo, qemu-io, nbdcopy, fio, nbdfuse + ext4, the
+# kernel's nbd-client in a qemu VM).
+test: lint unit fuzz-short integration
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration:
+	$(GO) test -count=1 -timeout 30m -v ./integration
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+	$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=5s
+
+demo: build
+	./$(BIN) demo
+
+bench: build
+	bash integration/bench/bench.sh $(BIN)
+
+clean:
+	rm -rf bin integration.log
