@@ -64,7 +64,7 @@ func TestCommands(t *testing.T) {
 			r.request(CmdWriteZeroes, 0, 7, 10240, 2048, nil)
 			require.Equal(t, uint32(0), r.readReply(0).errno)
 			assert.Equal(t, make([]byte, 8192), m.Bytes()[4096:12288])
-			assert.Equal(t, data[8192:], m.Bytes()[12288:4096+8192+0][:0]) // nothing past the write
+			assert.Equal(t, data[8192:], m.Bytes()[12288 : 4096+8192+0][:0]) // nothing past the write
 			st := m.Stats()
 			assert.Equal(t, int64(1), st.Trims)
 			assert.Equal(t, int64(2), st.Zeroes)
@@ -246,7 +246,7 @@ func TestOverlappingWritesKeepArrivalOrder(t *testing.T) {
 
 	r.request(CmdWrite, 0, 1, 0, 8192, bytes.Repeat([]byte{1}, 8192)) // held
 	<-g.entered
-	r.request(CmdWrite, 0, 2, 4096, 8192, bytes.Repeat([]byte{2}, 8192)) // overlaps: must wait
+	r.request(CmdWrite, 0, 2, 4096, 8192, bytes.Repeat([]byte{2}, 8192))  // overlaps: must wait
 	r.request(CmdTrim, 0, 3, 6144, 1024, nil)                             // overlaps write 2: waits too
 	r.request(CmdRead, 0, 4, 4096, 512, nil)                              // overlaps write 1 and 2: waits
 	r.request(CmdWrite, 0, 5, 65536, 4096, bytes.Repeat([]byte{5}, 4096)) // disjoint: runs now
