@@ -58,7 +58,7 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	}
 	f, err := os.OpenFile(path, flags, 0)
 	if err != nil {
-		return nil, fmt.Errorf("disk: open %s: %w", path, err)
+		return nil, fmt.Errorf("disk: %w", err) // *PathError names the path
 	}
 	d := &File{f: f, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, direct: opts.Direct, align: 1}
 	fi, err := f.Stat()
