@@ -2,10 +2,12 @@ package nbd
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +23,20 @@ import (
 //     releases the requests that waited for it, and queues its reply.
 //     Their number is bounded by Options.MaxInflight.
 //
+// A READ or WRITE (without FUA) runs on the reader goroutine itself when
+// the device has recently served that kind of request within
+// Options.InlineThreshold beyond its transfer time at 1 GB/s: a goroutine
+// hand-off costs more than a page-cache copy. A slow device (a cache miss on a disk, fsync, a network round
+// trip) goes back to a goroutine per request within a few requests, so the
+// reader never waits long behind one. See latency.
+//
 // Replies are written by flat combining: the goroutine that queues a reply
 // while nobody is writing becomes the writer and drains the queue with
 // vectored writes, so one reply costs no goroutine hand-off and many
-// replies share a syscall.
+// replies share a syscall. While the reader holds further complete
+// requests in its buffer the writer is corked: replies queue up and leave
+// together when the reader is about to wait for the socket or for budget.
+// A lone request (queue depth 1) is never corked, so it waits for nothing.
 type conn struct {
 	srv  *Server
 	nc   net.Conn
@@ -32,7 +44,9 @@ type conn struct {
 	dev  Device
 	br   *bufio.Reader
 
-	stopping atomic.Bool
+	stopping  atomic.Bool
+	executing atomic.Int32 // requests running on the device now
+	lat       [2]latency   // recent device latency of READ [0] and WRITE [1]
 	wrote    atomic.Bool // a command that mutates ran: flush at the end
 	inflight sync.WaitGroup
 	budget   budget
@@ -44,6 +58,7 @@ type conn struct {
 	queue   []*request // replies waiting for the writer
 	spare   []*request
 	writing bool
+	corked  bool // the reader has more requests in hand: hold replies
 	iov     net.Buffers // owned by the current writer
 	werr    error       // owned by the current writer
 }
@@ -53,6 +68,13 @@ type conn struct {
 func (c *conn) stopReading() {
 	c.stopping.Store(true)
 	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// abort closes the connection at once; the reader notices within
+// pollSlice even when it is blocked in poll(2).
+func (c *conn) abort() {
+	c.stopping.Store(true)
+	c.nc.Close()
 }
 
 func (c *conn) serve() error {
@@ -68,6 +90,10 @@ func (c *conn) serve() error {
 		return ErrServerClosed
 	}
 	c.sess, c.dev, c.br = sess, sess.export.Device, br
+	if pr := newPollReader(c.nc, &c.stopping); pr != nil && br.Buffered() == 0 {
+		// The handshake left nothing buffered: switch the reader to poll(2).
+		c.br = bufio.NewReaderSize(pr, 64<<10)
+	}
 	c.budget.init(c.srv.opts.MaxInflight, c.srv.opts.MaxInflightBytes)
 	name := sess.export.Name
 	c.srv.addSession(name, 1)
@@ -87,8 +113,10 @@ func (c *conn) serve() error {
 }
 
 func (c *conn) readLoop() error {
+	defer c.setCork(false)
 	var hb [requestHeaderSize]byte
 	for {
+		c.setCork(c.nextRequestBuffered())
 		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
 			if c.stopping.Load() {
 				return nil
@@ -113,7 +141,7 @@ func (c *conn) readLoop() error {
 				}
 			}
 			r.errno, r.msg = errno, msg
-			c.budget.acquire(0)
+			c.acquire(0)
 			c.inflight.Add(1)
 			c.reply(r)
 			c.inflight.Done()
@@ -123,7 +151,7 @@ func (c *conn) readLoop() error {
 		if h.Type == CmdRead || h.Type == CmdWrite {
 			r.cost = int64(h.Length)
 		}
-		c.budget.acquire(r.cost)
+		c.acquire(r.cost)
 		if r.cost > 0 {
 			r.buf = c.srv.pool.get(int(h.Length))
 			r.data = r.buf.b[:h.Length]
@@ -137,6 +165,46 @@ func (c *conn) readLoop() error {
 		}
 		c.dispatch(r)
 	}
+}
+
+// nextRequestBuffered reports whether the next request, header and any
+// payload, is already in the read buffer, so reading it cannot block.
+func (c *conn) nextRequestBuffered() bool {
+	n := c.br.Buffered()
+	if n < requestHeaderSize {
+		return false
+	}
+	hb, _ := c.br.Peek(requestHeaderSize)
+	need := requestHeaderSize
+	if binary.BigEndian.Uint16(hb[6:]) == CmdWrite {
+		need += int(binary.BigEndian.Uint32(hb[24:]))
+	}
+	return n >= need
+}
+
+// acquire charges cost to the budget, uncorking first if it would wait:
+// the replies that free the budget must be able to leave.
+func (c *conn) acquire(cost int64) {
+	if !c.budget.tryAcquire(cost) {
+		c.setCork(false)
+		c.budget.acquire(cost)
+	}
+}
+
+// setCork holds replies (on) or releases them (off), writing what queued
+// up if nobody else is writing.
+func (c *conn) setCork(on bool) {
+	c.wmu.Lock()
+	if c.corked == on {
+		c.wmu.Unlock()
+		return
+	}
+	c.corked = on
+	if on || c.writing || len(c.queue) == 0 {
+		c.wmu.Unlock()
+		return
+	}
+	c.drainLocked()
 }
 
 // check validates a request against the session. A non-zero errno is sent
@@ -206,11 +274,41 @@ func (c *conn) dispatch(r *request) {
 			return
 		}
 	}
+	if c.inline(r) {
+		c.run(r)
+		return
+	}
 	go c.run(r)
 }
 
+// inline decides whether the reader runs r itself (see the conn doc).
+func (c *conn) inline(r *request) bool {
+	if r.Flags&CmdFlagFUA != 0 {
+		return false
+	}
+	if r.Type != CmdRead && r.Type != CmdWrite {
+		return false
+	}
+	return c.lat[latIndex(r.Type)].fast(c.srv.opts.InlineThreshold)
+}
+
+func latIndex(cmd uint16) int {
+	if cmd == CmdWrite {
+		return 1
+	}
+	return 0
+}
+
 func (c *conn) run(r *request) {
-	c.execute(r)
+	c.executing.Add(1)
+	if (r.Type == CmdRead || r.Type == CmdWrite) && r.Flags&CmdFlagFUA == 0 {
+		start := time.Now()
+		c.execute(r)
+		c.lat[latIndex(r.Type)].observe(time.Since(start), int64(r.Length))
+	} else {
+		c.execute(r)
+	}
+	c.executing.Add(-1)
 	if r.ordered {
 		c.complete(r)
 	}
@@ -282,12 +380,25 @@ func (c *conn) execute(r *request) {
 func (c *conn) reply(r *request) {
 	c.wmu.Lock()
 	c.queue = append(c.queue, r)
-	if c.writing {
+	if c.writing || c.corked {
 		c.wmu.Unlock()
 		return
 	}
+	c.drainLocked()
+}
+
+// drainLocked makes the caller the writer until the queue is empty. It is
+// called with wmu held and returns with it released.
+func (c *conn) drainLocked() {
 	c.writing = true
-	for len(c.queue) > 0 {
+	for len(c.queue) > 0 && !c.corked {
+		if c.executing.Load() > 0 {
+			// Others are about to finish: let them queue their replies
+			// so they share this write.
+			c.wmu.Unlock()
+			runtime.Gosched()
+			c.wmu.Lock()
+		}
 		batch := c.queue
 		c.queue, c.spare = c.spare[:0], nil
 		c.wmu.Unlock()
@@ -321,7 +432,7 @@ func (c *conn) writeBatch(batch []*request) {
 		if !errors.Is(err, net.ErrClosed) {
 			c.srv.log.Info("nbd: writing replies", "err", err)
 		}
-		c.nc.Close() // the reader sees it and ends the connection
+		c.abort() // the reader sees it and ends the connection
 	}
 	clear(iov)
 }
@@ -332,6 +443,27 @@ func (c *conn) recycle(r *request) {
 	}
 	r.reset()
 	c.srv.reqs.Put(r)
+}
+
+// latency is a moving average (weight 1/8 per sample) of a device's
+// latency beyond the time its payload takes at 1 GB/s (1 ns per byte), in
+// nanoseconds: a 1 MiB copy in 300µs is fast, a 5 ms seek is not. Zero means no sample yet, which counts as slow, so a
+// connection starts with a goroutine per request.
+type latency struct{ ewma atomic.Int64 }
+
+func (l *latency) fast(threshold time.Duration) bool {
+	v := l.ewma.Load()
+	return v != 0 && v < int64(threshold)
+}
+
+func (l *latency) observe(d time.Duration, n int64) {
+	excess := max(int64(d)-n, 1)
+	old := l.ewma.Load()
+	if old == 0 {
+		l.ewma.Store(excess)
+		return
+	}
+	l.ewma.Store(old + (excess-old)/8) // racy by design: an estimate
 }
 
 // budget bounds what one connection holds in flight: a count of requests
@@ -352,6 +484,17 @@ func (b *budget) init(maxN int, maxBytes int64) {
 
 // acquire blocks until cost fits. A request larger than the whole byte
 // budget is admitted alone.
+func (b *budget) tryAcquire(cost int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.n >= b.maxN || (b.n > 0 && b.bytes+cost > b.maxBytes) {
+		return false
+	}
+	b.n++
+	b.bytes += cost
+	return true
+}
+
 func (b *budget) acquire(cost int64) {
 	b.mu.Lock()
 	for b.n >= b.maxN || (b.n > 0 && b.bytes+cost > b.maxBytes) {

@@ -34,6 +34,10 @@ type Options struct {
 	// (default 64 MiB). A single request larger than this is still let
 	// through on its own.
 	MaxInflightBytes int64
+	// InlineThreshold: READ and WRITE requests run on the connection's
+	// reader goroutine while the device's recent latency for them is below
+	// this (default 50µs; negative disables). See conn.
+	InlineThreshold time.Duration
 	// HandshakeTimeout bounds the negotiation phase (default 30 s).
 	HandshakeTimeout time.Duration
 	// Logger receives connection events (default: discard).
@@ -74,6 +78,9 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if opts.MaxInflightBytes <= 0 {
 		opts.MaxInflightBytes = defaultMaxInflightByte
+	}
+	if opts.InlineThreshold == 0 {
+		opts.InlineThreshold = 50 * time.Microsecond
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 30 * time.Second
@@ -219,7 +226,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.abort()
 		}
 		s.mu.Unlock()
 		<-done

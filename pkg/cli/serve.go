@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		diskPath, listen, export string
 		readOnly, direct         bool
+		cpuProfile               string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --disk PATH [--listen ADDR] [--export NAME] [--read-only]",
@@ -32,6 +34,13 @@ host:port or unix:/path; a port of 0 picks a free one. The line
 			if diskPath == "" {
 				return fmt.Errorf("serve: --disk PATH is required")
 			}
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				defer stop()
+			}
 			return serve(cmd.Context(), cmd, diskPath, listen, export, readOnly, direct)
 		},
 	}
@@ -41,6 +50,8 @@ host:port or unix:/path; a port of 0 picks a free one. The line
 	f.StringVar(&export, "export", "default", "export name (the empty name also selects it)")
 	f.BoolVar(&readOnly, "read-only", false, "refuse writes (NBD_FLAG_READ_ONLY)")
 	f.BoolVar(&direct, "direct", false, "open the disk with O_DIRECT (requests must then be aligned)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to this file until exit (for make bench / pprof)")
+	_ = f.MarkHidden("cpuprofile")
 	return cmd
 }
 
@@ -84,6 +95,18 @@ func serve(ctx context.Context, cmd *cobra.Command, path, listen, export string,
 	}
 	log.Info("serve: stopped", "disk", path)
 	return nil
+}
+
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // Listen opens a listener for "host:port" or "unix:/path". A stale unix
