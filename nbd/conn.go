@@ -47,9 +47,9 @@ type conn struct {
 	stopping  atomic.Bool
 	executing atomic.Int32 // requests running on the device now
 	lat       [2]latency   // recent device latency of READ [0] and WRITE [1]
-	wrote    atomic.Bool // a command that mutates ran: flush at the end
-	inflight sync.WaitGroup
-	budget   budget
+	wrote     atomic.Bool  // a command that mutates ran: flush at the end
+	inflight  sync.WaitGroup
+	budget    budget
 
 	omu    sync.Mutex
 	active []*request // dispatched requests with a range, in no order
@@ -58,7 +58,7 @@ type conn struct {
 	queue   []*request // replies waiting for the writer
 	spare   []*request
 	writing bool
-	corked  bool // the reader has more requests in hand: hold replies
+	corked  bool        // the reader has more requests in hand: hold replies
 	iov     net.Buffers // owned by the current writer
 	werr    error       // owned by the current writer
 }
