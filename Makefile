@@ -22,6 +22,7 @@ test: lint unit fuzz-short integration
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -count=1 -run 'DoesNotAllocate' ./nbd   # allocation counts need the non-race build
 
 integration:
 	$(GO) test -count=1 -timeout 30m -v ./integration

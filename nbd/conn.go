@@ -60,6 +60,7 @@ type conn struct {
 	writing bool
 	corked  bool        // the reader has more requests in hand: hold replies
 	iov     net.Buffers // owned by the current writer
+	wbufs   net.Buffers // iov as consumed by WriteTo; a field so it does not escape per call
 	werr    error       // owned by the current writer
 }
 
@@ -426,8 +427,8 @@ func (c *conn) writeBatch(batch []*request) {
 		iov = r.appendReply(iov, c.sess.structured)
 	}
 	c.iov = iov
-	bufs := iov
-	if _, err := bufs.WriteTo(c.nc); err != nil {
+	c.wbufs = iov
+	if _, err := c.wbufs.WriteTo(c.nc); err != nil {
 		c.werr = err
 		if !errors.Is(err, net.ErrClosed) {
 			c.srv.log.Info("nbd: writing replies", "err", err)
