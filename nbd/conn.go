@@ -91,8 +91,8 @@ func (c *conn) serve() error {
 		return ErrServerClosed
 	}
 	c.sess, c.dev, c.br = sess, sess.export.Device, br
-	if pr := newPollReader(c.nc, &c.stopping); pr != nil && br.Buffered() == 0 {
-		// The handshake left nothing buffered: switch the reader to poll(2).
+	if pr := newPollReader(c.nc, &c.stopping, c.budget.empty); pr != nil && br.Buffered() == 0 {
+		// The handshake left nothing buffered: switch to the pollReader.
 		c.br = bufio.NewReaderSize(pr, 64<<10)
 	}
 	c.budget.init(c.srv.opts.MaxInflight, c.srv.opts.MaxInflightBytes)
@@ -485,6 +485,13 @@ func (b *budget) init(maxN int, maxBytes int64) {
 
 // acquire blocks until cost fits. A request larger than the whole byte
 // budget is admitted alone.
+// empty reports whether nothing is in flight.
+func (b *budget) empty() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n == 0
+}
+
 func (b *budget) tryAcquire(cost int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -42,6 +42,11 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// Logger receives connection events (default: discard).
 	Logger *slog.Logger
+	// SessionsChanged, if set, is called with the number of connections in
+	// the transmission phase, on all exports, whenever it changes. It is
+	// called with the server's lock held (so calls are serialized and in
+	// order) and must not call back into the Server.
+	SessionsChanged func(total int)
 }
 
 // Server is an NBD server: fixed newstyle handshake, simple and structured
@@ -59,6 +64,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	sessions  map[string]int
+	total     int
 	wg        sync.WaitGroup
 }
 
@@ -188,11 +194,15 @@ func (s *Server) Sessions(export string) int {
 
 func (s *Server) addSession(name string, delta int) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.sessions[name] += delta
 	if s.sessions[name] == 0 {
 		delete(s.sessions, name)
 	}
-	s.mu.Unlock()
+	s.total += delta
+	if s.opts.SessionsChanged != nil {
+		s.opts.SessionsChanged(s.total)
+	}
 }
 
 func (s *Server) isClosed() bool {

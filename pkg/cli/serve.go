@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ func newServeCmd() *cobra.Command {
 		diskPath, listen, export string
 		readOnly, direct         bool
 		cpuProfile               string
+		procs                    int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --disk PATH [--listen ADDR] [--export NAME] [--read-only]",
@@ -41,7 +43,7 @@ host:port or unix:/path; a port of 0 picks a free one. The line
 				}
 				defer stop()
 			}
-			return serve(cmd.Context(), cmd, diskPath, listen, export, readOnly, direct)
+			return serve(cmd.Context(), cmd, diskPath, listen, export, readOnly, direct, procs)
 		},
 	}
 	f := cmd.Flags()
@@ -50,22 +52,29 @@ host:port or unix:/path; a port of 0 picks a free one. The line
 	f.StringVar(&export, "export", "default", "export name (the empty name also selects it)")
 	f.BoolVar(&readOnly, "read-only", false, "refuse writes (NBD_FLAG_READ_ONLY)")
 	f.BoolVar(&direct, "direct", false, "open the disk with O_DIRECT (requests must then be aligned)")
+	f.IntVar(&procs, "procs", 0, "CPUs to run Go code on (GOMAXPROCS); 0: one per connected client, at most all")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile to this file until exit (for make bench / pprof)")
 	_ = f.MarkHidden("cpuprofile")
 	return cmd
 }
 
-func serve(ctx context.Context, cmd *cobra.Command, path, listen, export string, readOnly, direct bool) error {
+func serve(ctx context.Context, cmd *cobra.Command, path, listen, export string, readOnly, direct bool, procs int) error {
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := disk.OpenFile(path, disk.FileOptions{ReadOnly: readOnly, Direct: direct})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	defer d.Close()
-	srv, err := nbd.NewServer(nbd.Options{
+	opts := nbd.Options{
 		Catalog: nbd.NewStaticCatalog(&nbd.Export{Name: export, Description: "twinblock serve " + path, Device: d, ReadOnly: readOnly}),
 		Logger:  log,
-	})
+	}
+	if procs > 0 {
+		runtime.GOMAXPROCS(procs)
+	} else {
+		opts.SessionsChanged = adaptProcs(runtime.NumCPU())
+	}
+	srv, err := nbd.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -95,6 +104,23 @@ func serve(ctx context.Context, cmd *cobra.Command, path, listen, export string,
 	}
 	log.Info("serve: stopped", "disk", path)
 	return nil
+}
+
+// adaptProcs returns a SessionsChanged hook that gives Go one CPU per
+// connected client, at most ncpu. A connection's requests mostly run on
+// its reader goroutine (see nbd/conn.go), so more Ps than busy readers
+// only spin in the scheduler, taking CPU from the NBD client that often
+// shares the machine: on the 2-core build machine, one P served 4k QD1
+// writes at 15.0k IOPS where two gave 11.2k, and QD32 random I/O 5-25%
+// faster (docs/nbd.md).
+func adaptProcs(ncpu int) func(int) {
+	runtime.GOMAXPROCS(1)
+	return func(sessions int) {
+		want := min(max(sessions, 1), ncpu)
+		if runtime.GOMAXPROCS(0) != want {
+			runtime.GOMAXPROCS(want)
+		}
+	}
 }
 
 func startCPUProfile(path string) (func(), error) {
