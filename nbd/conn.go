@@ -51,6 +51,11 @@ type conn struct {
 	inflight  sync.WaitGroup
 	budget    budget
 
+	// Reader-owned: the moving average of READ/WRITE payload sizes and the
+	// CPU demand it implies (see Options.DemandChanged).
+	lenAvg int64
+	demand int
+
 	omu    sync.Mutex
 	active []*request // dispatched requests with a range, in no order
 
@@ -97,8 +102,9 @@ func (c *conn) serve() error {
 	}
 	c.budget.init(c.srv.opts.MaxInflight, c.srv.opts.MaxInflightBytes)
 	name := sess.export.Name
-	c.srv.addSession(name, 1)
-	defer c.srv.addSession(name, -1)
+	c.demand = 1
+	c.srv.addSession(name, 1, 1)
+	defer func() { c.srv.addSession(name, -1, -c.demand) }()
 
 	err = c.readLoop()
 	c.inflight.Wait()
@@ -151,6 +157,7 @@ func (c *conn) readLoop() error {
 
 		if h.Type == CmdRead || h.Type == CmdWrite {
 			r.cost = int64(h.Length)
+			c.trackLength(r.cost)
 		}
 		c.acquire(r.cost)
 		if r.cost > 0 {
@@ -165,6 +172,24 @@ func (c *conn) readLoop() error {
 			}
 		}
 		c.dispatch(r)
+	}
+}
+
+// streamingLength is the average payload above which a connection counts
+// as streaming and wants two CPUs.
+const streamingLength = 128 << 10
+
+// trackLength updates the payload average (weight 1/8) and reports a
+// change of demand to the server.
+func (c *conn) trackLength(n int64) {
+	c.lenAvg += (n - c.lenAvg) / 8
+	want := 1
+	if c.lenAvg >= streamingLength {
+		want = 2
+	}
+	if want != c.demand {
+		c.srv.addDemand(want - c.demand)
+		c.demand = want
 	}
 }
 

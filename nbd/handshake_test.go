@@ -215,7 +215,7 @@ func TestSessionsCounted(t *testing.T) {
 	e, _ := memExport("alpha", 4096, disk.MemOptions{})
 	b, _ := memExport("beta", 4096, disk.MemOptions{})
 	totals := make(chan int, 16)
-	ts := newTestServer(t, Options{SessionsChanged: func(n int) { totals <- n }}, e, b)
+	ts := newTestServer(t, Options{DemandChanged: func(n int) { totals <- n }}, e, b)
 	r1, done1 := ts.dial()
 	r1.goExport("alpha", false)
 	assert.Equal(t, 1, <-totals)
@@ -228,7 +228,38 @@ func TestSessionsCounted(t *testing.T) {
 	require.NoError(t, <-done1)
 	assert.Equal(t, 1, <-totals)
 	assert.Equal(t, 0, ts.srv.Sessions("alpha"))
+	for i := 0; i < 16; i++ {
+		r2.request(CmdRead, 0, uint64(i), 0, 4096, nil)
+		r2.readReply(0) // structured: the chunk carries its length
+	}
+	select {
+	case n := <-totals:
+		t.Fatalf("small requests changed the demand to %d", n)
+	default:
+	}
 	r2.request(CmdDisc, 0, 1, 0, 0, nil)
 	require.NoError(t, <-done2)
+	assert.Equal(t, 0, <-totals)
+}
+
+func TestStreamingConnectionDemandsTwoCPUs(t *testing.T) {
+	e, _ := memExport("e", 1<<20, disk.MemOptions{})
+	totals := make(chan int, 64)
+	ts := newTestServer(t, Options{DemandChanged: func(n int) { totals <- n }}, e)
+	r, done := ts.dial()
+	r.goExport("e", false)
+	assert.Equal(t, 1, <-totals)
+	for i := 0; i < 32; i++ {
+		r.request(CmdRead, 0, uint64(i), 0, 512<<10, nil)
+		r.readReply(512 << 10)
+	}
+	assert.Equal(t, 2, <-totals, "large reads: two CPUs")
+	for i := 0; i < 64; i++ {
+		r.request(CmdRead, 0, uint64(i), 0, 4096, nil)
+		r.readReply(4096)
+	}
+	assert.Equal(t, 1, <-totals, "back to small requests: one CPU")
+	r.request(CmdDisc, 0, 1, 0, 0, nil)
+	require.NoError(t, <-done)
 	assert.Equal(t, 0, <-totals)
 }

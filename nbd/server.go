@@ -42,11 +42,14 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// Logger receives connection events (default: discard).
 	Logger *slog.Logger
-	// SessionsChanged, if set, is called with the number of connections in
-	// the transmission phase, on all exports, whenever it changes. It is
-	// called with the server's lock held (so calls are serialized and in
-	// order) and must not call back into the Server.
-	SessionsChanged func(total int)
+	// DemandChanged, if set, is called whenever the number of CPUs the
+	// connections can keep busy changes: one per connection in the
+	// transmission phase, two for a connection streaming large requests
+	// (reading the next payload while the last one is copied). The caller
+	// may size GOMAXPROCS to it (see cli.adaptProcs). It is called with the
+	// server's lock held, so calls are serialized and in order, and must
+	// not call back into the Server.
+	DemandChanged func(cpus int)
 }
 
 // Server is an NBD server: fixed newstyle handshake, simple and structured
@@ -64,7 +67,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	sessions  map[string]int
-	total     int
+	demand    int
 	wg        sync.WaitGroup
 }
 
@@ -192,16 +195,32 @@ func (s *Server) Sessions(export string) int {
 	return s.sessions[export]
 }
 
-func (s *Server) addSession(name string, delta int) {
+// addSession counts a connection entering (+1) or leaving (-1) the
+// transmission phase on the named export, with the CPU demand it brings or
+// takes away.
+func (s *Server) addSession(name string, delta, demand int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sessions[name] += delta
 	if s.sessions[name] == 0 {
 		delete(s.sessions, name)
 	}
-	s.total += delta
-	if s.opts.SessionsChanged != nil {
-		s.opts.SessionsChanged(s.total)
+	s.addDemandLocked(demand)
+}
+
+func (s *Server) addDemand(delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addDemandLocked(delta)
+}
+
+func (s *Server) addDemandLocked(delta int) {
+	if delta == 0 {
+		return
+	}
+	s.demand += delta
+	if s.opts.DemandChanged != nil {
+		s.opts.DemandChanged(s.demand)
 	}
 }
 
