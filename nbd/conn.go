@@ -19,16 +19,17 @@ import (
 //     order, checks them, charges them to budget (blocking when the
 //     connection has too much in flight: backpressure reaches the client
 //     through TCP), reads WRITE payloads, and dispatches;
-//   - one goroutine per dispatched request runs the device operation,
-//     releases the requests that waited for it, and queues its reply.
-//     Their number is bounded by Options.MaxInflight.
+//   - a dispatched request runs on the reader itself or on a goroutine of
+//     its own (bounded by Options.MaxInflight), which runs the device
+//     operation, starts the requests that waited for it, and queues its
+//     reply.
 //
-// A READ or WRITE (without FUA) runs on the reader goroutine itself when
-// the device has recently served that kind of request within
-// Options.InlineThreshold beyond its transfer time at 1 GB/s: a goroutine
-// hand-off costs more than a page-cache copy. A slow device (a cache miss on a disk, fsync, a network round
-// trip) goes back to a goroutine per request within a few requests, so the
-// reader never waits long behind one. See latency.
+// A READ or WRITE without FUA runs on the reader when the device recently
+// served that kind of request within Options.InlineThreshold beyond its
+// transfer time at 1 GB/s: a goroutine hand-off costs more than a
+// page-cache copy. A slow device (a disk seek, fsync, a network round trip)
+// is back to a goroutine per request within a few requests, so the reader
+// never waits long behind one. See latency.
 //
 // Replies are written by flat combining: the goroutine that queues a reply
 // while nobody is writing becomes the writer and drains the queue with
