@@ -64,10 +64,13 @@ type conn struct {
 	queue   []*request // replies waiting for the writer
 	spare   []*request
 	writing bool
-	corked  bool        // the reader has more requests in hand: hold replies
-	iov     net.Buffers // owned by the current writer
-	wbufs   net.Buffers // iov as consumed by WriteTo; a field so it does not escape per call
-	werr    error       // owned by the current writer
+	corked  bool // the reader has more requests in hand: hold replies
+	// corkTimer uncorks after maxCorkDelay, so a reader stuck in a device
+	// call it judged fast cannot hold finished replies for longer.
+	corkTimer *time.Timer
+	iov       net.Buffers // owned by the current writer
+	wbufs     net.Buffers // iov as consumed by WriteTo; a field so it does not escape per call
+	werr      error       // owned by the current writer
 }
 
 // stopReading makes the reader stop after the request it is reading; the
@@ -97,7 +100,7 @@ func (c *conn) serve() error {
 		return ErrServerClosed
 	}
 	c.sess, c.dev, c.br = sess, sess.export.Device, br
-	if pr := newPollReader(c.nc, &c.stopping, c.budget.empty); pr != nil && br.Buffered() == 0 {
+	if pr := newPollReader(c.nc, &c.stopping, c.budget.empty, &c.srv.pollers); pr != nil && br.Buffered() == 0 {
 		// The handshake left nothing buffered: switch to the pollReader.
 		c.br = bufio.NewReaderSize(pr, 64<<10)
 	}
@@ -109,6 +112,9 @@ func (c *conn) serve() error {
 
 	err = c.readLoop()
 	c.inflight.Wait()
+	if err == nil && c.werr != nil { // every writer is done: werr is ours now
+		err = fmt.Errorf("nbd: writing replies: %w", c.werr)
+	}
 	if c.wrote.Load() {
 		if ferr := c.dev.Flush(); ferr != nil {
 			c.srv.log.Error("nbd: flush at disconnect", "export", name, "err", ferr)
@@ -117,13 +123,36 @@ func (c *conn) serve() error {
 			}
 		}
 	}
+	c.lingerClose()
 	return err
+}
+
+// lingerGrace bounds how long a closing connection waits for the client
+// to read its last replies.
+const lingerGrace = 2 * time.Second
+
+// lingerClose ends the connection without destroying replies already
+// written: closing a socket with unread input makes the kernel send a
+// reset and drop what is still queued for sending. So it half-closes,
+// discards what the client still sends (requests that arrived after the
+// reader stopped, never executed) until the client closes or lingerGrace
+// passes, and only then closes.
+func (c *conn) lingerClose() {
+	hc, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || c.werr != nil || hc.CloseWrite() != nil {
+		return // serve's deferred Close does the rest
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(lingerGrace))
+	_, _ = io.Copy(io.Discard, c.nc)
 }
 
 func (c *conn) readLoop() error {
 	defer c.setCork(false)
 	var hb [requestHeaderSize]byte
 	for {
+		if c.stopping.Load() {
+			return nil // shutdown: stop between requests, even with input buffered
+		}
 		c.setCork(c.nextRequestBuffered())
 		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
 			if c.stopping.Load() {
@@ -166,7 +195,7 @@ func (c *conn) readLoop() error {
 			r.data = r.buf.b[:h.Length]
 		}
 		if h.Type == CmdWrite && h.Length > 0 {
-			if _, err := io.ReadFull(c.br, r.data); err != nil {
+			if err := c.readPayload(r.data); err != nil {
 				c.budget.release(r.cost)
 				c.recycle(r)
 				return fmt.Errorf("nbd: reading %d-byte write payload: %w", h.Length, err)
@@ -174,6 +203,25 @@ func (c *conn) readLoop() error {
 		}
 		c.dispatch(r)
 	}
+}
+
+// readPayload reads a WRITE payload. A shutdown that interrupts it (the
+// header is read, so the request has begun) gets lingerGrace to let the
+// rest arrive: the reader stops between requests, not inside one.
+func (c *conn) readPayload(p []byte) error {
+	n, err := io.ReadFull(c.br, p)
+	if err != nil && c.stopping.Load() && isTimeout(err) {
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerGrace))
+		_, err = io.ReadFull(c.br, p[n:])
+	}
+	return err
+}
+
+// isTimeout is out of line so that its errors.As target does not make the
+// caller allocate on the success path.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // streamingLength is the average payload above which a connection counts
@@ -218,6 +266,9 @@ func (c *conn) acquire(cost int64) {
 	}
 }
 
+// maxCorkDelay bounds how long a finished reply can be held by the cork.
+const maxCorkDelay = time.Millisecond
+
 // setCork holds replies (on) or releases them (off), writing what queued
 // up if nobody else is writing.
 func (c *conn) setCork(on bool) {
@@ -227,7 +278,19 @@ func (c *conn) setCork(on bool) {
 		return
 	}
 	c.corked = on
-	if on || c.writing || len(c.queue) == 0 {
+	if on {
+		if c.corkTimer == nil {
+			c.corkTimer = time.AfterFunc(maxCorkDelay, func() { c.setCork(false) })
+		} else {
+			c.corkTimer.Reset(maxCorkDelay)
+		}
+		c.wmu.Unlock()
+		return
+	}
+	if c.corkTimer != nil {
+		c.corkTimer.Stop()
+	}
+	if c.writing || len(c.queue) == 0 {
 		c.wmu.Unlock()
 		return
 	}

@@ -15,6 +15,8 @@ import (
 //     them writes; requests of different connections may overlap.
 //   - Offsets and lengths passed in are already checked: 0 <= off,
 //     off+len <= Size(), aligned to MinBlockSize when the device has one.
+//   - ReadAt and WriteAt must not retain p after they return: the server
+//     reuses the buffer (as io.ReaderAt and io.WriterAt require).
 //   - WriteAt with fua=true returns only when the data is durable.
 //   - Flush returns only when every write that completed (returned) before
 //     Flush was called, on any connection, is durable. This is what makes

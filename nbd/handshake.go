@@ -236,6 +236,9 @@ func (s *Server) newSession(exp *Export, structured bool) *session {
 	if sess.prefBlock < sess.minBlock {
 		sess.prefBlock = sess.minBlock
 	}
+	if sess.maxPayload < sess.prefBlock { // proto.md: max >= preferred
+		sess.maxPayload = sess.prefBlock
+	}
 	sess.flags = FlagHasFlags | FlagSendFlush | FlagCanMultiConn
 	if exp.readOnly() {
 		sess.flags |= FlagReadOnly

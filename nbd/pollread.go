@@ -25,16 +25,22 @@ import (
 // The poll wakes every pollSlice to notice stop (shutdown) and a closed
 // connection.
 type pollReader struct {
-	nc   net.Conn
-	rc   syscall.RawConn
-	stop *atomic.Bool
-	idle func() bool
+	nc      net.Conn
+	rc      syscall.RawConn
+	stop    *atomic.Bool
+	idle    func() bool
+	pollers *atomic.Int32 // threads in poll(2), server-wide
 }
+
+// maxPollers bounds the threads a server keeps blocked in poll(2); more
+// idle connections wait in the netpoller. Without it, every idle client
+// would hold a thread, and enough of them would exhaust Go's thread limit.
+const maxPollers = 64
 
 const pollSlice = 50 * time.Millisecond
 
 // newPollReader returns a pollReader for TCP and unix sockets, or nil.
-func newPollReader(nc net.Conn, stop *atomic.Bool, idle func() bool) *pollReader {
+func newPollReader(nc net.Conn, stop *atomic.Bool, idle func() bool, pollers *atomic.Int32) *pollReader {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return nil
@@ -43,7 +49,7 @@ func newPollReader(nc net.Conn, stop *atomic.Bool, idle func() bool) *pollReader
 	if err != nil {
 		return nil
 	}
-	return &pollReader{nc: nc, rc: rc, stop: stop, idle: idle}
+	return &pollReader{nc: nc, rc: rc, stop: stop, idle: idle, pollers: pollers}
 }
 
 var errStopped = errors.New("nbd: connection reader stopped")
@@ -67,8 +73,14 @@ func (p *pollReader) Read(b []byte) (int, error) {
 				rerr = os.ErrDeadlineExceeded
 				return true
 			}
+			if p.pollers.Add(1) > maxPollers {
+				p.pollers.Add(-1)
+				return false
+			}
 			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			if _, perr := unix.Poll(pfd, int(pollSlice/time.Millisecond)); perr != nil && perr != unix.EINTR {
+			_, perr := unix.Poll(pfd, int(pollSlice/time.Millisecond))
+			p.pollers.Add(-1)
+			if perr != nil && perr != unix.EINTR {
 				rerr = perr
 				return true
 			}

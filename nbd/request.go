@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"unicode/utf8"
 )
 
 // RequestHeader is the fixed 28-byte header of every transmission-phase
@@ -100,8 +101,12 @@ func (r *request) appendReply(iov net.Buffers, structured bool) net.Buffers {
 		switch {
 		case r.errno != 0:
 			msg := r.msg
-			if len(msg) > 4096 {
-				msg = msg[:4096]
+			if len(msg) > 4096 { // cut on a rune boundary: the spec wants UTF-8
+				cut := 4096
+				for cut > 0 && !utf8.RuneStart(msg[cut]) {
+					cut--
+				}
+				msg = msg[:cut]
 			}
 			binary.BigEndian.PutUint16(h[6:], replyTypeError)
 			binary.BigEndian.PutUint32(h[16:], uint32(6+len(msg)))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -69,6 +70,7 @@ type Server struct {
 	sessions  map[string]int
 	demand    int
 	wg        sync.WaitGroup
+	pollers   atomic.Int32 // connection readers blocked in poll(2)
 }
 
 // NewServer returns a server for the given options.
@@ -253,11 +255,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		// abort can wait out a reader's poll slice: not under s.mu.
 		s.mu.Lock()
+		conns := make([]*conn, 0, len(s.conns))
 		for c := range s.conns {
-			c.abort()
+			conns = append(conns, c)
 		}
 		s.mu.Unlock()
+		for _, c := range conns {
+			go c.abort()
+		}
 		<-done
 		return ctx.Err()
 	}

@@ -469,6 +469,7 @@ func (c *Client) finish(cookie uint64, cl *call) {
 func (c *Client) readLoop(br *bufio.Reader) {
 	defer close(c.done)
 	err := c.readReplies(br)
+	c.nc.Close() // the server closed or broke the stream: nothing more can be read
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		err = ErrClosed
 	}

@@ -8,7 +8,8 @@ import (
 // Disk is a fixed-size block store. It satisfies nbd.Device; see there for
 // the concurrency and durability contract. Durable means: after WriteAt
 // with fua, or after Flush, the data survives a crash or power loss of the
-// machine (fdatasync on files and block devices).
+// machine (fdatasync on files and block devices). Close must not run
+// concurrently with the other methods: callers stop their I/O first.
 type Disk interface {
 	Size() int64
 	ReadOnly() bool

@@ -3,6 +3,7 @@ package disk
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,8 +134,9 @@ func TestOpenFileErrors(t *testing.T) {
 	}
 }
 
-// TestFileBlockDevice runs the contract on a real loop device, which takes
-// the BLKGETSIZE64, BLKDISCARD and block-device fallocate paths.
+// TestFileBlockDevice runs the contract on real loop devices with 512-byte
+// and 4 KiB logical sectors, which takes the BLKGETSIZE64, BLKSSZGET,
+// BLKDISCARD and block-device fallocate paths with unaligned requests.
 func TestFileBlockDevice(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for losetup")
@@ -142,19 +144,27 @@ func TestFileBlockDevice(t *testing.T) {
 	if _, err := exec.LookPath("losetup"); err != nil {
 		t.Skip("no losetup")
 	}
-	img := newFile(t, 4<<20)
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("losetup: %v: %s", err, out)
+	for _, sector := range []int64{512, 4096} {
+		img := newFile(t, 4<<20)
+		out, err := exec.Command("losetup", "--find", "--show", "--sector-size", fmt.Sprint(sector), img).CombinedOutput()
+		if err != nil {
+			t.Skipf("losetup: %v: %s", err, out)
+		}
+		dev := strings.TrimSpace(string(out))
+		t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+		d, err := OpenFile(dev, FileOptions{})
+		require.NoError(t, err)
+		assert.True(t, d.blockDev)
+		assert.Equal(t, sector, d.sector, "BLKSSZGET")
+		assert.Equal(t, int64(4<<20), d.Size(), "size from BLKGETSIZE64")
+		exercise(t, d)
+		require.NoError(t, d.Trim(512, 4096, false), "an unaligned trim discards what it can")
+		require.NoError(t, d.WriteZeroes(1024, 8192, true, false), "unaligned zeroes on %d-byte sectors", sector)
+		b := make([]byte, 8192)
+		require.NoError(t, d.ReadAt(b, 1024))
+		assert.Equal(t, make([]byte, 8192), b)
+		require.NoError(t, d.Close())
 	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
-	d, err := OpenFile(dev, FileOptions{})
-	require.NoError(t, err)
-	defer d.Close()
-	assert.True(t, d.blockDev)
-	assert.Equal(t, int64(4<<20), d.Size(), "size from BLKGETSIZE64")
-	exercise(t, d)
 }
 
 func TestMem(t *testing.T) {

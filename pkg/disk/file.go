@@ -39,7 +39,8 @@ type File struct {
 	blockDev bool
 	readOnly bool
 	direct   bool
-	align    int
+	align    int   // request alignment: 1, or with O_DIRECT the sector size
+	sector   int64 // logical sector of a block device: discard/zero-out granularity
 
 	noPwritev2 atomic.Bool // pwritev2(RWF_DSYNC) unsupported here
 	zerosOnce  sync.Once
@@ -80,12 +81,13 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 			return nil, fmt.Errorf("disk: BLKGETSIZE64 on %s: %w", path, e)
 		}
 		d.size = int64(size)
+		ss, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("disk: BLKSSZGET on %s: %w", path, err)
+		}
+		d.sector = int64(ss)
 		if opts.Direct {
-			ss, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET)
-			if err != nil {
-				f.Close()
-				return nil, fmt.Errorf("disk: BLKSSZGET on %s: %w", path, err)
-			}
 			d.align = ss
 		}
 	default:
@@ -168,6 +170,9 @@ func (d *File) pwriteDsync(p []byte, off int64) error {
 		if err == unix.EINTR {
 			continue
 		}
+		if err == nil && n == 0 {
+			err = io.ErrShortWrite
+		}
 		if err != nil {
 			if err == unix.ENOSYS || err == unix.EOPNOTSUPP {
 				return err
@@ -199,8 +204,9 @@ func (d *File) Trim(off, n int64, fua bool) error {
 	}
 	var err error
 	if d.blockDev {
-		// BLKDISCARD needs 512-byte alignment: discard the aligned interior.
-		start, end := (off+511)&^511, (off+n)&^511
+		// BLKDISCARD needs logical-sector alignment: discard the aligned
+		// interior (TRIM is advisory).
+		start, end := alignUp(off, d.sector), alignDown(off+n, d.sector)
 		if end > start {
 			rng := [2]uint64{uint64(start), uint64(end - start)}
 			_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(d.fd), unix.BLKDISCARD, uintptr(unsafe.Pointer(&rng)))
@@ -240,7 +246,7 @@ func (d *File) WriteZeroes(off, n int64, noHole, fua bool) error {
 func (d *File) zeroRange(off, n int64, noHole bool) error {
 	start, end := off, off+n
 	if d.blockDev { // fallocate on a block device wants sector alignment
-		start, end = (off+511)&^511, (off+n)&^511
+		start, end = alignUp(off, d.sector), alignDown(off+n, d.sector)
 		if end <= start {
 			return d.writeZeroBytes(off, n)
 		}
@@ -288,6 +294,9 @@ func (d *File) Close() error {
 	}
 	return nil
 }
+
+func alignUp(x, a int64) int64   { return (x + a - 1) / a * a }
+func alignDown(x, a int64) int64 { return x / a * a }
 
 func aligned(p []byte, align int) bool {
 	return len(p) == 0 || uintptr(unsafe.Pointer(&p[0]))%uintptr(align) == 0
