@@ -16,6 +16,30 @@ import (
 	"github.com/twinblock/twinblock/pkg/disk"
 )
 
+// listenTCP serves dev as export "e" on a loopback port; the server is
+// closed when the test ends.
+func listenTCP(t *testing.T, dev Device) (*Server, string) {
+	t.Helper()
+	srv, err := NewServer(Options{Catalog: NewStaticCatalog(&Export{Name: "e", Device: dev})})
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return srv, l.Addr().String()
+}
+
+// dialTCP connects a raw client to export "e" in the transmission phase.
+func dialTCP(t *testing.T, addr string) (net.Conn, *raw) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	r := &raw{t: t, c: nc, br: bufio.NewReader(nc)}
+	r.goExport("e", false)
+	return nc, r
+}
+
 // TestShutdownDeliversEveryExecutedReply: when the server shuts down with
 // requests still unread in its socket, closing outright would make the
 // kernel reset the connection and drop replies already written. The client
@@ -32,16 +56,8 @@ func TestShutdownDeliversEveryExecutedReply(t *testing.T) {
 		}
 		return nil
 	})
-	srv, err := NewServer(Options{Catalog: NewStaticCatalog(&Export{Name: "e", Device: slow})})
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(l) }()
-	nc, err := net.Dial("tcp", l.Addr().String())
-	require.NoError(t, err)
-	defer nc.Close()
-	r := &raw{t: t, c: nc, br: bufio.NewReader(nc)}
-	r.goExport("e", false)
+	srv, addr := listenTCP(t, slow)
+	nc, r := dialTCP(t, addr)
 
 	var burst []byte
 	for i := uint64(0); i < 2000; i++ {
@@ -81,18 +97,9 @@ func TestCorkedRepliesDoNotWaitForAStalledInlineRequest(t *testing.T) {
 		}
 		return nil
 	})
-	srv, err := NewServer(Options{Catalog: NewStaticCatalog(&Export{Name: "e", Device: dev})})
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	defer close(release) // before Close, which waits for the held write
-	nc, err := net.Dial("tcp", l.Addr().String())
-	require.NoError(t, err)
-	defer nc.Close()
-	r := &raw{t: t, c: nc, br: bufio.NewReader(nc)}
-	r.goExport("e", false)
+	_, addr := listenTCP(t, dev)
+	defer close(release) // runs before the server's cleanup, which waits for the held write
+	nc, r := dialTCP(t, addr)
 
 	// Teach the connection that writes are fast, so the next runs inline.
 	for i := 0; i < 32; i++ {
@@ -107,7 +114,7 @@ func TestCorkedRepliesDoNotWaitForAStalledInlineRequest(t *testing.T) {
 	b = AppendRequestHeader(b, RequestHeader{Type: CmdWrite, Cookie: 101, Offset: 8192, Length: 4096})
 	b = append(b, make([]byte, 4096)...)
 	b = AppendRequestHeader(b, RequestHeader{Type: CmdRead, Cookie: 102, Offset: 65536, Length: 512})
-	_, err = nc.Write(b)
+	_, err := nc.Write(b)
 	require.NoError(t, err)
 	_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	rep := r.readReplyFor(func(uint64) int { return 0 })
@@ -118,20 +125,11 @@ func TestCorkedRepliesDoNotWaitForAStalledInlineRequest(t *testing.T) {
 // connections wait in the netpoller instead of holding a thread in
 // poll(2), and they still work.
 func TestIdleConnectionsDoNotEachHoldAThread(t *testing.T) {
-	srv, err := NewServer(Options{Catalog: NewStaticCatalog(&Export{Name: "e", Device: disk.NewMem(1<<20, disk.MemOptions{})})})
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
+	srv, addr := listenTCP(t, disk.NewMem(1<<20, disk.MemOptions{}))
 	const n = maxPollers + 36
 	conns := make([]*raw, n)
 	for i := range conns {
-		nc, err := net.Dial("tcp", l.Addr().String())
-		require.NoError(t, err)
-		defer nc.Close()
-		conns[i] = &raw{t: t, c: nc, br: bufio.NewReader(nc)}
-		conns[i].goExport("e", false)
+		_, conns[i] = dialTCP(t, addr)
 	}
 	require.Eventually(t, func() bool { return srv.pollers.Load() == maxPollers }, 5*time.Second, time.Millisecond,
 		"the first %d idle readers sit in poll(2)", maxPollers)
