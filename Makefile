@@ -8,7 +8,7 @@ PKGS      := ./...
 # machine (golang/go#75804, fixed in go1.27).
 FUZZTIME  ?= 300000x
 # Packages whose fuzz targets `make fuzz` runs, as PKG:TARGET.
-FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake
+FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake ./bitmap:FuzzDecodeRLE
 
 .PHONY: all build test unit integration race lint fuzz fuzz-short demo bench clean
 
