@@ -149,34 +149,19 @@ func (b *Bitmap) markPage(w uint64) {
 }
 
 // NextSet returns the first set bit at or after from.
-func (b *Bitmap) NextSet(from uint64) (uint64, bool) {
-	if from >= b.nbits {
-		return 0, false
-	}
-	w := from / 64
-	word := b.words[w] & (^uint64(0) << (from % 64))
-	for {
-		if word != 0 {
-			if i := w*64 + uint64(bits.TrailingZeros64(word)); i < b.nbits {
-				return i, true
-			}
-			return 0, false
-		}
-		w++
-		if w >= uint64(len(b.words)) {
-			return 0, false
-		}
-		word = b.words[w]
-	}
-}
+func (b *Bitmap) NextSet(from uint64) (uint64, bool) { return b.next(from, 0) }
 
 // NextClear returns the first clear bit at or after from.
-func (b *Bitmap) NextClear(from uint64) (uint64, bool) {
+func (b *Bitmap) NextClear(from uint64) (uint64, bool) { return b.next(from, ^uint64(0)) }
+
+// next finds the first bit at or after from whose value, XORed with flip's
+// bit, is 1: flip 0 finds set bits, all ones finds clear bits.
+func (b *Bitmap) next(from, flip uint64) (uint64, bool) {
 	if from >= b.nbits {
 		return 0, false
 	}
 	w := from / 64
-	word := ^b.words[w] & (^uint64(0) << (from % 64))
+	word := (b.words[w] ^ flip) & (^uint64(0) << (from % 64))
 	for {
 		if word != 0 {
 			if i := w*64 + uint64(bits.TrailingZeros64(word)); i < b.nbits {
@@ -188,7 +173,7 @@ func (b *Bitmap) NextClear(from uint64) (uint64, bool) {
 		if w >= uint64(len(b.words)) {
 			return 0, false
 		}
-		word = ^b.words[w]
+		word = b.words[w] ^ flip
 	}
 }
 

@@ -119,21 +119,7 @@ func (r *raw) goExport(name string, structured bool) (uint64, uint16) {
 		r.opt(optStructuredReply, nil)
 		require.Equal(r.t, repAck, r.optReply().typ)
 	}
-	r.opt(optGo, infoData(name, infoBlockSize))
-	var size uint64
-	var flags uint16
-	for {
-		rep := r.optReply()
-		require.Equal(r.t, optGo, rep.opt)
-		if rep.typ == repAck {
-			return size, flags
-		}
-		require.Equal(r.t, repInfo, rep.typ, "reply %#x: %s", rep.typ, rep.data)
-		if binary.BigEndian.Uint16(rep.data) == infoExport {
-			size = binary.BigEndian.Uint64(rep.data[2:])
-			flags = binary.BigEndian.Uint16(rep.data[10:])
-		}
-	}
+	return r.goExport2(name)
 }
 
 func (r *raw) request(typ, flags uint16, cookie, off uint64, length uint32, payload []byte) {

@@ -38,16 +38,15 @@ const (
 
 // Option reply types.
 const (
-	repAck          = protocol.NEGOTIATION_TYPE_REPLY_ACK
-	repServer       = protocol.NEGOTIATION_TYPE_REPLY_SERVER
-	repInfo         = protocol.NEGOTIATION_TYPE_REPLY_INFO
-	repErrUnsup     = protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED
-	repErrPolicy    = uint32(2 | 1<<31)
-	repErrInvalid   = uint32(3 | 1<<31)
-	repErrUnknown   = protocol.NEGOTIATION_TYPE_REPLY_ERR_UNKNOWN
-	repErrShutdown  = uint32(7 | 1<<31)
-	repErrTooBig    = uint32(9 | 1<<31)
-	repErrBitMarker = uint32(1 << 31)
+	repAck         = protocol.NEGOTIATION_TYPE_REPLY_ACK
+	repServer      = protocol.NEGOTIATION_TYPE_REPLY_SERVER
+	repInfo        = protocol.NEGOTIATION_TYPE_REPLY_INFO
+	repErrUnsup    = protocol.NEGOTIATION_TYPE_REPLY_ERR_UNSUPPORTED
+	repErrPolicy   = uint32(2 | 1<<31)
+	repErrInvalid  = uint32(3 | 1<<31)
+	repErrUnknown  = protocol.NEGOTIATION_TYPE_REPLY_ERR_UNKNOWN
+	repErrShutdown = uint32(7 | 1<<31)
+	repErrTooBig   = uint32(9 | 1<<31)
 )
 
 // Information types of NBD_OPT_INFO and NBD_OPT_GO.
