@@ -214,6 +214,15 @@ func (b *Bitmap) DirtyPages() []int {
 // ClearDirtyPages forgets which pages changed (after they were persisted).
 func (b *Bitmap) ClearDirtyPages() { clear(b.dirty) }
 
+// PageOf returns the page of the serialized form that holds bit i.
+func (b *Bitmap) PageOf(i uint64) int { return int(i / 64 / wordsPerPage) }
+
+// PageDirty reports whether page p changed since it was last marked clean.
+func (b *Bitmap) PageDirty(p int) bool { return b.dirty[p/64]&(1<<(p%64)) != 0 }
+
+// ClearPageDirty marks page p clean (after it alone was persisted).
+func (b *Bitmap) ClearPageDirty(p int) { b.dirty[p/64] &^= 1 << (p % 64) }
+
 // AppendPage appends page p of the serialized form (little-endian words,
 // zero-padded to PageSize) to dst.
 func (b *Bitmap) AppendPage(dst []byte, p int) []byte {

@@ -200,7 +200,23 @@ func TestDirtyPagesCoverEveryChange(t *testing.T) {
 			}
 		}
 		assert.Less(t, len(dirty), b.Pages(), "only the touched pages are dirty")
+		for p := 0; p < b.Pages(); p++ {
+			require.Equal(t, dirty[p], b.PageDirty(p), "page %d", p)
+		}
 	}
+}
+
+func TestPageDirtyOneByOne(t *testing.T) {
+	b, _ := New(1<<30, 4096) // 262144 bits, 8 pages of 32768 bits
+	b.Set(5, 5)
+	b.Set(3*32768+1, 4*32768) // pages 3 and 4
+	assert.Equal(t, []int{0, 3, 4}, b.DirtyPages())
+	assert.Equal(t, 3, b.PageOf(3*32768+1))
+	assert.Equal(t, 4, b.PageOf(4*32768))
+	b.ClearPageDirty(3)
+	assert.False(t, b.PageDirty(3))
+	assert.True(t, b.PageDirty(4))
+	assert.Equal(t, []int{0, 4}, b.DirtyPages())
 }
 
 func TestPagesRoundTrip(t *testing.T) {

@@ -1,0 +1,43 @@
+// Package meta is twinblock's on-disk metadata, as DRBD 8.4 keeps it: a
+// superblock with the generation identifiers and flags, the dirty bitmap,
+// and the activity log. docs/metadata.md has the layout byte by byte.
+//
+// Placement (Layout, ComputeLayout): meta-disk internal puts
+// [bitmap][activity log][superblock] at the end of the backing disk and
+// exports what remains before them; an external meta device holds
+// [superblock][activity log][bitmap] from offset 0, or from
+// index × 128 MiB for DRBD's indexed layout. Sizes are DRBD's: 4 KiB of
+// superblock, a 32 KiB log ring, and a bitmap of one bit per 4 KiB in
+// whole 512-byte sectors rounded up to 4 KiB.
+//
+// The superblock block holds two 512-byte slots, each with a sequence
+// number and a CRC32C. An update writes the slot that does not hold the
+// current version, rewriting the other byte for byte, and flushes; a
+// torn write can only damage the new slot, and the reader takes the
+// valid slot with the higher sequence.
+//
+// The activity log is a ring of 4 KiB transactions (64 slot updates and
+// a 919-slot context window, as DRBD). A write calls BeginWrite, which
+// returns once a transaction naming its extents is durable, and EndWrite
+// when it is done. Extents leave the log least recently used first, once
+// no write holds them, after their bitmap pages are written. A clean
+// detach (Close) sets the "log clean" flag; Open without it replays the
+// log and marks its extents out of sync, so that a crashed Primary
+// resyncs only those. Each attach starts a new log epoch, so older
+// transactions are never replayed.
+//
+// The invariants the replication layer relies on are on Meta; the crash
+// tests check them at thousands of crash points (disk.Crash keeps what
+// was flushed and a seeded part of the rest, torn at 512-byte sectors).
+//
+// Corruption is reported, never repaired: a superblock slot or a required
+// log transaction that fails its checksum stops Open and Inspect with a
+// *DiskError ("metadata checksum mismatch on DISK at offset N"), and
+// nothing is written. The one exception is the expected damage of a
+// crash: the superblock slot or the log block being written when it
+// happened, which the format tolerates by design.
+//
+// GI holds the generation-identifier tuple and its rotations (new data
+// generation, resync start and end) as pure functions; the caller
+// persists the result with Meta.Update before acting on it.
+package meta

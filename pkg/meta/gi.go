@@ -1,0 +1,232 @@
+package meta
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Index of a UUID in the generation-identifier tuple (DRBD's UI_*).
+const (
+	Current = iota
+	Bitmap
+	HistoryStart
+	HistoryEnd
+)
+
+// Special UUID values and bits (drbd_int.h).
+const (
+	// UUIDJustCreated is the current UUID of fresh metadata.
+	UUIDJustCreated uint64 = 4
+	// UUIDPrimaryBit is bit 0 of a UUID: set while its node was Primary
+	// in that generation; masked off when UUIDs are compared.
+	UUIDPrimaryBit uint64 = 1
+	// UUIDNewBMOffset is what the resync source adds to its bitmap UUID
+	// to make the sync UUID (protocol ≥ 96).
+	UUIDNewBMOffset uint64 = 1 << 48
+)
+
+// GI is the generation-identifier tuple: current, bitmap, and two
+// history UUIDs. The zero bitmap UUID means "no bitmap against an older
+// generation"; it is zero while connected and in sync.
+type GI [4]uint64
+
+// String is DRBD's get-gi form, CURRENT:BITMAP:HIST0:HIST1 in hex.
+func (g GI) String() string {
+	return fmt.Sprintf("%016X:%016X:%016X:%016X", g[Current], g[Bitmap], g[HistoryStart], g[HistoryEnd])
+}
+
+// Equal compares two UUIDs as DRBD does, ignoring the primary bit.
+func Equal(a, b uint64) bool { return a&^UUIDPrimaryBit == b&^UUIDPrimaryBit }
+
+// setCurrent stores val as the current UUID with bit 0 telling whether
+// this node is Primary (_drbd_uuid_set).
+func (g *GI) setCurrent(val uint64, primary bool) {
+	val &^= UUIDPrimaryBit
+	if primary {
+		val |= UUIDPrimaryBit
+	}
+	g[Current] = val
+}
+
+// setBitmap stores val as the bitmap UUID, first moving a non-zero old
+// bitmap UUID into the history (drbd_uuid_set(UI_BITMAP)).
+func (g *GI) setBitmap(val uint64) {
+	if g[Bitmap] != 0 {
+		g[HistoryEnd] = g[HistoryStart]
+		g[HistoryStart] = g[Bitmap]
+	}
+	g[Bitmap] = val
+}
+
+// NewCurrent starts a new data generation (drbd_uuid_new_current): the
+// current UUID becomes the bitmap UUID, the base against which the
+// bitmap records changes, and val (random) the current one. DRBD does
+// this when a Primary loses its peer, when a disconnected Secondary is
+// promoted, and on new-current-uuid. The caller persists the result
+// before any write of the new generation is acknowledged.
+func (g *GI) NewCurrent(val uint64, primary bool) {
+	g[Bitmap] = g[Current] &^ UUIDPrimaryBit
+	g.setCurrent(val, primary)
+}
+
+// StartResyncSource rotates the source's tuple at resync start and
+// returns the sync UUID to send to the target: the old bitmap UUID goes
+// to the history and the new bitmap UUID is it plus UUIDNewBMOffset (a
+// random one if there was none, or only "just created").
+func (g *GI) StartResyncSource(random uint64) uint64 {
+	u := g[Bitmap]
+	if u != 0 && u != UUIDJustCreated {
+		u += UUIDNewBMOffset
+	} else {
+		u = random
+	}
+	u &^= UUIDPrimaryBit
+	g.setBitmap(u)
+	return u
+}
+
+// StartResyncTarget adopts the sync UUID as the current one and clears
+// the bitmap UUID; the target is Inconsistent until the resync ends.
+func (g *GI) StartResyncTarget(sync uint64) {
+	g.setCurrent(sync, false)
+	g[Bitmap] = 0
+}
+
+// FinishResyncSource rotates at resync end: the bitmap UUID moves into
+// the history and is cleared (drbd_uuid_set_bm(0)).
+func (g *GI) FinishResyncSource() {
+	if g[Bitmap] == 0 {
+		return
+	}
+	g[HistoryEnd] = g[HistoryStart]
+	g[HistoryStart] = g[Bitmap]
+	g[Bitmap] = 0
+}
+
+// FinishResyncTarget adopts the source's tuple (after its
+// FinishResyncSource), with the primary bit of this node's own role.
+func (g *GI) FinishResyncTarget(source GI, primary bool) {
+	*g = source
+	g.setCurrent(source[Current], primary)
+}
+
+// Flags are the superblock's MDF_* bits, with DRBD 8.4's values.
+type Flags uint32
+
+// The flags (drbd_int.h MDF_*).
+const (
+	// FlagConsistent: the data is consistent (not in the middle of a
+	// resync as target).
+	FlagConsistent Flags = 1 << 0
+	// FlagPrimaryInd: the node is Primary (set on promotion, cleared on
+	// demotion; still set at attach means it crashed as Primary).
+	FlagPrimaryInd Flags = 1 << 1
+	// FlagConnectedInd: the node is connected to its peer.
+	FlagConnectedInd Flags = 1 << 2
+	// FlagFullSync: a full sync was decided; the bitmap is being set
+	// entirely (if set at attach, set it again).
+	FlagFullSync Flags = 1 << 3
+	// FlagWasUpToDate: the data was UpToDate (with FlagConsistent:
+	// UpToDate; without it: Outdated).
+	FlagWasUpToDate Flags = 1 << 4
+	// FlagPeerOutdated: the peer's disk is known Outdated or Inconsistent.
+	FlagPeerOutdated Flags = 1 << 5
+	// FlagCrashedPrimary: the node crashed while Primary and has not
+	// seen its peer since (it will be resync source for the activity
+	// log's extents).
+	FlagCrashedPrimary Flags = 1 << 6
+	// FlagALClean: the activity log holds nothing to replay (set on a
+	// clean detach; clear while attached).
+	FlagALClean Flags = 1 << 7
+	// FlagALDisabled: al-updates no (not implemented: always clear).
+	FlagALDisabled Flags = 1 << 8
+)
+
+var flagNames = []struct {
+	f    Flags
+	name string
+}{
+	{FlagConsistent, "consistent"}, {FlagPrimaryInd, "primary-ind"}, {FlagConnectedInd, "connected-ind"},
+	{FlagFullSync, "full-sync"}, {FlagWasUpToDate, "was-up-to-date"}, {FlagPeerOutdated, "peer-outdated"},
+	{FlagCrashedPrimary, "crashed-primary"}, {FlagALClean, "al-clean"}, {FlagALDisabled, "al-disabled"},
+}
+
+// String lists the set flags by name, "none" if none.
+func (f Flags) String() string {
+	var parts []string
+	for _, n := range flagNames {
+		if f&n.f != 0 {
+			parts = append(parts, n.name)
+			f &^= n.f
+		}
+	}
+	if f != 0 {
+		parts = append(parts, fmt.Sprintf("0x%x", uint32(f)))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ",")
+}
+
+func bit(f, b Flags) int {
+	if f&b != 0 {
+		return 1
+	}
+	return 0
+}
+
+// WriteShowGI prints DRBD 8.4's show-gi picture of the tuple and flags.
+func WriteShowGI(w io.Writer, g GI, f Flags) error {
+	var b strings.Builder
+	b.WriteString("\n" +
+		"       +--<  Current data generation UUID  >-\n" +
+		"       |               +--<  Bitmap's base data generation UUID  >-\n" +
+		"       |               |                 +--<  younger history UUID  >-\n" +
+		"       |               |                 |         +-<  older history  >-\n" +
+		"       V               V                 V         V\n")
+	b.WriteString(GetGI(g, f))
+	b.WriteString("" +
+		"                                                                    ^ ^ ^ ^ ^ ^ ^\n" +
+		"                                      -<  Data consistency flag  >--+ | | | | | |\n" +
+		"                             -<  Data was/is currently up-to-date  >--+ | | | | |\n" +
+		"                                  -<  Node was/is currently primary  >--+ | | | |\n" +
+		"                                  -<  Node was/is currently connected  >--+ | | |\n" +
+		"         -<  Node was in the progress of setting all bits in the bitmap  >--+ | |\n" +
+		"                        -<  The peer's disk was out-dated or inconsistent  >--+ |\n" +
+		"      -<  This node was a crashed primary, and has not seen its peer since   >--+\n" +
+		"\n")
+	crashed, role, conn, disk, full, peer := "", "Secondary", "StandAlone", "Inconsistent", "", ""
+	if f&FlagCrashedPrimary != 0 {
+		crashed = " crashed"
+	}
+	if f&FlagPrimaryInd != 0 {
+		role = "Primary"
+	}
+	if f&FlagConnectedInd != 0 {
+		conn = "Connected"
+	}
+	if f&FlagConsistent != 0 {
+		disk = "Outdated"
+		if f&FlagWasUpToDate != 0 {
+			disk = "UpToDate"
+		}
+	}
+	if f&FlagFullSync != 0 {
+		full = ", need full sync"
+	}
+	if f&FlagPeerOutdated != 0 {
+		peer = ", peer Outdated"
+	}
+	fmt.Fprintf(&b, "flags:%s %s, %s, %s%s%s\n", crashed, role, conn, disk, full, peer)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// GetGI is DRBD 8.4's get-gi line: the four UUIDs and seven flag digits.
+func GetGI(g GI, f Flags) string {
+	return fmt.Sprintf("%s:%d:%d:%d:%d:%d:%d:%d\n", g, bit(f, FlagConsistent), bit(f, FlagWasUpToDate),
+		bit(f, FlagPrimaryInd), bit(f, FlagConnectedInd), bit(f, FlagFullSync), bit(f, FlagPeerOutdated),
+		bit(f, FlagCrashedPrimary))
+}
