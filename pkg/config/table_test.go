@@ -1,0 +1,100 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sampleValues gives values of k to try: its extremes and its choices.
+func sampleValues(k *keyword) []string {
+	switch k.kind {
+	case kindFlag:
+		return []string{""}
+	case kindBool:
+		return []string{"", "yes", "no"}
+	case kindInt:
+		return []string{fmt.Sprint(k.min), fmt.Sprint(k.max)}
+	case kindSize:
+		return []string{fmt.Sprint(k.min), fmt.Sprint(k.max), formatSize(k.max*k.unit, 1)}
+	case kindEnum:
+		var out []string
+		for _, v := range k.values {
+			out = append(out, strings.Replace(v, "NODENAME", "b", 1))
+		}
+		return out
+	case kindString:
+		return []string{"plain", `"two words; {#}"`, `""`}
+	case kindNames:
+		return []string{"a", "a b", "both"}
+	}
+	return nil
+}
+
+// TestEveryKeywordRoundTrips sets every option keyword of the table to
+// each of its sample values and checks the configuration loads, keeps the
+// value, and survives Dump and Parse.
+func TestEveryKeywordRoundTrips(t *testing.T) {
+	for _, k := range keywords.list {
+		if k.alias != "" {
+			continue
+		}
+		for _, v := range sampleValues(k) {
+			var src string
+			hosts := `disk /d; on a { address 10.0.0.1:1; } on b { address 10.0.0.2:1; }`
+			stmt := strings.TrimSpace(k.name + " " + v)
+			switch k.section {
+			case secGlobal:
+				src = "global { " + stmt + "; }\nresource r { " + hosts + " }"
+			case secNet, secDisk, secStartup, secHandlers, secOptions:
+				src = "resource r { " + k.section + " { " + stmt + "; } " + hosts + " }"
+			default:
+				continue // placement keywords have their own tests
+			}
+			t.Run(stmt, func(t *testing.T) {
+				c, err := load(mapFS{}, "k.conf", []byte(src))
+				require.NoError(t, err, src)
+				s := c.Global
+				if k.section != secGlobal {
+					s = map[string]Section{secNet: c.Resources[0].Net, secDisk: c.Resources[0].Disk,
+						secStartup: c.Resources[0].Startup, secHandlers: c.Resources[0].Handlers,
+						secOptions: c.Resources[0].Options}[k.section]
+				}
+				assert.True(t, s.Has(k.name))
+				checkRoundTrip(t, mapFS{}, c)
+			})
+		}
+	}
+}
+
+func TestPlacementForms(t *testing.T) {
+	for _, tc := range []struct {
+		stmt string
+		want func(h *Host) any
+		val  any
+	}{
+		{"device /dev/drbd1048575", func(h *Host) any { return h.Minor }, 1048575},
+		{"device nbd3", func(h *Host) any { return h.Device }, "/dev/nbd3"},
+		{"device /dev/nbd3 minor 3", func(h *Host) any { return h.NBDDevice }, "/dev/nbd3"},
+		{"device minor 0", func(h *Host) any { return h.NBDDevice }, "/dev/nbd0"},
+		{"meta-disk /dev/md [ 7 ]", func(h *Host) any { return h.MetaDisk }, MetaDisk{Path: "/dev/md", Index: 7}},
+		{"meta-disk \"/dev/md\"[7]", func(h *Host) any { return h.MetaDisk }, MetaDisk{Path: "/dev/md", Index: 7}},
+		{"flexible-meta-disk internal", func(h *Host) any { return h.MetaDisk }, internalMetaDisk},
+		{"nbd-listen :0", func(h *Host) any { return h.NBDListen }, ":0"},
+		{"nbd-listen [::1]:10809", func(h *Host) any { return h.NBDListen }, "[::1]:10809"},
+		{"nbd-listen localhost:10809", func(h *Host) any { return h.NBDListen }, "localhost:10809"},
+	} {
+		t.Run(tc.stmt, func(t *testing.T) {
+			src := "resource r { " + tc.stmt + "; disk /d; on a { address 10.0.0.1:1; } on b { address 10.0.0.2:1; } }"
+			c, err := load(mapFS{}, "p.conf", []byte(src))
+			require.NoError(t, err)
+			for _, h := range c.Resources[0].Hosts {
+				assert.Equal(t, tc.val, tc.want(h))
+			}
+			checkRoundTrip(t, mapFS{}, c)
+		})
+	}
+}
