@@ -8,7 +8,8 @@ PKGS      := ./...
 # machine (golang/go#75804, fixed in go1.27).
 FUZZTIME  ?= 300000x
 # Packages whose fuzz targets `make fuzz` runs, as PKG:TARGET.
-FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake ./bitmap:FuzzDecodeRLE
+FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake ./bitmap:FuzzDecodeRLE \
+	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse
 
 .PHONY: all build test unit integration race lint fuzz fuzz-short demo bench clean
 
@@ -49,6 +50,7 @@ demo: build
 
 bench: build
 	bash integration/bench/bench.sh $(BIN)
+	$(GO) run ./integration/bench/mdscale -twinblock $(BIN)
 
 clean:
 	rm -rf bin integration.log

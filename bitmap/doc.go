@@ -20,6 +20,6 @@
 // spirit of DRBD's use-rle: alternating runs of clear and set bits, each a
 // uvarint, starting with a (possibly empty) clear run.
 //
-// Not yet here (issue 3, with the on-disk metadata): placing the bitmap on
-// disk and the activity log.
+// Placing the bitmap on disk, and the activity log that lets it be
+// written lazily, are in pkg/meta.
 package bitmap

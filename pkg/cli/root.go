@@ -22,7 +22,7 @@ type globals struct {
 // Execute runs the command line args and returns the exit status.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
-	root.SetArgs(args)
+	root.SetArgs(drbdOldOrder(args))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "twinblock: %s\n", strings.TrimPrefix(err.Error(), "twinblock: "))
 		return 1
@@ -46,6 +46,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.node, "node", "", "which `on NAME` section is this host (default: the hostname)")
 	pf.StringVar(&g.control, "control", "/run/twinblock/control.sock", "the daemon's control socket")
 
-	root.AddCommand(newServeCmd(), newDemoCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newDumpConfigCmd(&g),
+		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newNewCurrentUUIDCmd(&g))
 	return root
 }

@@ -283,7 +283,7 @@ func TestActivityLogCost(t *testing.T) {
 	after := m.Stats()
 	assert.Equal(t, warm, after, "no metadata writes after warm-up")
 
-	// Walk: sequential 4 KiB writes over 2047 extents, 1000 of them in the log.
+	// Walk: sequential writes over all 2048 extents, 1000 of them in the log.
 	m2, err := Open(d, InternalPlacement, Options{Name: "d"}) // new epoch, empty log
 	require.NoError(t, err)
 	before := m2.Stats()

@@ -1,0 +1,228 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/meta"
+)
+
+// metaDisks is a resource's backing disk and meta device, opened.
+type metaDisks struct {
+	data      disk.Disk // the backing disk
+	md        disk.Disk // the meta device: data itself when internal
+	mdPath    string
+	placement meta.Placement
+}
+
+func (d *metaDisks) Close() {
+	if d.md != d.data {
+		_ = d.md.Close()
+	}
+	_ = d.data.Close()
+}
+
+// openMetaDisks opens this node's backing disk and meta device.
+func openMetaDisks(t target, readOnly bool) (*metaDisks, error) {
+	if t.self.Disk == "" {
+		return nil, fmt.Errorf("%s: host %s is diskless (disk none): it has no metadata", t.res.Name, t.self.Name)
+	}
+	data, err := disk.OpenFile(t.self.Disk, disk.FileOptions{ReadOnly: readOnly})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.res.Name, err)
+	}
+	d := &metaDisks{data: data, md: data, mdPath: t.self.Disk}
+	md := t.self.MetaDisk
+	if md.Internal {
+		d.placement = meta.InternalPlacement
+		return d, nil
+	}
+	d.placement = meta.ExternalPlacement(md.Index)
+	if d.md, err = disk.OpenFile(md.Path, disk.FileOptions{ReadOnly: readOnly}); err != nil {
+		_ = data.Close()
+		return nil, fmt.Errorf("%s: meta-disk: %w", t.res.Name, err)
+	}
+	d.mdPath = md.Path
+	return d, nil
+}
+
+// eachTarget runs fn for every resource the argument names.
+func eachTarget(cmd *cobra.Command, g *globals, name string, fn func(target) error) error {
+	warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }
+	ts, err := g.targets(name, warn)
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if err := fn(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newCreateMDCmd(g *globals) *cobra.Command {
+	var (
+		force       bool
+		granularity int
+	)
+	cmd := &cobra.Command{
+		Use:   "create-md RES [--force]",
+		Short: "Write fresh metadata: generation identifiers, an empty bitmap and activity log",
+		Long: `create-md writes new metadata for this node's disk of resource RES (or
+all): the superblock with the "just created" generation, a zeroed bitmap
+and an empty activity log, where the meta-disk statement says (internal:
+at the end of the disk, which shrinks the exported size).
+
+It refuses to overwrite metadata that is already there (valid or not)
+unless --force is given. The disk must not be attached.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachTarget(cmd, g, args[0], func(t target) error {
+				return createMD(cmd.OutOrStdout(), t, force, granularity)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing metadata")
+	cmd.Flags().IntVar(&granularity, "bitmap-granularity", meta.DefaultGranularity,
+		"bytes per bitmap bit: a power of two from 4096 to 1048576 (DRBD 9.3)")
+	return cmd
+}
+
+func createMD(w io.Writer, t target, force bool, granularity int) error {
+	d, err := openMetaDisks(t, false)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	al := int(t.res.Disk.Int("al-extents"))
+	l, err := meta.ComputeLayout(d.placement, d.data.Size(), d.md.Size(), granularity, al)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.res.Name, err)
+	}
+	old, _, err := meta.Probe(d.md, d.placement, d.mdPath)
+	switch {
+	case err == nil && !force:
+		return fmt.Errorf("%s: valid metadata found on %s at offset %d (current UUID %016X); use --force to overwrite it",
+			t.res.Name, d.mdPath, old.MDOffset, old.GI[meta.Current])
+	case err != nil && !errors.Is(err, meta.ErrNoMetadata) && !force:
+		return fmt.Errorf("%s: %w; use --force to overwrite it", t.res.Name, err)
+	}
+	fmt.Fprintf(w, "%s: writing meta data on %s (meta-disk %s)...\n", t.res.Name, d.mdPath, l.Placement)
+	fmt.Fprintf(w, "initializing activity log (%d extents, %d KiB ring)\n", l.ALExtents, l.ALSize>>10)
+	fmt.Fprintf(w, "initializing bitmap (%d KB) to all zero\n", l.BMSize>>10)
+	if _, err := meta.Format(d.md, l); err != nil {
+		return fmt.Errorf("%s: %w", t.res.Name, err)
+	}
+	fmt.Fprintf(w, "New twinblock meta data block successfully created.\n")
+	fmt.Fprintf(w, "usable data size: %d bytes (%d KiB) of %d\n", l.DataSize, l.DataSize>>10, d.data.Size())
+	if l.DataSize < l.Capacity && !l.Placement.Internal {
+		fmt.Fprintf(w, "warning: the indexed meta-data layout covers only %d of the disk's %d bytes\n", l.DataSize, l.Capacity)
+	}
+	return nil
+}
+
+func newDumpMDCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "dump-md RES",
+		Short: "Print the metadata in text, as drbdmeta dump-md",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachTarget(cmd, g, args[0], func(t target) error {
+				d, err := openMetaDisks(t, true)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				s, err := meta.Inspect(d.md, d.placement, d.mdPath)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				return s.WriteDump(cmd.OutOrStdout(), d.mdPath)
+			})
+		},
+	}
+}
+
+func newShowGICmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show-gi RES",
+		Short: "Explain the generation identifiers and flags, as drbdadm show-gi",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachTarget(cmd, g, args[0], func(t target) error {
+				d, err := openMetaDisks(t, true)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				sb, warn, err := meta.Probe(d.md, d.placement, d.mdPath)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				if warn != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+warn)
+				}
+				return meta.WriteShowGI(cmd.OutOrStdout(), sb.GI, sb.Flags)
+			})
+		},
+	}
+}
+
+func newNewCurrentUUIDCmd(g *globals) *cobra.Command {
+	var clearBitmap bool
+	cmd := &cobra.Command{
+		Use:   "new-current-uuid RES [--clear-bitmap]",
+		Short: "Start a new data generation on a detached disk",
+		Long: `new-current-uuid moves the current UUID into the bitmap UUID and
+generates a new current UUID, as DRBD does when a Primary loses its peer.
+
+With --clear-bitmap the bitmap and the bitmap UUID are cleared instead,
+and the data is declared UpToDate: the administrator asserts that this
+disk holds good data and that nothing needs resyncing against the older
+generation. Detached, this affects this node only; a peer that was just
+created will then receive a full sync from this one.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachTarget(cmd, g, args[0], func(t target) error {
+				d, err := openMetaDisks(t, false)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				var data disk.Disk
+				if d.md != d.data {
+					data = d.data
+				}
+				m, err := meta.Open(d.md, d.placement, meta.Options{Name: d.mdPath, Data: data})
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				for _, w := range m.Warnings() {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+				}
+				err = m.NewCurrentUUID(false, clearBitmap)
+				if err == nil && clearBitmap {
+					err = m.Update(func(s *meta.Superblock) {
+						s.Flags |= meta.FlagConsistent | meta.FlagWasUpToDate
+						s.Flags &^= meta.FlagFullSync
+					})
+				}
+				if cerr := m.Close(); err == nil {
+					err = cerr
+				}
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s", t.res.Name, meta.GetGI(m.Superblock().GI, m.Superblock().Flags))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&clearBitmap, "clear-bitmap", false, "clear the bitmap too (skip the resync against the old generation)")
+	return cmd
+}

@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/meta"
+)
+
+// run executes the command line and returns exit status, stdout, stderr.
+func runCLI(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	rc := Execute(context.Background(), args, &out, &errb)
+	return rc, out.String(), errb.String()
+}
+
+// metaFixture writes a config with resource r0 (internal metadata) and
+// r1 (external, indexed) for host l0, and their sparse disks.
+func metaFixture(t *testing.T) (conf string, disks map[string]string) {
+	dir := t.TempDir()
+	disks = map[string]string{}
+	for name, size := range map[string]int64{"r0.img": 256 << 20, "r1.img": 512 << 20, "r1.md": 2 * meta.IndexedSize} {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, nil, 0o600))
+		require.NoError(t, os.Truncate(p, size))
+		disks[name] = p
+	}
+	conf = filepath.Join(dir, "twinblock.conf")
+	src := fmt.Sprintf(`
+common { disk { al-extents 101; } }
+resource r0 {
+  on l0 { disk %s; address 127.0.0.1:7790; meta-disk internal; }
+  on l1 { disk /dev/sdb1; address 127.0.0.2:7790; meta-disk internal; }
+}
+resource r1 {
+  on l0 { disk %s; address 127.0.0.1:7791; meta-disk %s[1]; }
+  on l1 { disk /dev/sdb2; address 127.0.0.2:7791; meta-disk /dev/sdc[1]; }
+}
+`, disks["r0.img"], disks["r1.img"], disks["r1.md"])
+	require.NoError(t, os.WriteFile(conf, []byte(src), 0o600))
+	return conf, disks
+}
+
+func TestMetaVerbs(t *testing.T) {
+	conf, disks := metaFixture(t)
+	c := []string{"-c", conf, "--node", "l0"}
+	verb := func(args ...string) (int, string, string) {
+		return runCLI(append(append([]string{}, args...), c...)...)
+	}
+
+	rc, out, errs := verb("create-md", "all")
+	require.Equal(t, 0, rc, errs)
+	assert.Contains(t, out, "r0: writing meta data on "+disks["r0.img"]+" (meta-disk internal)")
+	assert.Contains(t, out, "initializing activity log (101 extents, 32 KiB ring)")
+	assert.Contains(t, out, "r1: writing meta data on "+disks["r1.md"]+" (meta-disk external[1])")
+	assert.Equal(t, 2, strings.Count(out, "New twinblock meta data block successfully created."))
+
+	// Refused without --force, whether the metadata is valid or not.
+	rc, _, errs = verb("create-md", "r0")
+	assert.Equal(t, 1, rc)
+	assert.Contains(t, errs, "r0: valid metadata found on "+disks["r0.img"])
+	assert.Contains(t, errs, "use --force to overwrite it")
+
+	rc, out, errs = verb("show-gi", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Contains(t, out, "\n0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n")
+	assert.Contains(t, out, "flags: Secondary, StandAlone, Inconsistent\n")
+
+	rc, out, errs = verb("new-current-uuid", "r1")
+	require.Equal(t, 0, rc, errs)
+	assert.Regexp(t, `^r1: [0-9A-F]{16}:0000000000000004:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n$`, out)
+	rc, out, errs = verb("--", "--clear-bitmap", "new-current-uuid", "r0") // DRBD's old order
+	require.Equal(t, 0, rc, errs)
+	assert.Regexp(t, `^r0: [0-9A-F]{16}:0{16}:0{16}:0{16}:1:1:0:0:0:0:0\n$`, out)
+
+	rc, out, errs = verb("dump-md", "r0")
+	require.Equal(t, 0, rc, errs)
+	for _, want := range []string{"version \"twinblock-v1\";", "# al-extents 101;", "# activity log: clean", "# bits-set 0;"} {
+		assert.Contains(t, out, want)
+	}
+
+	// Corrupt both superblock slots of r0: every verb reports it and
+	// create-md will not overwrite it without --force.
+	f, err := disk.OpenFile(disks["r0.img"], disk.FileOptions{})
+	require.NoError(t, err)
+	sbOff := meta.SuperblockOffset(meta.InternalPlacement, f.Size())
+	require.NoError(t, f.WriteAt([]byte{0xff}, sbOff+100, true))
+	require.NoError(t, f.WriteAt([]byte{0xff}, sbOff+2048+100, true))
+	require.NoError(t, f.Close())
+	want := fmt.Sprintf("metadata checksum mismatch on %s at offset %d", disks["r0.img"], sbOff)
+	for _, v := range []string{"dump-md", "show-gi", "new-current-uuid", "create-md"} {
+		rc, _, errs = verb(v, "r0")
+		assert.Equal(t, 1, rc, v)
+		assert.Contains(t, errs, want, v)
+	}
+	rc, _, errs = verb("create-md", "--force", "r0")
+	require.Equal(t, 0, rc, errs)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"show-gi", "r9"}, "r9"},
+		{[]string{"show-gi", "r0", "--node", "nobody"}, `no "on nobody" section`},
+	} {
+		rc, _, errs = runCLI(append(append([]string{}, c...), tc.args...)...)
+		assert.Equal(t, 1, rc)
+		assert.Contains(t, errs, tc.want)
+	}
+}
+
+func TestDRBDOldOrder(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"primary", "r0"}, []string{"primary", "r0"}},
+		{[]string{"--", "--overwrite-data-of-peer", "primary", "r0"}, []string{"primary", "--overwrite-data-of-peer", "r0"}},
+		{[]string{"--", "--discard-my-data", "connect", "all"}, []string{"connect", "--discard-my-data", "all"}},
+		{[]string{"--", "-c", "x.conf", "--force", "create-md", "r0"}, []string{"create-md", "-c", "x.conf", "--force", "r0"}},
+		{[]string{"--", "--force"}, []string{"--force"}},
+	} {
+		assert.Equal(t, tc.want, drbdOldOrder(tc.in), "%v", tc.in)
+	}
+}
