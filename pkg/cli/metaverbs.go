@@ -178,14 +178,15 @@ func newNewCurrentUUIDCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "new-current-uuid RES [--clear-bitmap]",
 		Short: "Start a new data generation on a detached disk",
-		Long: `new-current-uuid moves the current UUID into the bitmap UUID and
-generates a new current UUID, as DRBD does when a Primary loses its peer.
+		Long: `new-current-uuid starts a new data generation on this node's disk, as
+drbdadm new-current-uuid on a StandAlone node: an older bitmap UUID moves
+into the history, the current UUID becomes the bitmap UUID, and a new
+random current UUID is generated.
 
-With --clear-bitmap the bitmap and the bitmap UUID are cleared instead,
-and the data is declared UpToDate: the administrator asserts that this
-disk holds good data and that nothing needs resyncing against the older
-generation. Detached, this affects this node only; a peer that was just
-created will then receive a full sync from this one.`,
+With --clear-bitmap the bitmap's bits are cleared too. DRBD's "skip the
+initial sync" procedure (--clear-bitmap on a connected pair of freshly
+created disks, which also marks both UpToDate) needs the peer link and is
+not available yet.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachTarget(cmd, g, args[0], func(t target) error {
@@ -206,12 +207,6 @@ created will then receive a full sync from this one.`,
 					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
 				}
 				err = m.NewCurrentUUID(false, clearBitmap)
-				if err == nil && clearBitmap {
-					err = m.Update(func(s *meta.Superblock) {
-						s.Flags |= meta.FlagConsistent | meta.FlagWasUpToDate
-						s.Flags &^= meta.FlagFullSync
-					})
-				}
 				if cerr := m.Close(); err == nil {
 					err = cerr
 				}

@@ -73,14 +73,14 @@ func TestMetaVerbs(t *testing.T) {
 	rc, out, errs = verb("show-gi", "r0")
 	require.Equal(t, 0, rc, errs)
 	assert.Contains(t, out, "\n0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n")
-	assert.Contains(t, out, "flags: Secondary, StandAlone, Inconsistent\n")
+	assert.Contains(t, out, "flags: Secondary, StandAlone, Inconsistent\nmeta-data: clean\n")
 
 	rc, out, errs = verb("new-current-uuid", "r1")
 	require.Equal(t, 0, rc, errs)
 	assert.Regexp(t, `^r1: [0-9A-F]{16}:0000000000000004:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n$`, out)
 	rc, out, errs = verb("--", "--clear-bitmap", "new-current-uuid", "r0") // DRBD's old order
 	require.Equal(t, 0, rc, errs)
-	assert.Regexp(t, `^r0: [0-9A-F]{16}:0{16}:0{16}:0{16}:1:1:0:0:0:0:0\n$`, out)
+	assert.Regexp(t, `^r0: [0-9A-F]{16}:0000000000000004:0{16}:0{16}:0:0:0:0:0:0:0\n$`, out)
 
 	rc, out, errs = verb("dump-md", "r0")
 	require.Equal(t, 0, rc, errs)

@@ -14,11 +14,12 @@ const crashPage = 4096
 
 // Crash is a sparse in-memory disk with a volatile write cache, for crash
 // tests (pebble's crashable MemFS, for a block device). Writes, trims and
-// zeroings land in the cache; Flush, or a FUA write, makes everything
-// cached so far durable. CrashClone returns what the device may hold after
-// a power loss at this instant: everything durable plus a seeded choice of
-// the cached sectors, applied in write order (so a later write to the same
-// sector wins when both survive).
+// zeroings land in the cache; Flush makes everything cached so far
+// durable, and a FUA write makes itself durable (only itself, as on a
+// real device: earlier cached writes stay volatile). CrashClone returns
+// what the device may hold after a power loss at this instant: everything
+// durable plus a seeded choice of the cached sectors, applied in write
+// order (so a later write to the same sector wins when both survive).
 //
 // Only pages ever written take memory, so a crash test can use a device of
 // hundreds of MiB and clone it thousands of times.
@@ -34,6 +35,10 @@ type cachedWrite struct {
 	off  int64
 	data []byte // nil: zeroes of length n
 	n    int64
+	// durable: a FUA write, already applied to the durable pages; kept
+	// in the cache so that a crash replays it after the older cached
+	// writes it overlaps, which therefore cannot resurface over it.
+	durable bool
 }
 
 // NewCrash returns a zeroed crashable disk of size bytes.
@@ -92,12 +97,11 @@ func (c *Crash) WriteAt(p []byte, off int64, fua bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stats.Writes++
-	c.cache = append(c.cache, cachedWrite{off: off, data: append([]byte(nil), p...), n: int64(len(p))})
+	w := cachedWrite{off: off, data: append([]byte(nil), p...), n: int64(len(p)), durable: fua}
+	c.cache = append(c.cache, w)
 	if fua {
-		// A FUA write is durable when it returns; modelled as a flush,
-		// which keeps the cache's write order intact.
 		c.stats.FUAWrites++
-		c.flushLocked()
+		applyWrite(c.durable, w, w.off, w.off+w.n)
 	}
 	return nil
 }
@@ -156,9 +160,10 @@ func (c *Crash) zero(off, n int64, fua bool, counter *int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	*counter++
-	c.cache = append(c.cache, cachedWrite{off: off, n: n})
+	w := cachedWrite{off: off, n: n, durable: fua}
+	c.cache = append(c.cache, w)
 	if fua {
-		c.flushLocked()
+		applyWrite(c.durable, w, w.off, w.off+w.n)
 	}
 	return nil
 }
@@ -198,7 +203,7 @@ func (c *Crash) CrashClone(rng *rand.Rand, keep float64) *Crash {
 		end := w.off + w.n
 		for lo := w.off; lo < end; {
 			hi := min(end, (lo/SectorSize+1)*SectorSize)
-			if rng.Float64() < keep {
+			if w.durable || rng.Float64() < keep {
 				applyWrite(out.durable, w, lo, hi)
 			}
 			lo = hi

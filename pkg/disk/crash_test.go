@@ -34,9 +34,8 @@ func TestCrashDropsOnlyUnsynced(t *testing.T) {
 	require.NoError(t, c.WriteAt(a, 0, false))
 	require.NoError(t, c.Flush())
 	require.NoError(t, c.WriteAt(b, 0, false))
-	require.NoError(t, c.WriteAt(b, 65536, true)) // FUA: everything so far is durable
+	require.NoError(t, c.WriteAt(b, 65536, true)) // FUA: this write alone is durable
 	require.NoError(t, c.WriteAt(a, 65536, false))
-	assert.Equal(t, 1, c.Cached())
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, tc := range []struct {
@@ -45,7 +44,7 @@ func TestCrashDropsOnlyUnsynced(t *testing.T) {
 		at64k  []byte
 		atZero []byte
 	}{
-		{"drop the cache", 0, b, b},
+		{"drop the cache", 0, b, a},
 		{"keep the cache", 1, a, b},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +55,20 @@ func TestCrashDropsOnlyUnsynced(t *testing.T) {
 			require.NoError(t, got.ReadAt(p, 0))
 			assert.Equal(t, tc.atZero, p)
 		})
+	}
+}
+
+// An older cached write never resurfaces over a FUA write it overlaps.
+func TestCrashFUAWinsOverOlderCache(t *testing.T) {
+	c := NewCrash(1 << 20)
+	require.NoError(t, c.WriteAt(bytes.Repeat([]byte{'o'}, 8192), 0, false))
+	require.NoError(t, c.WriteAt(bytes.Repeat([]byte{'f'}, 4096), 4096, true))
+	rng := rand.New(rand.NewPCG(8, 8))
+	for range 50 {
+		got := c.CrashClone(rng, 0.5)
+		p := make([]byte, 4096)
+		require.NoError(t, got.ReadAt(p, 4096))
+		require.Equal(t, bytes.Repeat([]byte{'f'}, 4096), p)
 	}
 }
 

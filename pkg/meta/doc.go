@@ -27,8 +27,11 @@
 // transactions are never replayed.
 //
 // The invariants the replication layer relies on are on Meta; the crash
-// tests check them at thousands of crash points (disk.Crash keeps what
-// was flushed and a seeded part of the rest, torn at 512-byte sectors).
+// tests check them at thousands of crash points, between application
+// writes and at every write and flush of the metadata itself, including
+// in the middle of a recovery (disk.Crash keeps what was flushed or
+// written with FUA and a seeded part of the rest, torn at 512-byte
+// sectors).
 //
 // Corruption is reported, never repaired: a superblock slot or a required
 // log transaction that fails its checksum stops Open and Inspect with a

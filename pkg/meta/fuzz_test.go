@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"testing"
+
+	"github.com/twinblock/twinblock/pkg/disk"
 )
 
 // FuzzDecodeSuperblock: any 4 KiB block decodes to an error or to a
@@ -44,6 +46,17 @@ func FuzzDecodeSuperblock(f *testing.F) {
 		if err != nil || st != slotValid || back != got {
 			t.Fatalf("re-encode: %v %v %+v vs %+v", err, st, back, got)
 		}
+		// Reading it from a small device must fail cleanly or read
+		// within the device: no huge allocation, no panic.
+		const devSize = 4 << 20
+		md := disk.NewMem(devSize, disk.MemOptions{})
+		off := SuperblockOffset(got.Placement, devSize)
+		if off >= 0 && off+SuperblockSize <= devSize {
+			_ = md.WriteAt(b[:SuperblockSize], off, false)
+			if s, err := Inspect(md, got.Placement, "fuzz"); err == nil && s.Bitmap.Bits() > devSize*8 {
+				t.Fatalf("a %d-byte device yields a bitmap of %d bits", devSize, s.Bitmap.Bits())
+			}
+		}
 	})
 }
 
@@ -79,9 +92,20 @@ func FuzzDecodeALTx(f *testing.F) {
 				}
 			}
 		}
+		// A ring of eight variants of the block, numbered as a real
+		// ring would be, so that the replay loop is reached.
 		ring := make([]byte, DefaultALSize)
 		for p := 0; p < DefaultALSize/ALBlockSize; p++ {
-			copy(ring[p*ALBlockSize:], b[:ALBlockSize])
+			blk := ring[p*ALBlockSize : (p+1)*ALBlockSize]
+			copy(blk, b[:ALBlockSize])
+			if len(b) >= (p+2)*ALBlockSize {
+				copy(blk, b[(p+1)*ALBlockSize:])
+			}
+			if fixCRC {
+				binary.BigEndian.PutUint64(blk[alOffEpoch:], tx.Epoch)
+				binary.BigEndian.PutUint64(blk[alOffSeq:], uint64(p+8*int(n%4)))
+				binary.BigEndian.PutUint32(blk[alOffCRC:], crc32.Checksum(blk[:alOffCRC], crc32c))
+			}
 		}
 		slots, err := replayAL(ring, 0, "fuzz", tx.Epoch, nslots)
 		if err == nil && len(slots) != nslots {

@@ -220,6 +220,11 @@ func WriteShowGI(w io.Writer, g GI, f Flags) error {
 		peer = ", peer Outdated"
 	}
 	fmt.Fprintf(&b, "flags:%s %s, %s, %s%s%s\n", crashed, role, conn, disk, full, peer)
+	if f&FlagALClean != 0 {
+		b.WriteString("meta-data: clean\n")
+	} else {
+		b.WriteString("meta-data: need apply-al\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

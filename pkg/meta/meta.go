@@ -81,6 +81,7 @@ type Meta struct {
 	committing bool
 	failed     error
 	closed     bool
+	closeErr   error // what Close returned, returned again by later calls
 	stats      Stats
 	recovered  []uint32
 	warnings   []string
@@ -190,6 +191,10 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 	if err := md.ReadAt(m.sbBlock, sb.MDOffset); err != nil {
 		return nil, fmt.Errorf("meta: read superblock of %s: %w", name, err)
 	}
+	if opts.Data != nil && opts.Data.Size() < sb.DataSize {
+		return nil, &DiskError{Err: ErrInvalid, Disk: name, Offset: sb.MDOffset,
+			Detail: fmt.Sprintf("the metadata is for %d bytes of data, the data device has %d", sb.DataSize, opts.Data.Size())}
+	}
 	if m.bm, err = loadBitmap(md, &sb, name); err != nil {
 		return nil, err
 	}
@@ -207,7 +212,9 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 		n = opts.ALExtents
 	}
 	m.al = newALCore(n)
-	err = m.Update(func(s *Superblock) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err = m.updateLocked(func(s *Superblock) {
 		s.ALExtents = uint32(n)
 		s.ALEpoch++
 		s.Flags &^= FlagALClean
@@ -317,6 +324,13 @@ func (m *Meta) Stats() Stats {
 func (m *Meta) Update(change func(*Superblock)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	return m.updateLocked(change)
+}
+
+func (m *Meta) updateLocked(change func(*Superblock)) error {
 	if m.failed != nil {
 		return m.failed
 	}
@@ -343,21 +357,21 @@ func (m *Meta) Update(change func(*Superblock)) error {
 // UUID cleared too (drbdadm new-current-uuid --clear-bitmap: the data
 // is declared in sync with a peer holding the same generation).
 func (m *Meta) NewCurrentUUID(primary, clearBitmap bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
 	if clearBitmap {
-		m.mu.Lock()
 		m.bm.Clear(0, m.bm.Bits()-1)
-		err := m.syncBitmapLocked()
-		m.mu.Unlock()
-		if err != nil {
+		if err := m.syncBitmapLocked(); err != nil {
 			return err
 		}
 	}
 	val := newUUID()
-	return m.Update(func(s *Superblock) {
+	return m.updateLocked(func(s *Superblock) {
+		s.GI.setBitmap(0) // an older bitmap UUID goes to the history
 		s.GI.NewCurrent(val, primary)
-		if clearBitmap {
-			s.GI[Bitmap] = 0
-		}
 	})
 }
 
@@ -414,6 +428,11 @@ func (m *Meta) SyncBitmap() error {
 }
 
 func (m *Meta) syncBitmapLocked() error {
+	// A commit in progress writes page snapshots taken before it let go
+	// of the lock; writing newer pages meanwhile could be undone by them.
+	for m.committing {
+		m.cond.Wait()
+	}
 	if m.failed != nil {
 		return m.failed
 	}
@@ -445,25 +464,27 @@ func (m *Meta) syncBitmapLocked() error {
 // metadata I/O error, Close leaves the log unclean.
 func (m *Meta) Close() error {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	for m.committing {
 		m.cond.Wait()
 	}
 	if m.closed {
-		m.mu.Unlock()
-		return nil
+		return m.closeErr
 	}
-	m.closed = true
+	m.closed = true // no new BeginWrite, Update or NewCurrentUUID
 	m.cond.Broadcast()
+	m.closeErr = m.closeLocked()
+	return m.closeErr
+}
+
+func (m *Meta) closeLocked() error {
 	if busy := m.al.busy(); busy > 0 {
-		m.mu.Unlock()
-		return fmt.Errorf("meta: close of %s with %d extents still held by writes", m.name, busy)
+		return fmt.Errorf("meta: close of %s with %d extents still held by writes; the log stays unclean", m.name, busy)
 	}
-	err := m.syncBitmapLocked()
-	m.mu.Unlock()
-	if err != nil {
+	if err := m.syncBitmapLocked(); err != nil {
 		return err
 	}
-	return m.Update(func(s *Superblock) { s.Flags |= FlagALClean })
+	return m.updateLocked(func(s *Superblock) { s.Flags |= FlagALClean })
 }
 
 // BeginWrite makes the activity log cover [off, off+n) before a write
@@ -473,9 +494,12 @@ func (m *Meta) Close() error {
 // free or releasable slot for the extents; concurrent callers share log
 // transactions.
 func (m *Meta) BeginWrite(off, n int64) error {
-	first, last := extentRange(off, n)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if off < 0 || n < 0 || off > m.sb.DataSize-n {
+		return fmt.Errorf("meta: write of %d bytes at %d outside the %d-byte data area: %w", n, off, m.sb.DataSize, disk.ErrOutOfRange)
+	}
+	first, last := extentRange(off, n)
 	// Take a reference on every extent, all or nothing: a caller never
 	// waits while holding slots, so waiters cannot deadlock each other.
 	for {
@@ -645,19 +669,33 @@ func newALCore(n int) alCore {
 // canHold reports whether every extent of [first, last] is in the log or
 // can get a slot now.
 func (c *alCore) canHold(first, last uint32) bool {
-	missing := 0
+	missing, ownIdle := 0, 0
 	for e := first; e <= last; e++ {
-		if c.entries[e] == nil {
+		switch ent := c.entries[e]; {
+		case ent == nil:
 			missing++
+		case ent.elem != nil:
+			ownIdle++ // releasable, but this write is about to hold it
 		}
 	}
-	return missing <= len(c.free)+c.lru.Len()
+	return missing <= len(c.free)+c.lru.Len()-ownIdle
 }
 
 // acquire takes a reference on every extent of [first, last], giving the
 // missing ones a slot (free, or the least recently used releasable one)
 // and queueing the update. canHold must have said yes.
 func (c *alCore) acquire(first, last uint32) {
+	// Hold the extents already in the log first, so that none of them
+	// is chosen as a victim for another extent of the same write.
+	for e := first; e <= last; e++ {
+		if ent := c.entries[e]; ent != nil {
+			if ent.elem != nil {
+				c.lru.Remove(ent.elem)
+				ent.elem = nil
+			}
+			ent.refs++
+		}
+	}
 	for e := first; e <= last; e++ {
 		ent := c.entries[e]
 		if ent == nil {
@@ -672,16 +710,11 @@ func (c *alCore) acquire(first, last uint32) {
 				delete(c.entries, old.extent)
 				slot, victim = old.slot, old.extent
 			}
-			ent = &alEntry{extent: e, slot: slot}
+			ent = &alEntry{extent: e, slot: slot, refs: 1}
 			c.entries[e] = ent
 			c.slots[slot] = e
 			c.pending = append(c.pending, pendingUpdate{alUpdate{uint16(slot), e}, victim})
 		}
-		if ent.elem != nil {
-			c.lru.Remove(ent.elem)
-			ent.elem = nil
-		}
-		ent.refs++
 	}
 }
 

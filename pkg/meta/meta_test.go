@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -210,6 +211,8 @@ func TestLifecycle(t *testing.T) {
 	require.NoError(t, m.Update(func(s *Superblock) { s.Flags |= FlagConsistent | FlagWasUpToDate | FlagPrimaryInd }))
 	require.NoError(t, m.Close())
 	require.ErrorIs(t, m.BeginWrite(0, 1), ErrClosed)
+	require.ErrorIs(t, m.Update(func(*Superblock) {}), ErrClosed)
+	require.NoError(t, m.Close(), "a second Close returns the first one's result")
 
 	// Clean: nothing to replay, the bits persisted; the Primary flag
 	// left set turns into "crashed primary", as DRBD's attach does.
@@ -235,6 +238,38 @@ func TestLifecycle(t *testing.T) {
 	assert.Equal(t, l.DataSize, m2.Layout().DataSize)
 }
 
+// A write straddling two extents, one of them idle in a full log, must
+// not evict its own other extent (it once found the LRU empty and
+// panicked).
+func TestBeginWriteKeepsItsOwnExtents(t *testing.T) {
+	d, _ := newInternal(t, 1<<30, MinALExtents)
+	m, err := Open(d, InternalPlacement, Options{Name: "d"})
+	require.NoError(t, err)
+	require.NoError(t, m.BeginWrite(100*ExtentSize, 4096)) // extent 100, then idle
+	m.EndWrite(100*ExtentSize, 4096)
+	for e := int64(0); e < MinALExtents-1; e++ { // every other slot held
+		require.NoError(t, m.BeginWrite(e*ExtentSize, 4096))
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.BeginWrite(100*ExtentSize-4096, 8192) }() // extents 99 and 100
+	select {
+	case err := <-done:
+		t.Fatalf("BeginWrite returned %v with no slot free for extent 99", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	m.EndWrite(0, 4096) // frees a slot: now it fits
+	require.NoError(t, <-done)
+	active := map[uint32]bool{}
+	for _, e := range m.Active() {
+		active[e] = true
+	}
+	assert.True(t, active[99] && active[100])
+	assert.False(t, active[0])
+
+	assert.ErrorIs(t, m.BeginWrite(m.Layout().DataSize-4096, 8192), disk.ErrOutOfRange)
+	assert.ErrorIs(t, m.BeginWrite(-1, 1), disk.ErrOutOfRange)
+}
+
 func TestNewCurrentUUID(t *testing.T) {
 	d, _ := newInternal(t, 64<<20, 67)
 	m, err := Open(d, InternalPlacement, Options{Name: "d"})
@@ -247,10 +282,14 @@ func TestNewCurrentUUID(t *testing.T) {
 	assert.Equal(t, UUIDPrimaryBit, g[Current]&UUIDPrimaryBit)
 	assert.Equal(t, uint64(256), m.OutOfSync())
 
+	// As drbd_adm_new_c_uuid: the old bitmap UUID goes to the history,
+	// the current one becomes the bitmap UUID; --clear-bitmap clears the
+	// bits only.
 	require.NoError(t, m.NewCurrentUUID(false, true))
 	g2 := m.Superblock().GI
-	assert.Zero(t, g2[Bitmap])
-	assert.NotEqual(t, g[Current], g2[Current])
+	assert.Equal(t, GI{g2[Current], g[Current] &^ UUIDPrimaryBit, UUIDJustCreated, 0}, g2)
+	assert.Zero(t, g2[Current]&UUIDPrimaryBit)
+	assert.NotEqual(t, g[Current]&^UUIDPrimaryBit, g2[Current])
 	assert.Zero(t, m.OutOfSync())
 	require.NoError(t, m.Close())
 	s, err := Inspect(d, InternalPlacement, "d")
@@ -426,7 +465,7 @@ func TestShowGI(t *testing.T) {
 	require.NoError(t, WriteShowGI(&buf, GI{0xD7A3B4C1B8F7AE3E, 0, 0x4B2E9F3C1A0D5E6F, 0}, FlagConsistent|FlagWasUpToDate|FlagPrimaryInd|FlagCrashedPrimary))
 	out := buf.String()
 	assert.Contains(t, out, "\nD7A3B4C1B8F7AE3E:0000000000000000:4B2E9F3C1A0D5E6F:0000000000000000:1:1:1:0:0:0:1\n")
-	assert.Contains(t, out, "flags: crashed Primary, StandAlone, UpToDate\n")
+	assert.Contains(t, out, "flags: crashed Primary, StandAlone, UpToDate\nmeta-data: need apply-al\n")
 	assert.Contains(t, out, "       +--<  Current data generation UUID  >-\n")
 	assert.Contains(t, out, "      -<  This node was a crashed primary, and has not seen its peer since   >--+\n")
 	assert.Equal(t, "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:1:0\n",

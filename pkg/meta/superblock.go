@@ -197,25 +197,47 @@ func decodeSuperblock(b []byte) (Superblock, slotState, error) {
 	return sb, slotValid, nil
 }
 
-// validate checks that the geometry is self-consistent, so that nothing
-// read from it can send I/O outside the metadata or size a bitmap
-// absurdly.
+// maxDevice bounds every size and offset a superblock may record (1 EiB),
+// so that sums and products of them cannot overflow an int64.
+const maxDevice = int64(1) << 60
+
+// validate checks that the geometry is self-consistent and bounded, so
+// that nothing read from it can send I/O outside the metadata, overflow
+// an offset computation, or size a bitmap or log buffer absurdly. (Probe
+// then checks the areas against the device's actual size.)
 func (sb *Superblock) validate() error {
-	g := int(sb.Granularity)
+	g := int64(sb.Granularity)
+	inRange := func(x, lo, hi int64) bool { return x >= lo && x <= hi }
+	aligned := func(xs ...int64) bool {
+		for _, x := range xs {
+			if x%4096 != 0 {
+				return false
+			}
+		}
+		return true
+	}
 	switch {
 	case g < DefaultGranularity || g > 1<<20 || g&(g-1) != 0:
 		return fmt.Errorf("%w: bitmap granularity %d", ErrInvalid, g)
 	case sb.ALExtents < MinALExtents || sb.ALExtents > MaxALExtents:
 		return fmt.Errorf("%w: al-extents %d", ErrInvalid, sb.ALExtents)
-	case sb.Capacity <= 0 || sb.Capacity%4096 != 0 || sb.DataSize <= 0 || sb.DataSize > sb.Capacity || sb.DataSize%4096 != 0:
+	case !inRange(sb.Capacity, 4096, maxDevice) || !inRange(sb.DataSize, 4096, sb.Capacity) || !aligned(sb.Capacity, sb.DataSize):
 		return fmt.Errorf("%w: data size %d of capacity %d", ErrInvalid, sb.DataSize, sb.Capacity)
-	case sb.ALSize < DefaultALSize || sb.ALSize%ALBlockSize != 0 || int(sb.ALExtents) > maxALExtents(sb.ALSize):
+	case !inRange(sb.ALSize, DefaultALSize, ALRingSize(MaxALExtents)) || !aligned(sb.ALSize) ||
+		int(sb.ALExtents) > maxALExtents(sb.ALSize):
 		return fmt.Errorf("%w: activity log of %d bytes for %d extents", ErrInvalid, sb.ALSize, sb.ALExtents)
-	case sb.BMSize*8*int64(g) < sb.DataSize || sb.BMSize%4096 != 0:
+	}
+	// The bitmap must cover the data and be no larger than DRBD would
+	// make it (or an indexed slot's).
+	needBits := (sb.DataSize + g - 1) / g
+	maxBM := max(bitmapBytes(sb.Capacity, DefaultGranularity), IndexedSize)
+	switch {
+	case !inRange(sb.BMSize, (needBits+7)/8, maxBM) || !aligned(sb.BMSize):
 		return fmt.Errorf("%w: bitmap of %d bytes for %d bytes of data", ErrInvalid, sb.BMSize, sb.DataSize)
-	case sb.MDOffset < 0 || sb.MDOffset%4096 != 0 || sb.ALOffset < 0 || sb.ALOffset%4096 != 0 ||
-		sb.BMOffset < 0 || sb.BMOffset%4096 != 0 || sb.MDSize < SuperblockSize+sb.ALSize+sb.BMSize:
-		return fmt.Errorf("%w: metadata offsets md %d al %d bm %d", ErrInvalid, sb.MDOffset, sb.ALOffset, sb.BMOffset)
+	case !inRange(sb.MDOffset, 0, maxDevice) || !inRange(sb.ALOffset, 0, maxDevice) || !inRange(sb.BMOffset, 0, maxDevice) ||
+		!aligned(sb.MDOffset, sb.ALOffset, sb.BMOffset) ||
+		!inRange(sb.MDSize, SuperblockSize+sb.ALSize+sb.BMSize, maxDevice):
+		return fmt.Errorf("%w: metadata offsets md %d al %d bm %d, size %d", ErrInvalid, sb.MDOffset, sb.ALOffset, sb.BMOffset, sb.MDSize)
 	}
 	return nil
 }
