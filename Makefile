@@ -9,7 +9,8 @@ PKGS      := ./...
 FUZZTIME  ?= 300000x
 # Packages whose fuzz targets `make fuzz` runs, as PKG:TARGET.
 FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake ./bitmap:FuzzDecodeRLE \
-	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse
+	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
+	./replication:FuzzDecode
 
 .PHONY: all build test unit integration race lint fuzz fuzz-short demo bench clean
 
@@ -26,7 +27,7 @@ test: lint unit fuzz-short integration
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
-	$(GO) test -count=1 -run 'DoesNotAllocate' ./nbd   # allocation counts need the non-race build
+	$(GO) test -count=1 -run 'DoesNotAllocate' ./nbd ./replication   # allocation counts need the non-race build
 
 integration:
 	$(GO) test -count=1 -timeout 30m -v ./integration
