@@ -65,6 +65,19 @@ func eachTarget(cmd *cobra.Command, g *globals, name string, fn func(target) err
 	return nil
 }
 
+// eachMetaDisks runs fn with this node's disks of every resource the
+// argument names, opened (read-only if asked) and closed afterwards.
+func eachMetaDisks(cmd *cobra.Command, g *globals, name string, readOnly bool, fn func(target, *metaDisks) error) error {
+	return eachTarget(cmd, g, name, func(t target) error {
+		d, err := openMetaDisks(t, readOnly)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return fn(t, d)
+	})
+}
+
 func newCreateMDCmd(g *globals) *cobra.Command {
 	var (
 		force       bool
@@ -82,8 +95,8 @@ It refuses to overwrite metadata that is already there (valid or not)
 unless --force is given. The disk must not be attached.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachTarget(cmd, g, args[0], func(t target) error {
-				return createMD(cmd.OutOrStdout(), t, force, granularity)
+			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
+				return createMD(cmd.OutOrStdout(), t, d, force, granularity)
 			})
 		},
 	}
@@ -93,12 +106,7 @@ unless --force is given. The disk must not be attached.`,
 	return cmd
 }
 
-func createMD(w io.Writer, t target, force bool, granularity int) error {
-	d, err := openMetaDisks(t, false)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
+func createMD(w io.Writer, t target, d *metaDisks, force bool, granularity int) error {
 	al := int(t.res.Disk.Int("al-extents"))
 	l, err := meta.ComputeLayout(d.placement, d.data.Size(), d.md.Size(), granularity, al)
 	if err != nil {
@@ -132,12 +140,7 @@ func newDumpMDCmd(g *globals) *cobra.Command {
 		Short: "Print the metadata in text, as drbdmeta dump-md",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachTarget(cmd, g, args[0], func(t target) error {
-				d, err := openMetaDisks(t, true)
-				if err != nil {
-					return err
-				}
-				defer d.Close()
+			return eachMetaDisks(cmd, g, args[0], true, func(t target, d *metaDisks) error {
 				s, err := meta.Inspect(d.md, d.placement, d.mdPath)
 				if err != nil {
 					return fmt.Errorf("%s: %w", t.res.Name, err)
@@ -154,12 +157,7 @@ func newShowGICmd(g *globals) *cobra.Command {
 		Short: "Explain the generation identifiers and flags, as drbdadm show-gi",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachTarget(cmd, g, args[0], func(t target) error {
-				d, err := openMetaDisks(t, true)
-				if err != nil {
-					return err
-				}
-				defer d.Close()
+			return eachMetaDisks(cmd, g, args[0], true, func(t target, d *metaDisks) error {
 				sb, warn, err := meta.Probe(d.md, d.placement, d.mdPath)
 				if err != nil {
 					return fmt.Errorf("%s: %w", t.res.Name, err)
@@ -189,12 +187,7 @@ created disks, which also marks both UpToDate) needs the peer link and is
 not available yet.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachTarget(cmd, g, args[0], func(t target) error {
-				d, err := openMetaDisks(t, false)
-				if err != nil {
-					return err
-				}
-				defer d.Close()
+			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
 				var data disk.Disk
 				if d.md != d.data {
 					data = d.data

@@ -178,13 +178,6 @@ func (c *Crash) Stats() MemStats {
 	return c.stats
 }
 
-// Cached reports how many writes are in the volatile cache.
-func (c *Crash) Cached() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.cache)
-}
-
 // CrashClone returns a new disk holding what this one may hold after a
 // power loss now: all durable data, and each cached sector with
 // probability keep (0 drops the whole cache, 1 keeps it), chosen by rng.

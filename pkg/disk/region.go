@@ -19,9 +19,6 @@ func NewRegion(d Disk, off, length int64) (*Region, error) {
 	return &Region{d: d, off: off, length: length}, nil
 }
 
-// Underlying returns the disk the window is cut from.
-func (r *Region) Underlying() Disk { return r.d }
-
 // Size implements Disk.
 func (r *Region) Size() int64 { return r.length }
 

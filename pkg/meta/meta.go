@@ -16,8 +16,6 @@ import (
 var (
 	// ErrClosed is returned by a Meta after Close.
 	ErrClosed = errors.New("meta: closed")
-	// ErrExists is returned by create-md over metadata it would destroy.
-	ErrExists = errors.New("meta: metadata exists")
 )
 
 // Stats counts metadata I/O, so that tests and the status file can show
@@ -271,7 +269,7 @@ func (m *Meta) recoverAL() error {
 	if err != nil {
 		return err
 	}
-	extents := uint64((m.sb.DataSize + ExtentSize - 1) / ExtentSize)
+	extents := uint64(m.sb.Layout().Extents())
 	var marked uint64
 	for i, e := range slots {
 		if e == FreeSlot {
@@ -634,7 +632,6 @@ func (m *Meta) commitLocked() error {
 // each slot holds, how many writes hold each extent, the LRU order of the
 // releasable ones, and the updates not yet in a transaction.
 type alCore struct {
-	slots   []uint32 // planned content, pending updates included
 	written []uint32 // content as the written transactions describe it
 	entries map[uint32]*alEntry
 	free    []int
@@ -658,9 +655,9 @@ type pendingUpdate struct {
 }
 
 func newALCore(n int) alCore {
-	c := alCore{slots: make([]uint32, n), written: make([]uint32, n), entries: make(map[uint32]*alEntry)}
+	c := alCore{written: make([]uint32, n), entries: make(map[uint32]*alEntry)}
 	for i := n - 1; i >= 0; i-- {
-		c.slots[i], c.written[i] = FreeSlot, FreeSlot
+		c.written[i] = FreeSlot
 		c.free = append(c.free, i)
 	}
 	return c
@@ -712,7 +709,6 @@ func (c *alCore) acquire(first, last uint32) {
 			}
 			ent = &alEntry{extent: e, slot: slot, refs: 1}
 			c.entries[e] = ent
-			c.slots[slot] = e
 			c.pending = append(c.pending, pendingUpdate{alUpdate{uint16(slot), e}, victim})
 		}
 	}
@@ -797,12 +793,20 @@ func (c *alCore) busy() int {
 	return n
 }
 
-// Active returns the extents in the activity log now, in slot order.
+// Active returns the extents in the activity log now (pending updates
+// included), in slot order.
 func (m *Meta) Active() []uint32 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	bySlot := make([]uint32, len(m.al.written))
+	for i := range bySlot {
+		bySlot[i] = FreeSlot
+	}
+	for e, ent := range m.al.entries {
+		bySlot[ent.slot] = e
+	}
 	var out []uint32
-	for _, e := range m.al.slots {
+	for _, e := range bySlot {
 		if e != FreeSlot {
 			out = append(out, e)
 		}
