@@ -1,0 +1,92 @@
+package fsm
+
+import "github.com/twinblock/twinblock/pkg/meta"
+
+// Event is an input to Node.Step: an administrator's command, or
+// something the driver observed (a connection, a disk error).
+type Event interface{ isEvent() }
+
+// PeerInfo is what a node learns of its peer from the peer's State
+// message.
+type PeerInfo struct {
+	Role           Role
+	Disk           DiskState
+	GI             meta.GI
+	CrashedPrimary bool
+	DiscardMyData  bool
+	OutOfSync      uint64 // bits set in the peer's bitmap
+}
+
+type (
+	// AttachBegin: the administrator asked to attach the disk. Refused
+	// unless Diskless; on success the node is Attaching and the driver
+	// opens the disk and metadata, then steps Attached or AttachFailed.
+	AttachBegin struct{}
+	// Attached: the disk and its metadata are open. GI and Flags are the
+	// superblock's after the activity log was recovered.
+	Attached struct {
+		GI    meta.GI
+		Flags meta.Flags
+	}
+	// AttachFailed: opening the disk or its metadata failed.
+	AttachFailed struct{ Err error }
+	// Detach: the administrator asked to drop the disk.
+	Detach struct{}
+	// DiskFailed: the local disk returned an error (on-io-error decides).
+	DiskFailed struct{ Err error }
+
+	// Connect: start connecting to the peer (drbdadm connect).
+	Connect struct{ DiscardMyData bool }
+	// Disconnect: drop the connection and stop connecting.
+	Disconnect struct{}
+	// DialFailed: a connection attempt (dial, accept or handshake)
+	// failed. Fatal failures (wrong shared secret, incompatible
+	// configuration) make the node StandAlone, as DRBD does; the others
+	// are retried.
+	DialFailed struct {
+		Err   error
+		Fatal bool
+	}
+	// LinkUp: a connection passed the handshake; Peer is the peer's
+	// State from it.
+	LinkUp struct{ Peer PeerInfo }
+	// PeerChanged: the peer sent a new State while connected.
+	PeerChanged struct{ Peer PeerInfo }
+	// LinkDown: the connection ended. Cause is the state to report
+	// (NetworkFailure, BrokenPipe, Timeout, ProtocolError, TearDown).
+	LinkDown struct {
+		Cause ConnState
+		Err   error
+	}
+
+	// Promote: drbdadm primary [--force].
+	Promote struct{ Force bool }
+	// Demote: drbdadm secondary.
+	Demote struct{}
+	// OpenCount: the number of NBD sessions on the export changed.
+	OpenCount struct{ N int }
+)
+
+func (AttachBegin) isEvent()  {}
+func (Attached) isEvent()     {}
+func (AttachFailed) isEvent() {}
+func (Detach) isEvent()       {}
+func (DiskFailed) isEvent()   {}
+func (Connect) isEvent()      {}
+func (Disconnect) isEvent()   {}
+func (DialFailed) isEvent()   {}
+func (LinkUp) isEvent()       {}
+func (PeerChanged) isEvent()  {}
+func (LinkDown) isEvent()     {}
+func (Promote) isEvent()      {}
+func (Demote) isEvent()       {}
+func (OpenCount) isEvent()    {}
+
+// Activity is what the driver reports on every tick about the live
+// connection, so that the node can notice a silent peer without reading
+// a clock.
+type Activity struct {
+	Received      uint64 // messages received on the connection so far
+	Pending       int    // replicated requests waiting for the peer
+	OldestPending uint64 // sequence number of the oldest of them
+}

@@ -1,0 +1,679 @@
+package fsm
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/splitbrain"
+)
+
+// Config is a node's fixed configuration. Durations are in ticks; the
+// driver ticks every 100 ms, DRBD's unit for these settings.
+type Config struct {
+	Name     string // resource name, for the log
+	Self     string // this node's name
+	Peer     string // the peer's name
+	Protocol byte   // 'A', 'B' or 'C'
+	// Dialer: this node makes the connection attempts; the other only
+	// accepts. (The node whose name sorts first dials, so that two nodes
+	// never race two connections.)
+	Dialer      bool
+	PingInt     int // ticks of silence before a Ping (ping-int)
+	PingTimeout int // ticks to wait for the PingAck (ping-timeout)
+	Timeout     int // ticks a write may wait for its ack before a Ping (timeout)
+	KoCount     int // timeouts of one write before the peer is dropped (ko-count; 0 = never)
+	ConnectInt  int // the longest wait between connection attempts (connect-int)
+	OnIOError   IOErrorPolicy
+	// NewUUID returns a fresh random UUID for a new data generation.
+	// Tests pass a deterministic source.
+	NewUUID func() uint64
+}
+
+// Node is the state machine of one resource on one node: role,
+// connection and disk, and the persistent generation identifiers. It is
+// not safe for concurrent use and does no I/O: it takes events (Step,
+// Tick) and says what to do in a Ready (see there), which the driver
+// acts on before calling Advance.
+//
+// Invariants, checked after every Step and Tick (checkInvariants):
+//   - Never Primary while the connected peer is Primary.
+//   - A Primary has UpToDate data: its own disk, or (Diskless) an
+//     established connection to a peer whose disk is UpToDate, or it
+//     lost both and its IOMode fails all I/O.
+//   - The IOMode published matches the state (ioMode), Serve only on a
+//     Primary.
+//   - The peer's role and disk are Unknown/DUnknown unless connected.
+type Node struct {
+	cfg Config
+
+	role     Role
+	conn     ConnState
+	disk     DiskState
+	peerRole Role
+	peerDisk DiskState
+	peerGI   meta.GI
+
+	gi             meta.GI // the attached disk's; kept after a detach
+	exposed        uint64  // a Primary: the current UUID of the data it serves
+	crashedPrimary bool
+	discardMyData  bool
+	openCount      int
+
+	// connecting
+	wantConnect bool
+	dialIn      int // ticks until the next attempt
+	backoff     int // current wait between attempts
+	dialing     bool
+
+	// liveness of the established connection
+	lastReceived uint64
+	silent       int // ticks without a message
+	pingWait     int // ticks waiting for a PingAck, -1 if none outstanding
+	oldest       uint64
+	oldestAge    int
+	ko           int
+
+	ready      Ready
+	lastMeta   MetaState
+	metaValid  bool
+	lastIOMode IOMode
+}
+
+// New returns a node: Secondary, StandAlone, Diskless.
+func New(cfg Config) *Node {
+	if cfg.Protocol == 0 {
+		cfg.Protocol = 'C'
+	}
+	if cfg.ConnectInt <= 0 {
+		cfg.ConnectInt = 100
+	}
+	if cfg.PingInt <= 0 {
+		cfg.PingInt = 100
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 5
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 60
+	}
+	if cfg.NewUUID == nil {
+		panic("fsm: Config.NewUUID is required")
+	}
+	n := &Node{cfg: cfg, role: Secondary, conn: StandAlone, disk: Diskless, peerRole: RoleUnknown, peerDisk: DUnknown, pingWait: -1}
+	n.lastIOMode = n.ioMode()
+	return n
+}
+
+// State returns the current state.
+func (n *Node) State() State {
+	return State{Role: n.role, PeerRole: n.peerRole, Conn: n.conn, Disk: n.disk, PeerDisk: n.peerDisk}
+}
+
+// GI returns the generation identifiers (zero while Diskless).
+func (n *Node) GI() meta.GI { return n.gi }
+
+// Flags returns the managed superblock flags for the current state
+// (drbd_state.c's rule set, see flags).
+func (n *Node) Flags() meta.Flags { return n.flags() }
+
+// CrashedPrimary reports that the attached disk's node crashed while
+// Primary and has not resynced since.
+func (n *Node) CrashedPrimary() bool { return n.crashedPrimary }
+
+// DiscardMyData reports the --discard-my-data of the last connect.
+func (n *Node) DiscardMyData() bool { return n.discardMyData }
+
+// IOMode returns the I/O mode for the current state.
+func (n *Node) IOMode() IOMode { return n.ioMode() }
+
+// HasReady reports whether Ready has something to do.
+func (n *Node) HasReady() bool { return !n.ready.Empty() }
+
+// Ready returns what to do; see Ready for the order. Call Advance when
+// done.
+func (n *Node) Ready() Ready { return n.ready }
+
+// Advance acknowledges the last Ready.
+func (n *Node) Advance() { n.ready = Ready{} }
+
+// Step applies an event. Commands that the state does not allow return a
+// *StateError or *Failure and change nothing.
+func (n *Node) Step(e Event) error {
+	before := n.State()
+	err := n.step(e)
+	n.finish(before)
+	return err
+}
+
+func (n *Node) step(e Event) error {
+	switch e := e.(type) {
+	case AttachBegin:
+		if n.disk != Diskless {
+			return ErrDiskConfigured
+		}
+		n.disk = Attaching
+		n.act(ActOpenDisk, "attach")
+	case Attached:
+		if n.disk != Attaching {
+			return ErrInTransient
+		}
+		n.attached(e)
+	case AttachFailed:
+		if n.disk == Attaching {
+			n.disk = Diskless
+			n.logf("attach failed: %v", e.Err)
+		}
+	case Detach:
+		return n.detach()
+	case DiskFailed:
+		n.diskFailed(e.Err)
+	case Connect:
+		if n.conn != StandAlone {
+			return ErrNetConfigured
+		}
+		n.discardMyData = e.DiscardMyData
+		n.startConnecting()
+	case Disconnect:
+		n.wantConnect = false
+		n.discardMyData = false
+		if n.conn.Established() {
+			n.act(ActCloseLink, "disconnect requested")
+		}
+		if n.conn != StandAlone {
+			n.act(ActStopConnecting, "disconnect")
+		}
+		n.lostPeer(StandAlone)
+	case DialFailed:
+		n.dialing = false
+		if n.conn != WFConnection {
+			return nil
+		}
+		if e.Fatal {
+			n.logf("connection refused: %v; going StandAlone", e.Err)
+			n.wantConnect = false
+			n.act(ActStopConnecting, "fatal handshake failure")
+			n.conn = StandAlone
+		}
+	case LinkUp:
+		n.dialing = false
+		if n.conn != WFConnection {
+			// A connection that completed after disconnect: drop it.
+			n.act(ActCloseLink, "not connecting")
+			return nil
+		}
+		n.linkUp(e.Peer)
+	case PeerChanged:
+		if n.conn.Established() {
+			n.peerChanged(e.Peer)
+		}
+	case LinkDown:
+		if !n.conn.Established() && n.conn != WFReportParams {
+			return nil
+		}
+		n.logf("connection lost (%s): %v", e.Cause, e.Err)
+		n.lostPeer(e.Cause)
+		n.startConnecting()
+	case Promote:
+		return n.promote(e.Force)
+	case Demote:
+		return n.demote()
+	case OpenCount:
+		n.openCount = e.N
+	default:
+		panic(fmt.Sprintf("fsm: unknown event %T", e))
+	}
+	return nil
+}
+
+// Tick advances time by one tick (100 ms) with the driver's view of the
+// connection.
+func (n *Node) Tick(a Activity) {
+	before := n.State()
+	n.tick(a)
+	n.finish(before)
+}
+
+func (n *Node) tick(a Activity) {
+	switch {
+	case n.conn == WFConnection && n.cfg.Dialer && !n.dialing:
+		n.dialIn--
+		if n.dialIn <= 0 {
+			n.dialing = true
+			n.act(ActDial, "")
+			n.backoff = min(max(2*n.backoff, 1), n.cfg.ConnectInt)
+			n.dialIn = n.backoff
+		}
+	case n.conn.Established():
+		n.watchPeer(a)
+	}
+}
+
+// watchPeer is DRBD's dead-peer detection: a Ping after ping-int ticks of
+// silence, or when a write waited timeout ticks for its ack; no PingAck
+// within ping-timeout ends the connection (Timeout), and so does one
+// write outstanding for ko-count timeouts while the peer answers pings.
+func (n *Node) watchPeer(a Activity) {
+	if a.Received != n.lastReceived {
+		n.lastReceived = a.Received
+		n.silent = 0
+		n.pingWait = -1
+	} else {
+		n.silent++
+	}
+	if n.pingWait >= 0 {
+		n.pingWait++
+		if n.pingWait > n.cfg.PingTimeout {
+			n.dropLink(Timeout, "PingAck did not arrive in time")
+			return
+		}
+	}
+	ping := n.silent >= n.cfg.PingInt
+	if a.Pending > 0 {
+		if a.OldestPending != n.oldest {
+			n.oldest, n.oldestAge, n.ko = a.OldestPending, 0, 0
+		}
+		n.oldestAge++
+		if n.oldestAge >= n.cfg.Timeout {
+			n.oldestAge = 0
+			n.ko++
+			if n.cfg.KoCount > 0 && n.ko >= n.cfg.KoCount {
+				n.dropLink(Timeout, fmt.Sprintf("peer did not complete write %d in %d × timeout", n.oldest, n.ko))
+				return
+			}
+			ping = true
+		}
+	} else {
+		n.oldest, n.oldestAge, n.ko = 0, 0, 0
+	}
+	if ping && n.pingWait < 0 {
+		n.pingWait = 0
+		n.silent = 0
+		n.act(ActSendPing, "")
+	}
+}
+
+func (n *Node) dropLink(cause ConnState, why string) {
+	n.act(ActCloseLink, why)
+	n.logf("%s", why)
+	n.lostPeer(cause)
+	n.startConnecting()
+}
+
+func (n *Node) startConnecting() {
+	if n.conn == StandAlone || !n.wantConnect {
+		n.act(ActStartConnecting, "")
+	}
+	n.wantConnect = true
+	n.conn = WFConnection
+	n.dialIn, n.backoff = 0, 0
+	n.dialing = false
+}
+
+func (n *Node) resetLiveness() {
+	n.lastReceived, n.silent, n.pingWait = 0, 0, -1
+	n.oldest, n.oldestAge, n.ko = 0, 0, 0
+}
+
+// attached computes the disk state of a freshly attached disk as DRBD's
+// drbd_adm_attach does (without fencing, which twinblock does not have:
+// fencing dont-care): consistent data that was UpToDate is UpToDate,
+// consistent data that was not is Outdated, the rest Inconsistent.
+func (n *Node) attached(e Attached) {
+	if n.role == Primary && !meta.Equal(e.GI[meta.Current], n.exposed) {
+		// A Primary serves generation n.exposed through its peer; this
+		// disk holds another one (drbd_adm_attach's ERR_DATA_NOT_CURRENT).
+		if !(n.conn.Established() && n.peerDisk == UpToDate) {
+			n.disk = Diskless
+			n.act(ActCloseDisk, "attach refused")
+			n.ready.Log = append(n.ready.Log, fmt.Sprintf("%s: attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
+				n.cfg.Name, e.GI[meta.Current], n.exposed))
+			return
+		}
+		n.gi = e.GI
+		n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
+		n.disk = Inconsistent
+		n.lastMeta, n.metaValid = MetaState{GI: n.gi, Flags: e.Flags & ManagedFlags}, true
+		n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced", e.GI[meta.Current], n.exposed)
+		return
+	}
+	n.gi = e.GI
+	n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
+	switch {
+	case e.Flags&meta.FlagConsistent == 0:
+		n.disk = Inconsistent
+	case e.Flags&meta.FlagWasUpToDate != 0:
+		n.disk = UpToDate
+	default:
+		n.disk = Outdated
+	}
+	n.lastMeta, n.metaValid = MetaState{GI: n.gi, Flags: e.Flags & ManagedFlags}, true
+	if n.conn.Established() {
+		// The peer must hear of the disk and decide again whether a
+		// resync is needed: reconnect (DRBD renegotiates in place).
+		n.dropLink(NetworkFailure, "disk attached while connected: renegotiating")
+	}
+}
+
+func (n *Node) detach() error {
+	if n.disk == Diskless {
+		return nil
+	}
+	if n.disk == Attaching {
+		return ErrInTransient
+	}
+	if n.role == Primary && !(n.conn.Established() && n.peerDisk == UpToDate) {
+		return ErrNoUpToDateDisk
+	}
+	if n.conn.Established() && n.peerRole == Primary && n.peerDisk != UpToDate {
+		// The Primary peer reads and writes through this disk.
+		return ErrNoUpToDateDisk
+	}
+	n.disk = Diskless
+	n.metaValid = false
+	n.act(ActCloseDisk, "detach")
+	return nil
+}
+
+// diskFailed applies on-io-error. With detach, the disk is dropped
+// (Failed, then Diskless) and a Primary carries on through its peer if it
+// can; with pass_on nothing changes here: the data path returns the
+// error to the client.
+func (n *Node) diskFailed(err error) {
+	if n.cfg.OnIOError == OnErrorPassOn || n.disk == Diskless || n.disk == Attaching {
+		return
+	}
+	n.logf("local disk failed: %v; detaching (on-io-error detach)", err)
+	n.disk = Diskless
+	n.metaValid = false
+	n.act(ActCloseDisk, "on-io-error detach")
+}
+
+func (n *Node) promote(force bool) error {
+	if n.role == Primary {
+		return nil
+	}
+	if n.conn.Established() && n.peerRole == Primary {
+		return ErrTwoPrimaries
+	}
+	switch {
+	case n.disk == UpToDate:
+	case n.disk == Diskless:
+		if !(n.conn.Established() && n.peerDisk == UpToDate) {
+			return ErrNoUpToDateDisk
+		}
+	case force && n.disk.hasData():
+		n.logf("forced promotion: this node's data becomes UpToDate")
+		n.disk = UpToDate
+	default:
+		return ErrNoUpToDateDisk
+	}
+	n.role = Primary
+	n.exposed = n.gi[meta.Current]
+	if n.disk == Diskless {
+		n.exposed = n.peerGI[meta.Current]
+	} else if force || (!n.conn.Established() && n.gi[meta.Bitmap] == 0) {
+		n.newCurrentUUID()
+	}
+	if force && n.conn.Established() && n.peerDisk.hasData() && n.peerDisk < UpToDate {
+		// The peer must get all of this node's data.
+		n.peerNeedsFull()
+	}
+	return nil
+}
+
+func (n *Node) demote() error {
+	if n.role != Primary {
+		return nil
+	}
+	if n.openCount > 0 {
+		return ErrDeviceInUse
+	}
+	n.role = Secondary
+	return nil
+}
+
+// newCurrentUUID starts a new data generation (drbd_uuid_new_current).
+func (n *Node) newCurrentUUID() {
+	n.gi.NewCurrent(n.cfg.NewUUID(), n.role == Primary)
+	n.exposed = n.gi[meta.Current]
+	n.logf("new current UUID %016X", n.gi[meta.Current])
+}
+
+func (n *Node) peerNeedsFull() {
+	n.ready.SetAllOutOfSync = true
+	if n.gi[meta.Bitmap] == 0 {
+		n.gi.NewCurrent(n.cfg.NewUUID(), n.role == Primary)
+		n.exposed = n.gi[meta.Current]
+		n.logf("new current UUID %016X for the full resync of %s", n.gi[meta.Current], n.cfg.Peer)
+	}
+}
+
+// lostPeer leaves the connected states. A Primary that loses the peer's
+// copy of the data starts a new data generation, so that the writes it takes from now on are told apart
+// from the peer's when they meet again (after_state_ch: "lost contact to
+// peer's copy of the data").
+func (n *Node) lostPeer(cause ConnState) {
+	hadPeerData := n.conn.Established() && n.peerDisk.hasData() && n.peerDisk != Outdated
+	n.conn = cause
+	n.peerRole, n.peerDisk, n.peerGI = RoleUnknown, DUnknown, meta.GI{}
+	n.resetLiveness()
+	if hadPeerData && n.role == Primary && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
+		n.newCurrentUUID()
+	}
+	if n.role == Primary && n.disk != UpToDate {
+		n.logf("Primary without UpToDate data lost its peer: I/O fails until the peer returns")
+	}
+}
+
+// linkUp runs the sync handshake on a fresh connection
+// (drbd_sync_handshake without the resync itself, which arrives with the
+// resync issue).
+func (n *Node) linkUp(p PeerInfo) {
+	n.resetLiveness()
+	if n.role == Primary && p.Role == Primary {
+		n.logf("both nodes are Primary: dropping the connection")
+		n.refuse(StandAlone, "both nodes are Primary")
+		return
+	}
+	n.conn = Connected
+	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
+	if n.role == Primary && n.disk == Diskless {
+		n.exposed = p.GI[meta.Current]
+	}
+	if n.disk == Diskless || p.Disk == Diskless {
+		return // nothing to compare: the one with data serves
+	}
+	d, rule := splitbrain.Compare(
+		splitbrain.Side{GI: n.gi, CrashedPrimary: n.crashedPrimary, Primary: n.role == Primary},
+		splitbrain.Side{GI: p.GI, CrashedPrimary: p.CrashedPrimary, Primary: p.Role == Primary},
+		n.cfg.Self < n.cfg.Peer)
+	// Disk states override the generation identifiers (drbd_sync_handshake).
+	switch {
+	case n.disk == Inconsistent && p.Disk == Inconsistent:
+		d = splitbrain.NoSync
+	case n.disk == Inconsistent && p.Disk > Inconsistent:
+		if d != splitbrain.TargetFull {
+			d = splitbrain.TargetBitmap
+		}
+		if d.SplitBrain() || d == splitbrain.Unrelated {
+			d = splitbrain.TargetFull
+		}
+	case p.Disk == Inconsistent && n.disk > Inconsistent:
+		if d != splitbrain.SourceFull {
+			d = splitbrain.SourceBitmap
+		}
+		if d.SplitBrain() || d == splitbrain.Unrelated {
+			d = splitbrain.SourceFull
+		}
+	}
+	n.logf("uuid_compare()=%d (%s) by rule %d", int(d), d, rule)
+	switch {
+	case d == splitbrain.Unrelated:
+		n.refuse(StandAlone, "unrelated data, aborting")
+	case d.SplitBrain():
+		n.refuse(StandAlone, "Split-Brain detected but unresolved, dropping connection")
+	case d == splitbrain.NoSync:
+		// Same data generation: whoever is UpToDate makes both so.
+		if n.disk >= Outdated && p.Disk == UpToDate {
+			n.disk = UpToDate
+		}
+		if p.Disk >= Outdated && n.disk == UpToDate {
+			n.peerDisk = UpToDate
+		}
+	case d < 0: // this node is the sync target
+		if n.role == Primary && n.disk >= Consistent {
+			n.refuse(StandAlone, "I shall become SyncTarget, but I am primary (rr-conflict disconnect)")
+			return
+		}
+		n.disk = Inconsistent
+		n.logf("resync from %s needed (%s); resync is not implemented yet: this disk stays Inconsistent", n.cfg.Peer, d)
+	default: // this node is the sync source
+		if p.Role == Primary && p.Disk >= Consistent {
+			n.refuse(StandAlone, "peer shall become SyncTarget but is primary (rr-conflict disconnect)")
+			return
+		}
+		n.peerDisk = Inconsistent
+		if d.Full() {
+			n.peerNeedsFull()
+		}
+		n.logf("resync to %s needed (%s); resync is not implemented yet: the peer stays Inconsistent", n.cfg.Peer, d)
+	}
+}
+
+// refuse ends a connection that the handshake rejected.
+func (n *Node) refuse(to ConnState, why string) {
+	n.logf("%s", why)
+	n.act(ActCloseLink, why)
+	n.act(ActStopConnecting, why)
+	n.wantConnect = false
+	n.conn = to
+	n.peerRole, n.peerDisk = RoleUnknown, DUnknown
+}
+
+func (n *Node) peerChanged(p PeerInfo) {
+	if p.Role == Primary && n.role == Primary {
+		n.logf("peer became Primary while this node is Primary: dropping the connection")
+		n.refuse(StandAlone, "two Primaries")
+		return
+	}
+	oldDisk := n.peerDisk
+	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
+	if n.role == Primary && n.disk == Diskless {
+		n.exposed = p.GI[meta.Current]
+	}
+	lostCopy := oldDisk.hasData() && oldDisk != Outdated && !(p.Disk.hasData() && p.Disk != Outdated)
+	// The Primary's data now lives on one node only: whichever of the
+	// two holds it starts a new generation (this node if it is Primary,
+	// or if the Primary peer just lost its disk and writes through us).
+	if lostCopy && (n.role == Primary || p.Role == Primary) && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
+		n.newCurrentUUID()
+	}
+}
+
+// flags returns the managed superblock flags for the state (drbd_state.c
+// __drbd_set_state's rules).
+func (n *Node) flags() meta.Flags {
+	var f meta.Flags
+	if n.crashedPrimary {
+		f |= meta.FlagCrashedPrimary
+	}
+	if n.role == Primary || (n.peerRole == Primary && n.peerDisk < Inconsistent) {
+		f |= meta.FlagPrimaryInd
+	}
+	if n.conn.Established() {
+		f |= meta.FlagConnectedInd
+	}
+	if n.disk > Inconsistent {
+		f |= meta.FlagConsistent
+	}
+	if n.disk > Outdated {
+		f |= meta.FlagWasUpToDate
+	}
+	if n.peerDisk >= Inconsistent && n.peerDisk <= Outdated {
+		f |= meta.FlagPeerOutdated
+	}
+	return f
+}
+
+// ioMode derives the data path's mode from the state.
+func (n *Node) ioMode() IOMode {
+	m := IOMode{Protocol: n.cfg.Protocol, PassOn: n.cfg.OnIOError == OnErrorPassOn}
+	m.Serve = n.role == Primary
+	m.Local = n.disk.hasData()
+	m.Mirror = n.conn.Established() && n.peerDisk.hasData()
+	m.PeerReads = n.disk != UpToDate && n.conn.Established() && n.peerDisk == UpToDate
+	if !m.Serve {
+		// A Secondary writes only what the peer sends, through the link.
+		m.Mirror, m.PeerReads = false, false
+	}
+	return m
+}
+
+// finish collects what changed into the Ready and checks invariants.
+func (n *Node) finish(before State) {
+	after := n.State()
+	if before != after {
+		n.ready.Log = append(n.ready.Log, describe(n.cfg.Name, before, after))
+	}
+	// The peer hears of changes to what State carries about this node.
+	own := before.Role != after.Role || before.Disk != after.Disk ||
+		(!before.Conn.Established() && after.Conn.Established())
+	if n.metaValid {
+		ms := MetaState{GI: n.gi, Flags: n.flags()}
+		if ms != n.lastMeta {
+			own = own || ms.GI != n.lastMeta.GI
+			n.lastMeta = ms
+			m := ms
+			n.ready.Meta = &m
+		}
+	}
+	n.ready.SendState = n.ready.SendState || (own && after.Conn.Established())
+	if io := n.ioMode(); io != n.lastIOMode {
+		n.lastIOMode = io
+		n.ready.IOMode = &io
+	}
+	n.checkInvariants()
+}
+
+func (n *Node) checkInvariants() {
+	if n.role == Primary && n.conn.Established() && n.peerRole == Primary {
+		panic("fsm: two Primaries while connected")
+	}
+	if n.role == Primary && n.disk != UpToDate && n.disk != Diskless && n.disk != Attaching &&
+		!(n.conn.Established() && n.peerDisk == UpToDate) && n.conn != WFConnection {
+		panic(fmt.Sprintf("fsm: Primary with disk %s and no UpToDate peer", n.disk))
+	}
+	if !n.conn.Established() && (n.peerRole != RoleUnknown || n.peerDisk != DUnknown) {
+		panic(fmt.Sprintf("fsm: peer %s/%s while %s", n.peerRole, n.peerDisk, n.conn))
+	}
+	if n.lastIOMode.Serve && n.role != Primary {
+		panic("fsm: serving I/O as Secondary")
+	}
+}
+
+func (n *Node) act(k ActionKind, reason string) {
+	n.ready.Actions = append(n.ready.Actions, Action{Kind: k, Reason: reason})
+}
+
+func (n *Node) logf(format string, args ...any) {
+	n.ready.Log = append(n.ready.Log, n.cfg.Name+": "+fmt.Sprintf(format, args...))
+}
+
+// describe is DRBD's state-change log line: "r0: role( Secondary ->
+// Primary ) disk( Inconsistent -> UpToDate )".
+func describe(name string, a, b State) string {
+	var sb strings.Builder
+	sb.WriteString(name + ":")
+	part := func(label string, x, y fmt.Stringer) {
+		if x.String() != y.String() {
+			fmt.Fprintf(&sb, " %s( %s -> %s )", label, x, y)
+		}
+	}
+	part("role", a.Role, b.Role)
+	part("peer", a.PeerRole, b.PeerRole)
+	part("conn", a.Conn, b.Conn)
+	part("disk", a.Disk, b.Disk)
+	part("pdsk", a.PeerDisk, b.PeerDisk)
+	return sb.String()
+}

@@ -1,0 +1,113 @@
+package fsm
+
+import "github.com/twinblock/twinblock/pkg/meta"
+
+// ManagedFlags are the superblock flags the state machine owns; the
+// driver keeps the others (FlagALClean, FlagFullSync, …) as they are
+// when it persists Ready.Meta.
+const ManagedFlags = meta.FlagConsistent | meta.FlagPrimaryInd | meta.FlagConnectedInd |
+	meta.FlagWasUpToDate | meta.FlagPeerOutdated | meta.FlagCrashedPrimary
+
+// MetaState is the persistent part of the node's state: the generation
+// identifiers and the managed flags.
+type MetaState struct {
+	GI    meta.GI
+	Flags meta.Flags
+}
+
+// IOMode tells the data path what it may do. The driver publishes it
+// atomically; the data path never calls into the state machine.
+//
+// Invariants (checked by checkInvariants after every step):
+//   - Serve only on a Primary.
+//   - Mirror only while the connection is established and the peer's
+//     disk can take writes.
+//   - Serve implies Local or Mirror or a refusal of every request: a
+//     Primary that has neither fails I/O with EIO.
+type IOMode struct {
+	Serve     bool // the NBD export accepts clients and writes (Primary)
+	Local     bool // the local disk is read and written
+	Mirror    bool // writes are sent to the peer
+	PeerReads bool // reads are sent to the peer (no usable local disk)
+	Protocol  byte // the replication protocol ('A', 'B', 'C')
+	// PassOn: a local I/O error is returned to the NBD client
+	// (on-io-error pass_on) instead of being reported as DiskFailed
+	// and hidden by the peer.
+	PassOn bool
+}
+
+// ActionKind is something the driver must do.
+type ActionKind uint8
+
+// The actions.
+const (
+	// ActStartConnecting: start accepting (and, on the dialing side,
+	// dialing) connections from the peer.
+	ActStartConnecting ActionKind = iota + 1
+	// ActDial: make one connection attempt now (dialing side only).
+	ActDial
+	// ActStopConnecting: stop accepting and dialing.
+	ActStopConnecting
+	// ActCloseLink: close the established connection (Reason goes into
+	// the Goodbye and the log). The driver steps LinkDown when it ended,
+	// unless the node already left the connected states.
+	ActCloseLink
+	// ActSendPing: send a Ping on the connection.
+	ActSendPing
+	// ActOpenDisk: open the disk and its metadata, then step Attached or
+	// AttachFailed.
+	ActOpenDisk
+	// ActCloseDisk: the disk is gone from the I/O path (the IOMode of the
+	// same Ready no longer uses it): wait for local I/O in flight, close
+	// the metadata cleanly (Failed: as cleanly as the disk allows) and
+	// the disk.
+	ActCloseDisk
+)
+
+var actionNames = [...]string{"", "start-connecting", "dial", "stop-connecting", "close-link", "send-ping",
+	"open-disk", "close-disk"}
+
+func (k ActionKind) String() string {
+	if int(k) < len(actionNames) {
+		return actionNames[k]
+	}
+	return "action?"
+}
+
+// Action is one thing to do, with its reason for the log.
+type Action struct {
+	Kind   ActionKind
+	Reason string
+}
+
+// Ready is what the node needs done after a Step or Tick. The driver
+// acts on the fields in this order, then calls Advance:
+//
+//  1. SetAllOutOfSync, then Meta if non-nil, are persisted and made
+//     durable (meta.SyncBitmap, meta.Update) BEFORE anything else: a new
+//     data generation must be on disk before a write of it is
+//     acknowledged, and the flags before the peer hears of the state
+//     they describe.
+//  2. IOMode, if non-nil, is published to the data path.
+//  3. Actions, in order. Because they follow the publication, an
+//     ActCloseDisk or ActCloseLink finds the data path already off the
+//     disk or the link: the driver drains what is in flight and closes.
+//  4. SendState: the node's State goes to the peer.
+//
+// Log holds lines for the log, in DRBD's style ("conn( WFConnection ->
+// Connected )").
+type Ready struct {
+	// SetAllOutOfSync: mark every block out of sync (a full resync of
+	// the peer was decided).
+	SetAllOutOfSync bool
+	Meta            *MetaState
+	Actions         []Action
+	IOMode          *IOMode
+	SendState       bool
+	Log             []string
+}
+
+// Empty reports a Ready with nothing to do.
+func (r *Ready) Empty() bool {
+	return !r.SetAllOutOfSync && r.Meta == nil && len(r.Actions) == 0 && r.IOMode == nil && !r.SendState && len(r.Log) == 0
+}

@@ -1,0 +1,138 @@
+package splitbrain
+
+import (
+	"fmt"
+
+	"github.com/twinblock/twinblock/pkg/meta"
+)
+
+// Side is what the comparison needs to know about one node.
+type Side struct {
+	GI             meta.GI
+	CrashedPrimary bool // MDF_CRASHED_PRIMARY: it crashed while Primary
+	Primary        bool // it is Primary now
+}
+
+// Decision is drbd_uuid_compare's result, from the point of view of self.
+type Decision int
+
+// The decisions, with DRBD's numbers.
+const (
+	Unrelated         Decision = -1000 // no common history
+	SplitBrainDrop    Decision = -100  // diverged; no automatic recovery possible
+	TargetFull        Decision = -2    // self is sync target of a full sync
+	TargetBitmap      Decision = -1    // self is sync target, bitmap-based
+	NoSync            Decision = 0
+	SourceBitmap      Decision = 1   // self is sync source, bitmap-based
+	SourceFull        Decision = 2   // self is sync source of a full sync
+	SplitBrainAutoRec Decision = 100 // diverged; after-sb policies may resolve it
+)
+
+// String names the decision as twinblock's logs do.
+func (d Decision) String() string {
+	switch d {
+	case Unrelated:
+		return "unrelated-data"
+	case SplitBrainDrop:
+		return "split-brain-disconnect"
+	case TargetFull:
+		return "target-set-bitmap"
+	case TargetBitmap:
+		return "target-use-bitmap"
+	case NoSync:
+		return "no-sync"
+	case SourceBitmap:
+		return "source-use-bitmap"
+	case SourceFull:
+		return "source-set-bitmap"
+	case SplitBrainAutoRec:
+		return "split-brain-auto-recover"
+	}
+	return fmt.Sprintf("decision(%d)", int(d))
+}
+
+// SplitBrain reports the two split-brain results.
+func (d Decision) SplitBrain() bool { return d == SplitBrainDrop || d == SplitBrainAutoRec }
+
+// Resync reports a resync in either direction.
+func (d Decision) Resync() bool { return d >= TargetFull && d <= SourceFull && d != NoSync }
+
+// Full reports a full resync.
+func (d Decision) Full() bool { return d == TargetFull || d == SourceFull }
+
+// Compare is drbd_uuid_compare: it returns the decision and the number
+// of the rule that made it (DRBD's numbering, for the log line
+// "uuid_compare()=D by rule R"). resolveConflicts breaks the tie when
+// both crashed as Primary with equal current UUIDs: the side that has it
+// becomes the source (DRBD: the node with RESOLVE_CONFLICTS set, decided
+// by comparing node names).
+//
+// Compare is antisymmetric where DRBD's is: Compare(a, b) == -Compare(b, a)
+// for every result but Unrelated, SplitBrainDrop and SplitBrainAutoRec,
+// which both sides see alike (property-tested).
+func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
+	s, p := self.GI, peer.GI
+	const mask = ^meta.UUIDPrimaryBit
+	sc, pc := s[meta.Current]&mask, p[meta.Current]&mask
+
+	if sc == meta.UUIDJustCreated && pc == meta.UUIDJustCreated {
+		return NoSync, 10
+	}
+	if sc == meta.UUIDJustCreated || sc == 0 {
+		return TargetFull, 20
+	}
+	if pc == meta.UUIDJustCreated || pc == 0 {
+		return SourceFull, 30
+	}
+	if sc == pc {
+		if !self.CrashedPrimary && !peer.CrashedPrimary {
+			return NoSync, 40
+		}
+		// One of them crashed as Primary: its activity log's extents
+		// may hold writes the other never saw (rule 41 onwards).
+		switch {
+		case self.Primary && peer.Primary:
+			return SplitBrainDrop, 41
+		case self.Primary:
+			return SourceBitmap, 41
+		case peer.Primary:
+			return TargetBitmap, 41
+		case self.CrashedPrimary && peer.CrashedPrimary:
+			if resolveConflicts {
+				return SourceBitmap, 40
+			}
+			return TargetBitmap, 40
+		case self.CrashedPrimary:
+			return SourceBitmap, 40
+		default:
+			return TargetBitmap, 40
+		}
+	}
+	if pb := p[meta.Bitmap] & mask; pb != 0 && sc == pb {
+		return TargetBitmap, 50
+	}
+	for _, h := range p[meta.HistoryStart:] {
+		if h&mask != 0 && sc == h&mask {
+			return TargetFull, 60
+		}
+	}
+	if sb := s[meta.Bitmap] & mask; sb != 0 && sb == pc {
+		return SourceBitmap, 70
+	}
+	for _, h := range s[meta.HistoryStart:] {
+		if h&mask != 0 && pc == h&mask {
+			return SourceFull, 80
+		}
+	}
+	if sb, pb := s[meta.Bitmap]&mask, p[meta.Bitmap]&mask; sb != 0 && sb == pb {
+		return SplitBrainAutoRec, 90
+	}
+	for _, a := range s[meta.HistoryStart:] {
+		for _, b := range p[meta.HistoryStart:] {
+			if a&mask != 0 && a&mask == b&mask {
+				return SplitBrainDrop, 100
+			}
+		}
+	}
+	return Unrelated, 1000
+}
