@@ -25,7 +25,7 @@ import (
 
 func newDemoCmd() *cobra.Command {
 	var dir string
-	var keep bool
+	var keep, single bool
 	cmd := &cobra.Command{
 		Use:    "demo",
 		Short:  "Run the end-to-end demonstration (make demo)",
@@ -42,9 +42,13 @@ func newDemoCmd() *cobra.Command {
 					defer os.RemoveAll(d)
 				}
 			}
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), dir)
+			if single {
+				return runDemo(cmd.Context(), cmd.OutOrStdout(), dir)
+			}
+			return runReplicatedDemo(cmd.Context(), cmd.OutOrStdout(), dir)
 		},
 	}
+	cmd.Flags().BoolVar(&single, "single", false, "the single-node NBD demonstration (twinblock serve)")
 	cmd.Flags().StringVar(&dir, "dir", "", "working directory (default: a new temporary one)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary directory")
 	return cmd
@@ -182,6 +186,7 @@ func runDemo(ctx context.Context, out io.Writer, dir string) error {
 func verifyThrough(c *client.Client, want []byte) error {
 	buf := make([]byte, 4<<20)
 	for off := 0; off < len(want); off += len(buf) {
+		buf := buf[:min(len(buf), len(want)-off)]
 		if err := c.ReadAt(buf, int64(off)); err != nil {
 			return err
 		}

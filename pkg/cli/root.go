@@ -48,5 +48,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 
 	root.AddCommand(newServeCmd(), newDemoCmd(), newDumpConfigCmd(&g),
 		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newNewCurrentUUIDCmd(&g))
+	root.AddCommand(adminVerbs(&g)...)
 	return root
 }

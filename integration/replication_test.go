@@ -1,0 +1,386 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/twinblock/twinblock/nbd/client"
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/meta"
+)
+
+// pair is two twinblock daemons, nodes a (127.0.0.1) and b (127.0.0.2),
+// each with its own disk, config file, control socket and status file.
+type pair struct {
+	dir   string
+	disks map[string]string
+	confs map[string]string
+	nbd   map[string]string // NBD listen address per node
+	procs map[string]*daemonProc
+}
+
+type daemonProc struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	log   bytes.Buffer
+	done  chan struct{}
+	state *os.ProcessState
+}
+
+func (p *daemonProc) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+func freePort(t *testing.T, host string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", host+":0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newPair writes the configuration (secret per node, so that a test can
+// make them differ) and creates the metadata on both disks.
+func newPair(t *testing.T, size int64, secrets map[string]string, protocol string) *pair {
+	t.Helper()
+	p := &pair{dir: t.TempDir(), disks: map[string]string{}, confs: map[string]string{}, nbd: map[string]string{}, procs: map[string]*daemonProc{}}
+	addr := map[string]string{"a": freePort(t, "127.0.0.1"), "b": freePort(t, "127.0.0.2")}
+	p.nbd["a"], p.nbd["b"] = freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2")
+	for _, n := range []string{"a", "b"} {
+		p.disks[n] = filepath.Join(p.dir, n+".img")
+		f, err := os.Create(p.disks[n])
+		require.NoError(t, err)
+		require.NoError(t, f.Truncate(size))
+		f.Close()
+	}
+	for _, n := range []string{"a", "b"} {
+		conf := fmt.Sprintf(`resource r0 {
+  protocol %s;
+  net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; }
+  disk { on-io-error detach; }
+  meta-disk internal;
+  on a { address %s; disk %s; nbd-listen %s; }
+  on b { address %s; disk %s; nbd-listen %s; }
+}
+`, protocol, secrets[n], addr["a"], p.disks["a"], p.nbd["a"], addr["b"], p.disks["b"], p.nbd["b"])
+		p.confs[n] = filepath.Join(p.dir, n+".conf")
+		require.NoError(t, os.WriteFile(p.confs[n], []byte(conf), 0o644))
+		p.tb(t, n, "create-md", "r0")
+	}
+	t.Cleanup(func() {
+		for n, d := range p.procs {
+			d.stop()
+			if t.Failed() {
+				t.Logf("daemon %s log:\n%s", n, d.Log())
+			}
+		}
+	})
+	return p
+}
+
+func (p *pair) control(n string) string    { return filepath.Join(p.dir, n+".sock") }
+func (p *pair) statusFile(n string) string { return filepath.Join(p.dir, n+".status") }
+
+// tb runs a twinblock verb as node n and returns its output.
+func (p *pair) tb(t *testing.T, n string, args ...string) string {
+	t.Helper()
+	out, err := p.tbErr(n, args...)
+	require.NoError(t, err, "twinblock %s (node %s): %s", strings.Join(args, " "), n, out)
+	return out
+}
+
+func (p *pair) tbErr(n string, args ...string) (string, error) {
+	full := append([]string{"--config", p.confs[n], "--node", n, "--control", p.control(n)}, args...)
+	cmd := exec.Command(twinblockBin, full...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// start runs node n's daemon and waits for its control socket.
+func (p *pair) start(t *testing.T, n string) {
+	t.Helper()
+	cmd := exec.Command(twinblockBin, "--config", p.confs[n], "--node", n, "--control", p.control(n),
+		"daemon", "--status-file", p.statusFile(n))
+	d := &daemonProc{cmd: cmd, done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	require.NoError(t, cmd.Start())
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.log.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+		}
+	}()
+	go func() { _ = cmd.Wait(); pw.Close(); close(d.done) }()
+	p.procs[n] = d
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := p.tbErr(n, "status"); err == nil {
+			return
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("daemon %s exited:\n%s", n, d.Log())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("daemon %s did not answer within 10 s:\n%s", n, d.Log())
+}
+
+func (d *daemonProc) stop() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+func (d *daemonProc) kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
+// statusOf returns node n's view of r0 from `status --json`.
+func (p *pair) statusOf(t *testing.T, n string) map[string]any {
+	t.Helper()
+	out := p.tb(t, n, "status", "r0", "--json")
+	var rs []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rs), out)
+	require.Len(t, rs, 1)
+	return rs[0]
+}
+
+// waitFor polls node n's one-line query verb until it prints want.
+func (p *pair) waitFor(t *testing.T, n, verb, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var out string
+	for time.Now().Before(deadline) {
+		out, _ = p.tbErr(n, verb, "r0")
+		if strings.TrimSpace(out) == want {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("node %s: %s is %q, want %q after %v\n%s", n, verb, strings.TrimSpace(out), want, within, p.procs[n].Log())
+}
+
+// dataArea reads the data area (what the export shows) of node n's disk.
+func (p *pair) dataArea(t *testing.T, n string) ([]byte, *meta.Snapshot) {
+	t.Helper()
+	d, err := disk.OpenFile(p.disks[n], disk.FileOptions{ReadOnly: true})
+	require.NoError(t, err)
+	defer d.Close()
+	snap, err := meta.Inspect(d, meta.InternalPlacement, p.disks[n])
+	require.NoError(t, err)
+	buf := make([]byte, snap.Superblock.DataSize)
+	require.NoError(t, d.ReadAt(buf, 0))
+	return buf, snap
+}
+
+func (p *pair) upConnected(t *testing.T) {
+	t.Helper()
+	p.start(t, "a")
+	p.start(t, "b")
+	p.tb(t, "a", "up", "r0")
+	p.tb(t, "b", "up", "r0")
+	p.waitFor(t, "a", "cstate", "Connected", 15*time.Second)
+	p.waitFor(t, "b", "cstate", "Connected", 15*time.Second)
+}
+
+// writeRandom writes n random 4 KiB blocks at random block offsets within
+// size through c, from workers goroutines, and returns what each block
+// last received. It stops early when stop is closed.
+func writeBlocks(t *testing.T, c *client.Client, blocks []int64, workers int) map[int64][]byte {
+	t.Helper()
+	var mu sync.Mutex
+	last := map[int64][]byte{}
+	ch := make(chan int64)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range ch {
+				buf := make([]byte, 4096)
+				_, _ = rand.Read(buf)
+				if err := c.WriteAt(buf, b*4096, false); err != nil {
+					t.Errorf("write block %d: %v", b, err)
+					continue
+				}
+				mu.Lock()
+				last[b] = buf
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, b := range blocks {
+		ch <- b
+	}
+	close(ch)
+	wg.Wait()
+	return last
+}
+
+// TestReplicationBothDisksEqual: two daemons, a real NBD client writing
+// through the Primary, then the two backing disks compared byte for byte.
+func TestReplicationBothDisksEqual(t *testing.T) {
+	const size = 64 << 20
+	p := newPair(t, size, map[string]string{"a": "s3cret", "b": "s3cret"}, "C")
+	p.upConnected(t)
+	require.Equal(t, "Inconsistent/Inconsistent", strings.TrimSpace(p.tb(t, "a", "dstate", "r0")))
+
+	// The first promotion needs --force (DRBD's old spelling works too).
+	_, err := p.tbErr("a", "primary", "r0")
+	require.Error(t, err)
+	p.tb(t, "a", "--", "--overwrite-data-of-peer", "primary", "r0")
+	p.waitFor(t, "b", "role", "Secondary/Primary", 5*time.Second)
+
+	// The Secondary refuses NBD clients; the Primary serves.
+	_, err = client.Dial(context.Background(), p.nbd["b"], client.Options{Export: "r0"})
+	require.Error(t, err)
+	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})
+	require.NoError(t, err)
+	blocks := make([]int64, 2000)
+	for i := range blocks {
+		blocks[i] = int64(i*7919) % (size / 8192) // spread over the first half
+	}
+	last := writeBlocks(t, c, blocks, 16)
+	require.NoError(t, c.Flush())
+
+	// secondary fails while the client is connected (DRBD: device in use).
+	out, err := p.tbErr("a", "secondary", "r0")
+	require.Error(t, err)
+	require.Contains(t, out, "(-12) Device is held open by someone")
+	require.NoError(t, c.Close())
+
+	// The status file is DRBD 8.4's /proc/drbd.
+	st, err := os.ReadFile(p.statusFile("a"))
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^ 0: cs:Connected ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----$`, string(st))
+
+	p.tb(t, "a", "down", "r0")
+	p.tb(t, "b", "down", "r0")
+	da, _ := p.dataArea(t, "a")
+	db, _ := p.dataArea(t, "b")
+	for b, want := range last {
+		require.Equal(t, want, da[b*4096:(b+1)*4096], "block %d on a", b)
+	}
+	require.True(t, bytes.Equal(da, db), "the two data areas differ")
+}
+
+// TestReplicationSecondaryKilled: SIGKILL of the Secondary during writes.
+// The Primary goes on; afterwards every block where the two disks differ
+// is marked out of sync in the Primary's bitmap.
+func TestReplicationSecondaryKilled(t *testing.T) {
+	const size = 64 << 20
+	p := newPair(t, size, map[string]string{"a": "k", "b": "k"}, "C")
+	p.upConnected(t)
+	p.tb(t, "a", "primary", "r0", "--force")
+	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer c.Close()
+
+	blocks := make([]int64, 6000)
+	for i := range blocks {
+		blocks[i] = int64(i*104729) % (size / 4096 / 2)
+	}
+	var last map[int64][]byte
+	done := make(chan struct{})
+	go func() { defer close(done); last = writeBlocks(t, c, blocks, 16) }()
+	time.Sleep(300 * time.Millisecond)
+	p.procs["b"].kill()
+	<-done
+	require.NoError(t, c.Flush())
+	p.waitFor(t, "a", "cstate", "WFConnection", 5*time.Second)
+	require.NotZero(t, p.statusOf(t, "a")["connections"], "status")
+	require.NoError(t, c.Close())
+	p.tb(t, "a", "down", "r0")
+
+	da, snap := p.dataArea(t, "a")
+	db, _ := p.dataArea(t, "b")
+	for b, want := range last {
+		require.Equal(t, want, da[b*4096:(b+1)*4096], "acknowledged write to block %d missing on the Primary", b)
+	}
+	differ := 0
+	for b := int64(0); b < int64(len(da))/4096; b++ {
+		if !bytes.Equal(da[b*4096:(b+1)*4096], db[b*4096:(b+1)*4096]) {
+			differ++
+			require.True(t, snap.Bitmap.Test(uint64(b)), "block %d differs between the nodes but is not marked out of sync", b)
+		}
+	}
+	t.Logf("%d blocks written, %d differ after the kill, %d marked out of sync", len(last), differ, snap.Bitmap.Count())
+	require.NotZero(t, snap.Bitmap.Count(), "writes after the kill must be marked")
+}
+
+// TestReplicationWrongSecret: a node with another shared secret never
+// connects, and nothing the Primary writes reaches its disk.
+func TestReplicationWrongSecret(t *testing.T) {
+	const size = 16 << 20
+	p := newPair(t, size, map[string]string{"a": "right", "b": "wrong"}, "C")
+	p.start(t, "a")
+	p.start(t, "b")
+	p.tb(t, "a", "up", "r0")
+	p.tb(t, "b", "up", "r0")
+	p.waitFor(t, "a", "cstate", "StandAlone", 15*time.Second)
+	p.waitFor(t, "b", "cstate", "StandAlone", 15*time.Second)
+	require.Contains(t, p.procs["a"].Log()+p.procs["b"].Log(), "authentication")
+	p.tb(t, "a", "primary", "r0", "--force")
+	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})
+	require.NoError(t, err)
+	buf := bytes.Repeat([]byte{0xab}, 1<<20)
+	require.NoError(t, c.WriteAt(buf, 0, true))
+	require.NoError(t, c.Close())
+	p.tb(t, "a", "down", "r0")
+	p.tb(t, "b", "down", "r0")
+	db, _ := p.dataArea(t, "b")
+	require.Equal(t, make([]byte, len(db)), db, "data crossed a link that failed authentication")
+}
+
+// TestDaemonBadConfig: errors name file and line, and a second daemon on
+// the same control socket is refused.
+func TestDaemonBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "bad.conf")
+	require.NoError(t, os.WriteFile(conf, []byte("resource r0 {\n  net { frobnicate yes; }\n}\n"), 0o644))
+	out, err := exec.Command(twinblockBin, "--config", conf, "--node", "a", "--control", filepath.Join(dir, "c.sock"), "daemon").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), conf+":2")
+
+	p := newPair(t, 8<<20, map[string]string{"a": "x", "b": "x"}, "C")
+	p.start(t, "a")
+	out, err = exec.Command(twinblockBin, "--config", p.confs["a"], "--node", "a", "--control", p.control("a"), "daemon",
+		"--status-file", filepath.Join(dir, "s")).CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "another twinblock daemon is running")
+	fi, err := os.Stat(p.control("a"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+}

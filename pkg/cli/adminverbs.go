@@ -1,0 +1,169 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twinblock/twinblock/pkg/daemon"
+	"github.com/twinblock/twinblock/pkg/status"
+)
+
+// newDaemonCmd is `twinblock daemon`: the node in the foreground.
+func newDaemonCmd(g *globals) *cobra.Command {
+	var statusFile, metrics string
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run this node: host its resources, serve the control socket, write the status file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			warn := func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), s) }
+			cfg, err := g.loadConfig(warn)
+			if err != nil {
+				return err
+			}
+			nodeName, err := g.nodeName()
+			if err != nil {
+				return err
+			}
+			if metrics != "" {
+				warn("warning: --metrics is not implemented yet; no metrics endpoint is served")
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).With("node", nodeName)
+			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, Logger: log})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return d.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&statusFile, "status-file", "/run/twinblock/status", "where to keep the /proc/drbd-format status")
+	cmd.Flags().StringVar(&metrics, "metrics", "", "Prometheus endpoint address (not implemented yet)")
+	return cmd
+}
+
+// call sends one request to the daemon and turns its error into ours.
+func call(g *globals, req daemon.Request) (*daemon.Response, error) {
+	resp, err := daemon.Call(g.control, req, 10*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return nil, fmt.Errorf("%s", resp.Error)
+	}
+	return resp, nil
+}
+
+// newStateVerb is one of the verbs that change state (up, down, attach,
+// detach, connect, disconnect, primary, secondary).
+func newStateVerb(g *globals, verb, short string) *cobra.Command {
+	var force, discard bool
+	cmd := &cobra.Command{
+		Use:   verb + " RESOURCE|all",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := call(g, daemon.Request{Verb: verb, Resource: args[0], Force: force, DiscardMyData: discard})
+			return err
+		},
+	}
+	switch verb {
+	case "primary":
+		cmd.Flags().BoolVar(&force, "force", false, "promote even without UpToDate data: this node's data becomes the good copy")
+		cmd.Flags().BoolVar(&force, "overwrite-data-of-peer", false, "alias of --force (DRBD 8.3)")
+	case "connect", "up":
+		cmd.Flags().BoolVar(&discard, "discard-my-data", false, "volunteer to lose a split brain (resolution arrives with the split-brain issue)")
+	}
+	return cmd
+}
+
+// newQueryVerb is role, cstate or dstate: one line per resource, as
+// drbdadm prints them.
+func newQueryVerb(g *globals, verb, short string, line func(status.Resource) string) *cobra.Command {
+	return &cobra.Command{
+		Use:   verb + " RESOURCE|all",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := call(g, daemon.Request{Verb: verb, Resource: args[0]})
+			if err != nil {
+				return err
+			}
+			for _, r := range resp.Resources {
+				if !r.Configured {
+					return fmt.Errorf("%s: not up (run `twinblock up %s`)", r.Name, r.Name)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), line(r))
+			}
+			return nil
+		},
+	}
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON, watch, verbose bool
+	cmd := &cobra.Command{
+		Use:   "status [RESOURCE|all]",
+		Short: "Show the resources' state (drbdadm status layout; --json for scripts)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := "all"
+			if len(args) == 1 {
+				name = args[0]
+			}
+			show := func() error {
+				resp, err := call(g, daemon.Request{Verb: "status", Resource: name})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return status.WriteJSON(cmd.OutOrStdout(), resp.Resources)
+				}
+				return status.WriteStatus(cmd.OutOrStdout(), resp.Resources, verbose)
+			}
+			if !watch {
+				return show()
+			}
+			ctx := cmd.Context()
+			for {
+				fmt.Fprint(cmd.OutOrStdout(), "\033[H\033[2J")
+				if err := show(); err != nil {
+					return err
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw every second until interrupted")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "add the statistics")
+	return cmd
+}
+
+func adminVerbs(g *globals) []*cobra.Command {
+	return []*cobra.Command{
+		newDaemonCmd(g),
+		newStateVerb(g, "up", "Attach the disk and connect to the peer"),
+		newStateVerb(g, "down", "Demote, disconnect and detach"),
+		newStateVerb(g, "attach", "Attach the backing disk and its metadata"),
+		newStateVerb(g, "detach", "Detach the backing disk"),
+		newStateVerb(g, "connect", "Connect to the peer"),
+		newStateVerb(g, "disconnect", "Drop the connection to the peer"),
+		newStateVerb(g, "primary", "Become Primary: serve the NBD export"),
+		newStateVerb(g, "secondary", "Become Secondary"),
+		newQueryVerb(g, "role", "Print Role/PeerRole", func(r status.Resource) string { return r.Role + "/" + r.PeerRole }),
+		newQueryVerb(g, "cstate", "Print the connection state", func(r status.Resource) string { return r.Conn }),
+		newQueryVerb(g, "dstate", "Print Disk/PeerDisk", func(r status.Resource) string { return r.Disk + "/" + r.PeerDisk }),
+		newStatusCmd(g),
+	}
+}

@@ -1,0 +1,269 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twinblock/twinblock/pkg/config"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/node"
+	"github.com/twinblock/twinblock/pkg/status"
+)
+
+// Version is reported in the status file's first line.
+const Version = "0.1.0"
+
+// Options configure a daemon.
+type Options struct {
+	Config     *config.Config
+	Node       string // this host's `on` name
+	Control    string // the control socket path
+	StatusFile string // the status file path
+	Logger     *slog.Logger
+}
+
+// Daemon hosts the resources of one node.
+type Daemon struct {
+	opts      Options
+	log       *slog.Logger
+	resources []*node.Resource
+	byName    map[string]*node.Resource
+	lock      *os.File
+	ln        net.Listener
+	changed   chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New prepares the daemon: the resources that have an `on` section for
+// opts.Node. Nothing runs until Run.
+func New(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, byName: map[string]*node.Resource{}, changed: make(chan struct{}, 1)}
+	for _, rc := range opts.Config.Resources {
+		if _, _, err := rc.Host(opts.Node); err != nil {
+			d.log.Warn("resource has no section for this node: not hosted", "resource", rc.Name, "node", opts.Node)
+			continue
+		}
+		r, err := node.NewResource(rc, opts.Node, opts.Logger, d.notify)
+		if err != nil {
+			return nil, err
+		}
+		d.resources = append(d.resources, r)
+		d.byName[rc.Name] = r
+	}
+	if len(d.resources) == 0 {
+		return nil, fmt.Errorf("daemon: no resource of %s has an `on %s` section", opts.Config.Files[0], opts.Node)
+	}
+	return d, nil
+}
+
+func (d *Daemon) notify() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx ends, then takes every resource down cleanly.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.listen(); err != nil {
+		return err
+	}
+	defer d.unlock()
+	for _, r := range d.resources {
+		r.Start(ctx)
+	}
+	d.log.Info("twinblock daemon running", "node", d.opts.Node, "control", d.opts.Control, "status", d.opts.StatusFile)
+	d.wg.Add(2)
+	go func() { defer d.wg.Done(); d.serve(ctx) }()
+	go func() { defer d.wg.Done(); d.statusLoop(ctx) }()
+	<-ctx.Done()
+	_ = d.ln.Close()
+	d.log.Info("shutting down: taking every resource down")
+	var wg sync.WaitGroup
+	for _, r := range d.resources {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = r.Close() }()
+	}
+	wg.Wait()
+	d.wg.Wait()
+	_ = d.writeStatus()
+	return nil
+}
+
+// listen takes the lock and opens the control socket (mode 0600).
+func (d *Daemon) listen() error {
+	path := d.opts.Control
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return fmt.Errorf("daemon: another twinblock daemon is running on %s (it holds %s.lock)", path, path)
+	}
+	d.lock = lock
+	_ = os.Remove(path) // stale: we hold the lock
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		d.unlock()
+		return fmt.Errorf("daemon: control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		d.unlock()
+		return fmt.Errorf("daemon: %w", err)
+	}
+	d.ln = ln
+	return nil
+}
+
+func (d *Daemon) unlock() {
+	if d.lock != nil {
+		_ = os.Remove(d.opts.Control)
+		_ = d.lock.Close()
+		d.lock = nil
+	}
+}
+
+func (d *Daemon) serve(ctx context.Context) {
+	for {
+		nc, err := d.ln.Accept()
+		if err != nil {
+			return
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(5 * time.Minute))
+			var req Request
+			if err := json.NewDecoder(nc).Decode(&req); err != nil {
+				_ = json.NewEncoder(nc).Encode(Response{Error: "bad request: " + err.Error()})
+				return
+			}
+			_ = json.NewEncoder(nc).Encode(d.handle(ctx, req))
+		}()
+	}
+}
+
+// handle runs one admin request on the resources it names.
+func (d *Daemon) handle(ctx context.Context, req Request) Response {
+	targets := d.resources
+	if req.Resource != "" && req.Resource != "all" {
+		r, ok := d.byName[req.Resource]
+		if !ok {
+			return Response{Error: fmt.Sprintf("%s: no such resource on node %s", req.Resource, d.opts.Node)}
+		}
+		targets = []*node.Resource{r}
+	}
+	for _, r := range targets {
+		if err := d.apply(ctx, r, req); err != nil {
+			return Response{Error: fmt.Sprintf("%s: %v", r.Name(), err)}
+		}
+	}
+	resp := Response{Version: Version}
+	for _, r := range targets {
+		resp.Resources = append(resp.Resources, r.Status())
+	}
+	return resp
+}
+
+func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error {
+	tolerate := func(err error, ok ...error) error {
+		for _, o := range ok {
+			if errors.Is(err, o) {
+				return nil
+			}
+		}
+		return err
+	}
+	switch req.Verb {
+	case "status", "role", "cstate", "dstate":
+		return nil
+	case "up":
+		if r.Status().Disk == "Diskless" && r.HasDisk() {
+			if err := r.Do(ctx, fsm.AttachBegin{}); err != nil {
+				return tolerate(err, fsm.ErrDiskConfigured)
+			}
+		}
+		return tolerate(r.Do(ctx, fsm.Connect{DiscardMyData: req.DiscardMyData}), fsm.ErrNetConfigured)
+	case "down":
+		if err := r.Do(ctx, fsm.Demote{}); err != nil {
+			return err
+		}
+		if err := r.Do(ctx, fsm.Disconnect{}); err != nil {
+			return err
+		}
+		return r.Do(ctx, fsm.Detach{})
+	case "attach":
+		return r.Do(ctx, fsm.AttachBegin{})
+	case "detach":
+		return r.Do(ctx, fsm.Detach{})
+	case "connect":
+		return r.Do(ctx, fsm.Connect{DiscardMyData: req.DiscardMyData})
+	case "disconnect":
+		return r.Do(ctx, fsm.Disconnect{})
+	case "primary":
+		return r.Do(ctx, fsm.Promote{Force: req.Force})
+	case "secondary":
+		return r.Do(ctx, fsm.Demote{})
+	}
+	return fmt.Errorf("unknown verb %q", req.Verb)
+}
+
+// statusLoop rewrites the status file on every change and every second.
+func (d *Daemon) statusLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last []byte
+	for {
+		if b := d.render(); !bytes.Equal(b, last) {
+			if err := status.WriteFileAtomic(d.opts.StatusFile, b, 0o644); err != nil {
+				d.log.Error("status file", "path", d.opts.StatusFile, "err", err)
+			} else {
+				last = b
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.changed:
+		case <-t.C:
+			last = nil // at least once a second, even unchanged
+		}
+	}
+}
+
+func (d *Daemon) render() []byte {
+	rs := make([]status.Resource, 0, len(d.resources))
+	for _, r := range d.resources {
+		rs = append(rs, r.Status())
+	}
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Minor < rs[j].Minor })
+	var b bytes.Buffer
+	_ = status.WriteProcDRBD(&b, Version, rs)
+	return b.Bytes()
+}
+
+func (d *Daemon) writeStatus() error {
+	return status.WriteFileAtomic(d.opts.StatusFile, d.render(), 0o644)
+}

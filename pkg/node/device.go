@@ -1,0 +1,302 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/replication"
+)
+
+// ioPath is what the data path uses, swapped as a whole when the state
+// machine publishes a new IOMode.
+type ioPath struct {
+	mode fsm.IOMode
+	data disk.Disk         // the data area of the local disk (nil if none)
+	md   *meta.Meta        // its metadata (nil if none)
+	link *replication.Link // the established peer link (nil if none)
+}
+
+// device is the replicated block device a Primary exports over NBD. It
+// implements nbd.Device.
+//
+// Invariant (the data-path half of "never lose an acknowledged write"):
+// a write is acknowledged only if
+//
+//	(a) it completed on the local disk and the peer acknowledged it as
+//	    its protocol requires (C: completed on the peer's disk), or
+//	(b) it completed on the local disk, the peer did not take it (no
+//	    connection, or the link failed it), and its blocks are marked out
+//	    of sync in the bitmap while the activity log covers them, so the
+//	    mark survives a crash (meta.BeginWrite .. EndWrite), or
+//	(c) the local disk is gone (Diskless Primary) and the peer
+//	    acknowledged it under protocol C semantics.
+//
+// A write that meets none of these fails with EIO. Overlapping writes are
+// serialized (rangeLock), so both disks see them in the same order.
+//
+// Mode changes take mu for writing, which waits for the requests in
+// flight: after setPath returns, no request uses the old path. Requests
+// hold mu for reading; no lock is held across a network round trip
+// except this read lock, which only a mode change waits for.
+type device struct {
+	mu      sync.RWMutex
+	path    ioPath
+	size    int64
+	ranges  *rangeLock
+	reqs    sync.Pool
+	onError func(error) // posts DiskFailed to the state machine; never blocks
+	stats   *counters
+}
+
+func newDevice(onError func(error), stats *counters) *device {
+	d := &device{ranges: newRangeLock(), onError: onError, stats: stats}
+	d.reqs.New = func() any { return new(replication.Request) }
+	return d
+}
+
+// setPath installs a new I/O path after the requests in flight on the old
+// one finished.
+func (d *device) setPath(p ioPath, size int64) {
+	d.mu.Lock()
+	d.path = p
+	d.size = size
+	d.mu.Unlock()
+}
+
+var (
+	errNotPrimary = fmt.Errorf("node: not Primary: %w", syscall.EROFS)
+	errNoData     = fmt.Errorf("node: no UpToDate data reachable (local disk gone, peer unreachable): %w", syscall.EIO)
+)
+
+func (d *device) Size() int64 {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.size
+}
+
+func (d *device) ReadOnly() bool { return false }
+
+func (d *device) ReadAt(p []byte, off int64) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	path := d.path
+	if !path.mode.Serve {
+		return errNotPrimary
+	}
+	if path.mode.Local && !path.mode.PeerReads {
+		err := path.data.ReadAt(p, off)
+		if err == nil {
+			d.stats.diskRead.Add(uint64(len(p)))
+			return nil
+		}
+		if path.mode.PassOn || path.link == nil || !path.mode.Mirror {
+			d.localError(path, err)
+			return err
+		}
+		d.localError(path, err)
+		// on-io-error detach: the peer has the data.
+	}
+	if path.link == nil {
+		return errNoData
+	}
+	return readThrough(path.link, p, off)
+}
+
+func readThrough(l *replication.Link, p []byte, off int64) error {
+	max := int(l.MaxPayload())
+	for len(p) > 0 {
+		n := min(len(p), max)
+		if err := l.ReadAt(p[:n], off); err != nil {
+			return fmt.Errorf("node: read through the peer: %w: %w", err, syscall.EIO)
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+func (d *device) localError(path ioPath, err error) {
+	if !path.mode.PassOn && d.onError != nil {
+		d.onError(err)
+	}
+}
+
+func (d *device) WriteAt(p []byte, off int64, fua bool) error {
+	flags := replication.DataFlags(0)
+	if fua {
+		flags |= replication.DataFUA
+	}
+	return d.mutate(replication.OpWrite, p, off, int64(len(p)), flags, func(data disk.Disk) error {
+		return data.WriteAt(p, off, fua)
+	})
+}
+
+func (d *device) Trim(off, n int64, fua bool) error {
+	flags := replication.DataFlags(0)
+	if fua {
+		flags |= replication.DataFUA
+	}
+	return d.chunked(off, n, func(off, n int64) error {
+		return d.mutate(replication.OpTrim, nil, off, n, flags, func(data disk.Disk) error {
+			return data.Trim(off, n, fua)
+		})
+	})
+}
+
+func (d *device) WriteZeroes(off, n int64, noHole, fua bool) error {
+	flags := replication.DataFlags(0)
+	if fua {
+		flags |= replication.DataFUA
+	}
+	if noHole {
+		flags |= replication.DataNoHole
+	}
+	return d.chunked(off, n, func(off, n int64) error {
+		return d.mutate(replication.OpWriteZeroes, nil, off, n, flags, func(data disk.Disk) error {
+			return data.WriteZeroes(off, n, noHole, fua)
+		})
+	})
+}
+
+// chunked splits a Trim or WriteZeroes into pieces the wire can carry.
+func (d *device) chunked(off, n int64, f func(off, n int64) error) error {
+	const maxChunk = 1 << 30
+	for n > 0 {
+		c := min(n, maxChunk)
+		if err := f(off, c); err != nil {
+			return err
+		}
+		off, n = off+c, n-c
+	}
+	return nil
+}
+
+// mutate runs one write-like request on the local disk and the peer in
+// parallel and decides what the client hears (see the device invariant).
+func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replication.DataFlags, local func(disk.Disk) error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	path := d.path
+	if !path.mode.Serve {
+		return errNotPrimary
+	}
+	d.ranges.lock(off, n)
+	defer d.ranges.unlock(off, n)
+	d.stats.appPending.Add(1)
+	defer d.stats.appPending.Add(-1)
+
+	useLocal := path.mode.Local && path.data != nil
+	if useLocal {
+		if err := path.md.BeginWrite(off, n); err != nil {
+			// The activity log cannot be written: the disk is failing.
+			d.localError(path, err)
+			if path.mode.PassOn || !path.mode.Mirror {
+				return fmt.Errorf("node: activity log: %w", err)
+			}
+			useLocal = false
+		} else {
+			defer path.md.EndWrite(off, n)
+		}
+	}
+
+	var req *replication.Request
+	if path.mode.Mirror && path.link != nil {
+		req = d.reqs.Get().(*replication.Request)
+		*req = replication.Request{Op: op, Offset: off, Data: p, Length: n, Flags: flags}
+		if err := path.link.Submit(req); err != nil {
+			d.reqs.Put(req)
+			req = nil
+		}
+	}
+
+	var localErr error
+	if useLocal {
+		d.stats.localPending.Add(1)
+		localErr = local(path.data)
+		d.stats.localPending.Add(-1)
+		if localErr == nil {
+			d.stats.diskWritten.Add(uint64(n))
+		}
+	}
+	var peerErr error = errNoPeer
+	if req != nil {
+		peerErr = req.Wait()
+		*req = replication.Request{}
+		d.reqs.Put(req)
+	}
+
+	switch {
+	case useLocal && localErr == nil:
+		if peerErr != nil {
+			// (b): the peer does not have it; the activity log holds
+			// the extent, so the mark survives a crash.
+			path.md.MarkOutOfSync(off, n)
+		}
+		return nil
+	case useLocal: // the local disk failed
+		d.localError(path, localErr)
+		if path.mode.PassOn || peerErr != nil {
+			return localErr
+		}
+		return nil // (a) on the peer; this node's disk is being detached
+	default: // no local disk
+		if peerErr != nil {
+			return fmt.Errorf("node: write on the peer: %w: %w", peerErr, syscall.EIO)
+		}
+		return nil // (c)
+	}
+}
+
+var errNoPeer = errors.New("node: no peer")
+
+// Flush makes every completed write durable on the local disk and, under
+// protocol C, on the peer (a Barrier answered after the peer's flush).
+func (d *device) Flush() error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	path := d.path
+	if !path.mode.Serve {
+		return errNotPrimary
+	}
+	var req *replication.Request
+	if path.mode.Mirror && path.link != nil {
+		req = d.reqs.Get().(*replication.Request)
+		*req = replication.Request{Op: replication.OpFlush}
+		if err := path.link.Submit(req); err != nil {
+			d.reqs.Put(req)
+			req = nil
+		}
+	}
+	var localErr error
+	if path.mode.Local && path.data != nil {
+		localErr = path.data.Flush()
+	}
+	var peerErr error = errNoPeer
+	if req != nil {
+		peerErr = req.Wait()
+		*req = replication.Request{}
+		d.reqs.Put(req)
+	}
+	switch {
+	case path.mode.Local && path.data != nil && localErr == nil:
+		// Writes the peer acknowledged but may not have flushed when the
+		// link failed are not known here; the peer's own flush at its
+		// detach or next barrier covers a peer that stays up.
+		return nil
+	case path.mode.Local && path.data != nil:
+		d.localError(path, localErr)
+		if path.mode.PassOn || peerErr != nil {
+			return localErr
+		}
+		return nil
+	default:
+		if peerErr != nil {
+			return fmt.Errorf("node: flush on the peer: %w: %w", peerErr, syscall.EIO)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,375 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/replication"
+)
+
+// applyPath publishes an IOMode to the data path, with the disk and link
+// the resource holds now, and opens or closes the NBD export to match.
+func (r *Resource) applyPath(m fsm.IOMode) {
+	p := ioPath{mode: m, link: r.link}
+	if m.Local {
+		p.data, p.md = r.data, r.md
+	}
+	r.dev.setPath(p, r.exportSize())
+	if m.Serve {
+		r.openExport()
+	} else {
+		r.closeExport()
+	}
+}
+
+// dropLinkFromPath takes a dead link out of the data path at once (the
+// state machine's IOMode follows).
+func (r *Resource) dropLinkFromPath() {
+	r.dev.mu.Lock()
+	r.dev.path.link = nil
+	r.dev.mu.Unlock()
+}
+
+// exportSize is the size both nodes can hold: the smaller of the two
+// data areas when connected (DRBD's rule), the local one otherwise.
+func (r *Resource) exportSize() int64 {
+	var size int64
+	if r.md != nil {
+		size = r.md.Layout().DataSize
+	}
+	if r.link != nil {
+		if ps := int64(r.link.PeerDataSize()); ps > 0 && (size == 0 || ps < size) {
+			size = ps
+		}
+	}
+	return size
+}
+
+func (r *Resource) action(a fsm.Action) {
+	switch a.Kind {
+	case fsm.ActOpenDisk:
+		if err := r.openDisk(); err != nil {
+			r.log.Error("attach failed", "err", err)
+			r.attachErr = err
+			_ = r.fsm.Step(fsm.AttachFailed{Err: err})
+			return
+		}
+		sb := r.md.Superblock()
+		for _, w := range r.md.Warnings() {
+			r.log.Warn(w)
+		}
+		_ = r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags})
+	case fsm.ActCloseDisk:
+		r.closeDisk()
+	case fsm.ActStartConnecting:
+		r.startConnecting()
+	case fsm.ActStopConnecting:
+		r.stopConnecting()
+	case fsm.ActDial:
+		r.dial()
+	case fsm.ActCloseLink:
+		if r.link != nil {
+			l := r.link
+			r.link = nil
+			r.dropLinkFromPath()
+			_ = l.Close(a.Reason)
+		}
+	case fsm.ActSendPing:
+		if r.link != nil {
+			_ = r.link.Ping()
+		}
+	}
+}
+
+// openDisk opens the backing disk and its metadata (drbdadm attach).
+func (r *Resource) openDisk() error {
+	h := r.self
+	backing, err := disk.OpenFile(h.Disk, disk.FileOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", r.name, err)
+	}
+	mdDisk := disk.Disk(backing)
+	placement := meta.InternalPlacement
+	if !h.MetaDisk.Internal {
+		placement = meta.ExternalPlacement(h.MetaDisk.Index)
+		if mdDisk, err = disk.OpenFile(h.MetaDisk.Path, disk.FileOptions{}); err != nil {
+			_ = backing.Close()
+			return fmt.Errorf("%s: meta-disk: %w", r.name, err)
+		}
+	}
+	opts := meta.Options{Name: h.Disk, ALExtents: int(r.cfg.Disk.Int("al-extents")), Logger: r.log}
+	if !h.MetaDisk.Internal {
+		opts.Name, opts.Data = h.MetaDisk.Path, backing
+	}
+	closeAll := func() {
+		if mdDisk != disk.Disk(backing) {
+			_ = mdDisk.Close()
+		}
+		_ = backing.Close()
+	}
+	md, err := meta.Open(mdDisk, placement, opts)
+	if err != nil {
+		closeAll()
+		if errors.Is(err, meta.ErrNoMetadata) {
+			return fmt.Errorf("%s: %w (run create-md %s first)", r.name, err, r.name)
+		}
+		return fmt.Errorf("%s: %w", r.name, err)
+	}
+	data, err := disk.NewRegion(backing, 0, md.Layout().DataSize)
+	if err != nil {
+		_ = md.Close()
+		closeAll()
+		return err
+	}
+	r.backing, r.mdDisk, r.data, r.md = backing, mdDisk, data, md
+	return nil
+}
+
+// closeDisk detaches: the data path no longer uses the disk (the IOMode
+// was published first), so the metadata can be closed cleanly.
+func (r *Resource) closeDisk() {
+	if r.md == nil {
+		return
+	}
+	r.dev.mu.Lock()
+	r.dev.path.data, r.dev.path.md = nil, nil
+	r.dev.path.mode.Local = false
+	r.dev.mu.Unlock()
+	if err := r.md.Close(); err != nil {
+		r.log.Warn("metadata close", "err", err)
+	}
+	if r.mdDisk != r.backing {
+		_ = r.mdDisk.Close()
+	}
+	_ = r.backing.Close()
+	r.backing, r.mdDisk, r.data, r.md = nil, nil, nil, nil
+}
+
+// linkConfig is the peer link's configuration from the net section.
+func (r *Resource) linkConfig() replication.LinkConfig {
+	var size uint64
+	if r.md != nil {
+		size = uint64(r.md.Layout().DataSize)
+	}
+	proto := byte('C')
+	if r.cfg.Protocol != "" {
+		proto = r.cfg.Protocol[0]
+	}
+	var link *replication.Link
+	_ = link
+	return replication.LinkConfig{
+		Resource: r.name, Self: r.self.Name, Peer: r.peer.Name, Protocol: proto,
+		CramHMACAlg:      r.cfg.Net.String("cram-hmac-alg"),
+		SharedSecret:     r.cfg.Net.String("shared-secret"),
+		DataSize:         size,
+		Features:         replication.FeatureRLE | replication.FeatureTrim | replication.FeatureWriteZeroes,
+		Disk:             r.data,
+		Logger:           r.log,
+		HandshakeTimeout: 10 * time.Second,
+	}
+}
+
+// handshake runs the connection setup on nc in the background; the
+// result comes back to run as evLink.
+func (r *Resource) handshake(nc net.Conn) {
+	cfg := r.linkConfig()
+	local := r.stateMsg()
+	var self *replication.Link
+	linkCh := make(chan *replication.Link, 1)
+	cfg.OnState = func(st replication.State) {
+		l := <-linkCh
+		linkCh <- l
+		r.post(evPeerState{link: l, st: st})
+	}
+	cfg.OnDiskError = func(err error) { r.post(fsm.DiskFailed{Err: err}) }
+	cfg.OnClose = func(err error) {
+		l := <-linkCh
+		linkCh <- l
+		r.post(evLinkClosed{link: l, err: err})
+	}
+	_ = self
+	ctx := r.ctx
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		l, err := replication.Handshake(ctx, nc, cfg, local)
+		linkCh <- l
+		if err != nil {
+			_ = nc.Close()
+		}
+		r.post(evLink{link: l, err: err})
+	}()
+}
+
+// startConnecting listens on this node's address for the peer; the
+// dialing node (see fsm.Config.Dialer) also dials when told to.
+func (r *Resource) startConnecting() {
+	if r.accept != nil {
+		return
+	}
+	ln, err := net.Listen("tcp", r.self.Address)
+	if err != nil {
+		r.log.Error("cannot listen for the peer", "address", r.self.Address, "err", err)
+		return
+	}
+	r.accept = ln
+	peerHost, _, _ := net.SplitHostPort(r.peer.Address)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(nc.RemoteAddr().String())
+			if !sameHost(host, peerHost) {
+				r.log.Warn("refusing a connection from an address that is not the peer's", "from", nc.RemoteAddr(), "peer", r.peer.Address)
+				_ = nc.Close()
+				continue
+			}
+			r.post(evAccepted{nc: nc})
+		}
+	}()
+}
+
+func sameHost(a, b string) bool {
+	ia, ib := net.ParseIP(a), net.ParseIP(b)
+	if ia != nil && ib != nil {
+		return ia.Equal(ib)
+	}
+	return strings.EqualFold(a, b)
+}
+
+func (r *Resource) stopConnecting() {
+	if r.accept != nil {
+		_ = r.accept.Close()
+		r.accept = nil
+	}
+}
+
+// dial makes one connection attempt to the peer, from this node's
+// address, in the background.
+func (r *Resource) dial() {
+	localHost, _, _ := net.SplitHostPort(r.self.Address)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if ip := net.ParseIP(localHost); ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	ctx := r.ctx
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		nc, err := d.DialContext(ctx, "tcp", r.peer.Address)
+		if err != nil {
+			r.post(evLink{err: fmt.Errorf("connect to %s: %w", r.peer.Address, err)})
+			return
+		}
+		r.post(evAccepted{nc: nc})
+	}()
+}
+
+// stateMsg is this node's State message.
+func (r *Resource) stateMsg() replication.State {
+	st := r.fsm.State()
+	gi := r.fsm.GI()
+	m := replication.State{Role: byte(st.Role), Disk: byte(st.Disk), GI: gi, MDFlags: uint32(r.fsm.Flags())}
+	if r.md != nil {
+		m.OutOfSync = r.md.OutOfSync()
+	}
+	if r.fsm.CrashedPrimary() {
+		m.Flags |= replication.StateCrashedPrimary
+	}
+	if st.Disk == fsm.Inconsistent {
+		m.Flags |= replication.StateInconsistent
+	}
+	if r.fsm.DiscardMyData() {
+		m.Flags |= replication.StateDiscardMyData
+	}
+	return m
+}
+
+func peerInfo(s replication.State) fsm.PeerInfo {
+	return fsm.PeerInfo{
+		Role: fsm.Role(s.Role), Disk: fsm.DiskState(s.Disk), GI: s.GI,
+		CrashedPrimary: s.Flags&replication.StateCrashedPrimary != 0,
+		DiscardMyData:  s.Flags&replication.StateDiscardMyData != 0,
+		OutOfSync:      s.OutOfSync,
+	}
+}
+
+// openExport starts the NBD export on nbd-listen (Primary only).
+func (r *Resource) openExport() {
+	if r.nbdSrv != nil {
+		return
+	}
+	addr := r.self.NBDListen
+	network := "tcp"
+	if strings.HasPrefix(addr, "unix:") {
+		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		r.log.Error("cannot serve the NBD export", "listen", r.self.NBDListen, "err", err)
+		return
+	}
+	cat := &catalog{r: r}
+	srv, err := nbd.NewServer(nbd.Options{Catalog: cat, Logger: r.log})
+	if err != nil {
+		_ = ln.Close()
+		r.log.Error("nbd server", "err", err)
+		return
+	}
+	r.nbdSrv, r.nbdLn = srv, ln
+	r.log.Info("serving the NBD export", "listen", r.self.NBDListen, "export", r.name)
+	if r.self.NBDDevice != "" {
+		r.log.Warn("kernel NBD attach is not implemented: serving the NBD export alone", "device", r.self.NBDDevice)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_ = srv.Serve(ln)
+	}()
+}
+
+// closeExport stops the NBD export (after demotion, no client is left:
+// the state machine refuses to demote while one is connected).
+func (r *Resource) closeExport() {
+	if r.nbdSrv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = r.nbdSrv.Shutdown(ctx)
+	r.nbdSrv, r.nbdLn = nil, nil
+}
+
+// catalog serves the resource's one export and counts its sessions.
+type catalog struct{ r *Resource }
+
+func (c *catalog) export() *nbd.Export {
+	return &nbd.Export{Name: c.r.name, Description: "twinblock resource " + c.r.name, Device: c.r.dev}
+}
+
+func (c *catalog) Lookup(name string) (*nbd.Export, error) {
+	if name != "" && name != c.r.name {
+		return nil, nbd.ErrUnknownExport
+	}
+	c.r.dev.mu.RLock()
+	serve := c.r.dev.path.mode.Serve
+	c.r.dev.mu.RUnlock()
+	if !serve {
+		return nil, fmt.Errorf("%s: this node is not Primary; twinblock serves the export only on the Primary", c.r.name)
+	}
+	return c.export(), nil
+}
+
+func (c *catalog) List() []*nbd.Export { return []*nbd.Export{c.export()} }

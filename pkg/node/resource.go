@@ -1,0 +1,406 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twinblock/twinblock/bitmap"
+	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/pkg/config"
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/status"
+	"github.com/twinblock/twinblock/replication"
+)
+
+// TickInterval is the length of one state-machine tick: DRBD's unit
+// (0.1 s) for ping-timeout and timeout.
+const TickInterval = 100 * time.Millisecond
+
+// counters are the /proc/drbd statistics the data path keeps.
+type counters struct {
+	diskWritten, diskRead    atomic.Uint64
+	localPending, appPending atomic.Int64
+}
+
+// Resource runs one resource of this node: the state machine, its disk,
+// its peer link and its NBD export. One goroutine (run) owns the state
+// machine and all of the resource's fields below mu; the data path uses
+// only the device. Commands arrive through Do.
+type Resource struct {
+	name    string
+	cfg     *config.Resource
+	self    *config.Host
+	peer    *config.Host
+	log     *slog.Logger
+	changed func() // the status changed (the daemon rewrites the file)
+
+	fsm    *fsm.Node
+	dev    *device
+	stats  counters
+	events chan any
+	cmds   chan command
+
+	// Owned by run.
+	backing    disk.Disk // the backing disk as opened
+	mdDisk     disk.Disk // the meta device (backing itself when internal)
+	data       disk.Disk // the data area
+	md         *meta.Meta
+	link       *replication.Link
+	accept     net.Listener
+	connectCtx context.CancelFunc
+	nbdSrv     *nbd.Server
+	nbdLn      net.Listener
+	attachErr  error // why the last attach failed
+
+	mu   sync.Mutex // guards snap
+	snap status.Resource
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	done   chan struct{}
+}
+
+type command struct {
+	ev    fsm.Event
+	reply chan error
+}
+
+// Internal events from the resource's goroutines to run.
+type (
+	evLink struct {
+		link *replication.Link
+		err  error
+	}
+	evLinkClosed struct {
+		link *replication.Link
+		err  error
+	}
+	evAccepted  struct{ nc net.Conn }
+	evPeerState struct {
+		link *replication.Link
+		st   replication.State
+	}
+)
+
+// NewResource prepares resource cfg for the node named self. Nothing
+// runs until Start.
+func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed func()) (*Resource, error) {
+	me, peer, err := cfg.Host(self)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Resource{name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
+		events: make(chan any, 64), cmds: make(chan command), done: make(chan struct{})}
+	onErr := func(err error) { r.post(fsm.DiskFailed{Err: err}) }
+	r.dev = newDevice(onErr, &r.stats)
+	proto := byte('C')
+	if cfg.Protocol != "" {
+		proto = cfg.Protocol[0]
+	}
+	policy := fsm.OnErrorDetach
+	if cfg.Disk.String("on-io-error") == "pass_on" {
+		policy = fsm.OnErrorPassOn
+	}
+	ticks := func(d time.Duration) int { return int(d / TickInterval) }
+	r.fsm = fsm.New(fsm.Config{
+		Name: cfg.Name, Self: me.Name, Peer: peer.Name, Protocol: proto,
+		Dialer:      me.Name < peer.Name,
+		PingInt:     ticks(cfg.Net.Duration("ping-int")),
+		PingTimeout: ticks(cfg.Net.Duration("ping-timeout")),
+		Timeout:     ticks(cfg.Net.Duration("timeout")),
+		KoCount:     int(cfg.Net.Int("ko-count")),
+		ConnectInt:  ticks(cfg.Net.Duration("connect-int")),
+		OnIOError:   policy,
+		NewUUID:     randomUUID,
+	})
+	r.snap = r.snapshotLocked()
+	return r, nil
+}
+
+func randomUUID() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) &^ meta.UUIDPrimaryBit
+}
+
+// Name returns the resource's name.
+func (r *Resource) Name() string { return r.name }
+
+// Start runs the resource's goroutine. The resource is StandAlone,
+// Diskless and Secondary until commands say otherwise (drbdadm up).
+func (r *Resource) Start(ctx context.Context) {
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(r.done)
+		r.run()
+	}()
+}
+
+// Do applies an administrator's command and waits for the state machine
+// to have acted on it.
+func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
+	c := command{ev: ev, reply: make(chan error, 1)}
+	select {
+	case r.cmds <- c:
+	case <-r.done:
+		return errors.New("node: resource stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-c.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Status returns the latest snapshot for the status file and verbs.
+func (r *Resource) Status() status.Resource {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.snap
+	r.fillCounters(&s)
+	return s
+}
+
+// post hands an event to run; it never blocks once run has stopped.
+func (r *Resource) post(ev any) {
+	select {
+	case r.events <- ev:
+	case <-r.done:
+	}
+}
+
+// Close takes the resource down cleanly (disconnect, detach) and stops
+// its goroutines.
+func (r *Resource) Close() error {
+	if r.cancel == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = r.Do(ctx, fsm.Disconnect{})
+	_ = r.Do(ctx, fsm.Demote{})
+	_ = r.Do(ctx, fsm.Detach{})
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Resource) run() {
+	tick := time.NewTicker(TickInterval)
+	defer tick.Stop()
+	var refresh int
+	for {
+		select {
+		case <-r.ctx.Done():
+			r.shutdown()
+			return
+		case c := <-r.cmds:
+			err := r.command(c.ev)
+			r.process()
+			c.reply <- err
+		case ev := <-r.events:
+			r.event(ev)
+			r.process()
+		case <-tick.C:
+			var a fsm.Activity
+			if r.link != nil {
+				a.Received = r.link.Received()
+				a.Pending, a.OldestPending = r.link.Pending()
+			}
+			r.fsm.Tick(a)
+			r.process()
+			if refresh++; refresh%10 == 0 {
+				r.publish() // counters move without state changes
+			}
+		}
+	}
+}
+
+func (r *Resource) command(ev fsm.Event) error {
+	switch ev.(type) {
+	case fsm.AttachBegin:
+		if r.self.Disk == "" {
+			return fmt.Errorf("host %s has no disk (disk none)", r.self.Name)
+		}
+	case fsm.Demote:
+		// DRBD refuses to demote a device that is open; the NBD
+		// sessions are our opens.
+		n := 0
+		if r.nbdSrv != nil {
+			n = r.nbdSrv.Sessions(r.name)
+		}
+		_ = r.fsm.Step(fsm.OpenCount{N: n})
+	}
+	if err := r.fsm.Step(ev); err != nil {
+		return err
+	}
+	if _, ok := ev.(fsm.AttachBegin); ok {
+		r.attachErr = nil
+		r.process() // opens the disk
+		return r.attachErr
+	}
+	return nil
+}
+
+func (r *Resource) event(ev any) {
+	switch e := ev.(type) {
+	case fsm.DiskFailed:
+		_ = r.fsm.Step(e)
+	case evAccepted:
+		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
+			_ = e.nc.Close()
+			return
+		}
+		r.handshake(e.nc)
+	case evLink:
+		if e.err != nil {
+			r.log.Warn("connection attempt failed", "err", e.err)
+			fatal := errors.Is(e.err, replication.ErrAuth) || errors.Is(e.err, replication.ErrHandshake)
+			_ = r.fsm.Step(fsm.DialFailed{Err: e.err, Fatal: fatal})
+			return
+		}
+		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
+			_ = e.link.Close("already connected")
+			return
+		}
+		r.link = e.link
+		_ = r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState())})
+	case evLinkClosed:
+		if e.link == nil || e.link != r.link {
+			return
+		}
+		r.link = nil
+		r.dropLinkFromPath()
+		cause := fsm.NetworkFailure
+		if errors.Is(e.err, replication.ErrProtocol) {
+			cause = fsm.ProtocolError
+		}
+		_ = r.fsm.Step(fsm.LinkDown{Cause: cause, Err: e.err})
+	case evPeerState:
+		if e.link == r.link {
+			_ = r.fsm.Step(fsm.PeerChanged{Peer: peerInfo(e.st)})
+		}
+	}
+}
+
+// process acts on the state machine's Ready, in the order fsm.Ready
+// prescribes, until it has nothing more.
+func (r *Resource) process() {
+	for r.fsm.HasReady() {
+		rd := r.fsm.Ready()
+		r.fsm.Advance()
+		for _, l := range rd.Log {
+			r.log.Info(l)
+		}
+		if r.md != nil {
+			if rd.SetAllOutOfSync {
+				r.md.WithBitmap(func(b *bitmap.Bitmap) { b.SetAll() })
+				if err := r.md.SyncBitmap(); err != nil {
+					r.log.Error("bitmap write failed", "err", err)
+				}
+			}
+			if rd.Meta != nil {
+				ms := *rd.Meta
+				if err := r.md.Update(func(sb *meta.Superblock) {
+					sb.GI = ms.GI
+					sb.Flags = sb.Flags&^fsm.ManagedFlags | ms.Flags
+				}); err != nil {
+					r.log.Error("metadata update failed", "err", err)
+					_ = r.fsm.Step(fsm.DiskFailed{Err: err})
+				}
+			}
+		}
+		if rd.IOMode != nil {
+			r.applyPath(*rd.IOMode)
+		}
+		for _, a := range rd.Actions {
+			r.action(a)
+		}
+		if rd.SendState && r.link != nil {
+			_ = r.link.SendState(r.stateMsg())
+		}
+		r.publish()
+	}
+}
+
+// shutdown runs when the context ends: whatever is still up goes down
+// without the niceties (Close does them first).
+func (r *Resource) shutdown() {
+	r.closeExport()
+	r.stopConnecting()
+	if r.link != nil {
+		_ = r.link.Close("shutting down")
+		r.link = nil
+	}
+	r.dev.setPath(ioPath{}, 0)
+	r.closeDisk()
+	r.publish()
+}
+
+// publish refreshes the snapshot and tells the daemon.
+func (r *Resource) publish() {
+	r.mu.Lock()
+	r.snap = r.snapshotLocked()
+	r.mu.Unlock()
+	if r.changed != nil {
+		r.changed()
+	}
+}
+
+// snapshotLocked builds the status snapshot (run's goroutine only).
+func (r *Resource) snapshotLocked() status.Resource {
+	st := r.fsm.State()
+	s := status.Resource{
+		Name: r.name, Minor: r.self.Minor, Configured: st.Conn != fsm.StandAlone || st.Disk != fsm.Diskless || st.Role == fsm.Primary,
+		Self: r.self.Name, Peer: r.peer.Name,
+		Role: st.Role.String(), PeerRole: st.PeerRole.String(),
+		Conn: st.Conn.String(), Disk: st.Disk.String(), PeerDisk: st.PeerDisk.String(),
+		Protocol:   r.fsm.IOMode().Protocol,
+		WriteOrder: 'f',
+		Address:    r.self.Address, PeerAddress: r.peer.Address,
+	}
+	if r.md != nil {
+		ms := r.md.Stats()
+		s.ALWrites, s.BMWrites = ms.ALTransactions, ms.BitmapPageWrites
+		s.OutOfSync = r.md.OutOfSync() * uint64(r.md.Layout().Granularity)
+	}
+	if r.link != nil {
+		ls := r.link.Stats()
+		s.NetSent, s.NetRecv = ls.SentBytes, ls.RecvBytes
+		s.Pending, s.Unacked, s.Epochs = int64(ls.Pending), int64(ls.Unacked), int64(ls.Epochs)
+	}
+	if r.nbdSrv != nil {
+		s.NBDClients = r.nbdSrv.Sessions(r.name)
+	}
+	return s
+}
+
+// fillCounters adds the data path's live counters.
+func (r *Resource) fillCounters(s *status.Resource) {
+	s.DiskWritten = r.stats.diskWritten.Load()
+	s.DiskRead = r.stats.diskRead.Load()
+	s.LocalPending = r.stats.localPending.Load()
+	s.AppPending = r.stats.appPending.Load()
+}
+
+// HasDisk reports whether this node's section names a backing disk.
+func (r *Resource) HasDisk() bool { return r.self.Disk != "" }

@@ -1,0 +1,741 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twinblock/twinblock/pkg/disk"
+)
+
+// Errors of the connection runtime. Handshake failures wrap ErrHandshake
+// (authentication failures wrap ErrAuth, which wraps ErrHandshake); every
+// way a running link ends wraps ErrLinkClosed; a write or read the peer's
+// disk failed wraps ErrPeerIO and the peer's syscall.Errno.
+var (
+	ErrHandshake  = errors.New("replication: handshake")
+	ErrAuth       = fmt.Errorf("%w: cram-hmac", ErrHandshake)
+	ErrLinkClosed = errors.New("replication: link closed")
+	ErrPeerIO     = errors.New("replication: peer I/O error")
+	// ErrBadRequest: Submit or ReadAt was given a request the link cannot
+	// send (a zero length, a payload over MaxPayload, a Trim the peer
+	// does not execute, a Request still in flight).
+	ErrBadRequest = errors.New("replication: invalid request")
+)
+
+// Defaults and limits of a link.
+const (
+	// DefaultMaxPayload is LinkConfig.MaxPayload's default: 1 MiB, so
+	// that a 1 MiB NBD write (the kernel's usual maximum) travels as one
+	// Data message. Callers split bigger requests.
+	DefaultMaxPayload = 1 << 20
+	// DefaultHandshakeTimeout bounds Hello, authentication and State.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxBuffers is LinkConfig.MaxBuffers' default, DRBD's
+	// max-buffers: 2048 pages of 4 KiB, 8 MiB of peer writes in flight.
+	DefaultMaxBuffers = 2048
+	// DefaultMaxEpochSize is LinkConfig.MaxEpochSize's default, DRBD's
+	// max-epoch-size.
+	DefaultMaxEpochSize = 2048
+
+	// maxApplyOps bounds the peer's writes and reads this node executes
+	// at once; when all are taken the receiver stops reading the socket.
+	maxApplyOps = 64
+	// maxPeerReads bounds the ReadRequests a node has outstanding (sent,
+	// ReadReply not yet received); readBudget bounds their bytes. Both
+	// sides compute the same limits, so a peer that exceeds them is in
+	// violation (docs/wire-protocol.md, "Reads through the peer").
+	maxPeerReads   = 64
+	minReadBudget  = 16 << 20
+	maxQueuedAcks  = 1 << 16 // frames queued in answer to the peer: more means it does not read
+	closeGrace     = time.Second
+	bufferPageSize = 4096
+)
+
+// LinkConfig configures one peer connection of a resource.
+type LinkConfig struct {
+	Resource   string
+	Self, Peer string // node names ("on NAME" sections)
+	Protocol   byte   // 'A', 'B' or 'C'
+	// CramHMACAlg and SharedSecret: both empty, no authentication; both
+	// set, DRBD's cram-hmac. One without the other is a configuration
+	// error.
+	CramHMACAlg, SharedSecret string
+	DataSize                  uint64 // usable bytes of the local disk, 0 when diskless
+	Features                  Features
+	// MaxPayload is the largest bulk payload this node accepts,
+	// MinMaxPayload..MaxPayloadSize; 0 means DefaultMaxPayload (1 MiB).
+	// The link uses the smaller of both sides' (Link.MaxPayload).
+	MaxPayload uint32
+	// Disk is where the peer's writes are applied and its reads served;
+	// nil means diskless: writes get a NegAck and reads a ReadReply with
+	// EIO. The link never closes it.
+	Disk   disk.Disk
+	Logger *slog.Logger // nil: no logging
+	// HandshakeTimeout bounds Hello, authentication and State; 0 means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxBuffers (DRBD's max-buffers, in 4 KiB pages; 0 means
+	// DefaultMaxBuffers) bounds the payload bytes of peer writes this
+	// node holds at once; beyond it the receiver stops reading the
+	// socket. One write is always admitted, whatever its size.
+	MaxBuffers int
+	// MaxEpochSize (DRBD's max-epoch-size; 0 means DefaultMaxEpochSize)
+	// is how many writes the link sends before it closes the epoch with
+	// a Barrier of its own, so the transfer log stays bounded when the
+	// caller never flushes.
+	MaxEpochSize int
+
+	// Callbacks, called from the link's goroutines. They must not block
+	// and must not call back into the Link synchronously (post to a
+	// channel, or do something as cheap as setting bitmap bits). Any may
+	// be nil.
+
+	// OnState is called with every State the peer sends after the
+	// handshake.
+	OnState func(State)
+	// OnDiskError is called when applying a peer write, serving a peer
+	// read or flushing for a peer Barrier failed on Disk (not for a
+	// request outside the disk or a read-only disk: those are the peer's
+	// mistake, answered with an errno). The node decides (on-io-error).
+	OnDiskError func(error)
+	// OnOutOfSync is called with a byte range the peer may not hold
+	// although the Request that wrote it completed with nil: under
+	// protocol A or B a NegAck that came after completion; and, when the
+	// link ends, every write that completed but was not yet covered by
+	// a BarrierAck (DRBD's transfer log). It is called before OnClose.
+	// Requests that complete with an error are not reported: the caller
+	// learns about them from Wait.
+	OnOutOfSync func(off, length int64)
+	// OnClose is called exactly once, when the link has ended, with the
+	// cause (never nil, always wrapping ErrLinkClosed): the peer's
+	// Goodbye (with its reason), end of stream or reset, a protocol
+	// violation, a failed flush, or a local Close (with its reason). By
+	// then every goroutine of the link has stopped and every Request
+	// has completed.
+	OnClose func(error)
+}
+
+// withDefaults validates c and fills in the defaults.
+func (c LinkConfig) withDefaults() (LinkConfig, error) {
+	for _, f := range []struct{ name, v string }{{"resource", c.Resource}, {"self", c.Self}, {"peer", c.Peer}} {
+		if err := checkName(TypeHello, f.name, f.v); err != nil {
+			return c, fmt.Errorf("replication: link config: %w", err)
+		}
+	}
+	if c.Self == c.Peer {
+		return c, fmt.Errorf("replication: link config: self and peer are both %q", c.Self)
+	}
+	if c.Protocol != 'A' && c.Protocol != 'B' && c.Protocol != 'C' {
+		return c, fmt.Errorf("replication: link config: protocol %q, want A, B or C", c.Protocol)
+	}
+	switch {
+	case c.MaxPayload == 0:
+		c.MaxPayload = DefaultMaxPayload
+	case c.MaxPayload < MinMaxPayload || c.MaxPayload > MaxPayloadSize:
+		return c, fmt.Errorf("replication: link config: max payload %d, want %d..%d", c.MaxPayload, MinMaxPayload, MaxPayloadSize)
+	}
+	if (c.CramHMACAlg == "") != (c.SharedSecret == "") {
+		return c, errors.New("replication: link config: cram-hmac-alg and shared-secret go together (set both or neither)")
+	}
+	if c.CramHMACAlg != "" {
+		if _, err := hashFor(c.CramHMACAlg); err != nil {
+			return c, fmt.Errorf("replication: link config: %w", err)
+		}
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxBuffers <= 0 {
+		c.MaxBuffers = DefaultMaxBuffers
+	}
+	if c.MaxEpochSize <= 0 {
+		c.MaxEpochSize = DefaultMaxEpochSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Link is the running connection to the peer of a resource, after a
+// successful Handshake. It is symmetric: either node may send writes
+// (Submit) and reads (ReadAt) and serve the other's, and roles may change
+// while it runs.
+//
+// Goroutines (all started by Handshake, all waited for before OnClose
+// and Done):
+//   - the sender drains one queue (writes, acks, pings, states, read
+//     requests and replies) and writes it in batches, many frames per
+//     writev, bulk payloads without a copy;
+//   - the receiver decodes frames, answers acks and pings, completes
+//     requests, and hands the peer's writes and reads to the applier;
+//   - the applier's workers (up to 64, started on demand) run the peer's
+//     operations on cfg.Disk, and its flusher answers Barriers;
+//   - a supervisor tears the link down and runs the callbacks.
+//
+// Invariants:
+//   - Every Request completes exactly once. One submitted before or
+//     concurrently with Close, or with the link breaking, completes
+//     with an error wrapping ErrLinkClosed unless its ack (or, under
+//     protocol A, its write to the socket) came first. Submit after the
+//     end fails at once. So a caller that marks a range out of sync
+//     whenever Wait returns an error, and on OnOutOfSync, never
+//     believes the peer holds data it may not hold.
+//   - Requests complete only after their frames left the sender: the
+//     link never reads Request.Data after completion.
+//   - On the receive side, writes that overlap apply in arrival order; a
+//     read waits for the writes it overlaps that came before it; a
+//     BarrierAck leaves only after every write with a lower ID completed
+//     and Disk.Flush succeeded, and BarrierAcks leave in ID order.
+//   - No lock is held across network or disk I/O; the receiver never
+//     blocks on anything that depends on the peer reading its socket
+//     (only on local disk progress), so two nodes cannot deadlock each
+//     other. Memory is bounded: 64 operations and MaxBuffers of write
+//     payload in flight, the peer's outstanding reads by the protocol's
+//     read limits, queued acks by maxQueuedAcks.
+type Link struct {
+	cfg        LinkConfig
+	nc         net.Conn
+	dec        *Decoder
+	log        *slog.Logger
+	peer       Hello
+	peerState  State
+	features   Features
+	maxPayload uint32
+	readBudget int64
+
+	received  atomic.Uint64
+	recvBytes atomic.Uint64
+
+	stopCh   chan struct{} // closed when the link starts to end
+	done     chan struct{} // closed when it has ended
+	kick     chan struct{} // cap 1: the send queue became non-empty
+	sendDone chan struct{}
+	recvDone chan struct{}
+	wg       sync.WaitGroup // workers and flusher
+
+	ap applier
+
+	mu      sync.Mutex // guards the fields below
+	closing bool
+	cause   error
+	bye     string // Goodbye reason, if sendBye
+	sendBye bool
+	byeSent bool
+
+	outq      []outMsg // the send queue
+	sentBytes uint64
+
+	nextID      uint64        // the write path's sequence (Data, Trim, WriteZeroes, Barrier)
+	tl          ring[tlEntry] // the transfer log: entries tlBase, tlBase+1, ...
+	tlBase      uint64        // ID of tl's first entry
+	barriers    ring[uint64]  // Barriers sent and not yet acked, in order
+	pending     int           // Requests not yet complete
+	epochWrites int           // writes since the last Barrier
+	readCond    sync.Cond     // ReadAt waits for a read slot (L = mu)
+	reads       [maxPeerReads]*readCall
+	readSeq     uint64
+	readsOut    int
+	readBytes   int64
+	servedReads int   // peer reads received and not yet answered on the wire
+	servedBytes int64 // their bytes
+
+	// sender-owned
+	snd   sendScratch
+	spare []outMsg // the queue's other buffer: the sender swaps them
+
+	// receiver-owned
+	rbuf     *payloadBuf // payload buffer handed to the decoder
+	rcharged int64
+	lastID   uint64 // highest write-path ID received
+}
+
+// tlEntry is one message of the write path, from Submit until a
+// BarrierAck covers it.
+type tlEntry struct {
+	id     uint64
+	op     Op
+	off, n int64
+	req    *Request // nil once completed (or for a Barrier of the link's own)
+	nack   bool     // completed with an error or reported out of sync
+}
+
+// PeerHello returns the Hello the peer sent.
+func (l *Link) PeerHello() Hello { return l.peer }
+
+// PeerState returns the State the peer sent in the handshake.
+func (l *Link) PeerState() State { return l.peerState }
+
+// Features returns the features both sides announced.
+func (l *Link) Features() Features { return l.features }
+
+// MaxPayload is the smaller of both sides' MaxPayload: callers split
+// writes and reads larger than this.
+func (l *Link) MaxPayload() uint32 { return l.maxPayload }
+
+// PeerDataSize is the usable size of the peer's disk (0: diskless).
+func (l *Link) PeerDataSize() uint64 { return l.peer.DataSize }
+
+// Received counts the frames received since the handshake, of any type:
+// a caller's ping-timeout logic watches it advance.
+func (l *Link) Received() uint64 { return l.received.Load() }
+
+// Done is closed when the link has ended (after OnClose returned).
+func (l *Link) Done() <-chan struct{} { return l.done }
+
+// Err returns the cause the link ended with (the one given to OnClose),
+// or nil while it runs.
+func (l *Link) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cause
+}
+
+// LinkStats are a link's counters, for the status file.
+type LinkStats struct {
+	SentBytes uint64 // Data payload bytes sent (ns)
+	RecvBytes uint64 // Data payload bytes received (nr)
+	Pending   int    // Requests submitted and not yet complete (pe)
+	Unacked   int    // peer writes received and not yet completed here (ua)
+	Epochs    int    // receive-side epochs open, the current one included (ep; usually 1)
+}
+
+// Stats returns the link's counters.
+func (l *Link) Stats() LinkStats {
+	l.mu.Lock()
+	s := LinkStats{SentBytes: l.sentBytes, RecvBytes: l.recvBytes.Load(), Pending: l.pending}
+	l.mu.Unlock()
+	s.Unacked, s.Epochs = l.ap.stats()
+	return s
+}
+
+// Pending returns how many Requests are submitted and not yet complete,
+// and the lowest ID among them (0 if none): a caller's ko-count logic
+// watches whether the oldest request moves.
+func (l *Link) Pending() (n int, oldest uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range l.tl.len() {
+		if e := l.tl.at(i); e.req != nil {
+			return l.pending, e.id
+		}
+	}
+	return l.pending, 0
+}
+
+// Op is the kind of a replicated request.
+type Op uint8
+
+// The operations. The zero Op is invalid.
+const (
+	OpWrite       Op = iota + 1 // Data
+	OpTrim                      // Trim (needs FeatureTrim on both sides)
+	OpWriteZeroes               // WriteZeroes (needs FeatureWriteZeroes on both sides)
+	OpFlush                     // Barrier
+)
+
+// String returns the operation's name.
+func (o Op) String() string {
+	switch o {
+	case OpWrite:
+		return "write"
+	case OpTrim:
+		return "trim"
+	case OpWriteZeroes:
+		return "write-zeroes"
+	case OpFlush:
+		return "flush"
+	}
+	return fmt.Sprintf("Op(%d)", uint8(o))
+}
+
+// Request is one replicated operation. The caller owns it and may reuse it
+// (Submit again) once Wait returned; a Request allocates its completion
+// channel on first use only, so reusing it costs nothing.
+type Request struct {
+	Op     Op
+	Offset int64
+	// Data is OpWrite's payload, 1..Link.MaxPayload bytes. It must stay
+	// valid and unmodified until Wait returns: the link writes it to the
+	// socket without copying.
+	Data []byte
+	// Length is OpTrim's and OpWriteZeroes' size, 1..2^31 bytes (the
+	// caller splits bigger ones).
+	Length int64
+	// Flags: DataFUA (durable on the peer before it is acknowledged),
+	// DataFlushBefore, and DataNoHole for OpWriteZeroes. OpFlush takes
+	// none.
+	Flags DataFlags
+
+	id   uint64
+	busy bool // submitted and not yet waited for; touched by the caller's calls only
+	done chan error
+}
+
+// ID is the request's sequence number on the link (the one Pending
+// reports), valid after a successful Submit.
+func (r *Request) ID() uint64 { return r.id }
+
+// Wait blocks until r is complete for the link's protocol and returns
+// the outcome:
+//   - A: a write is complete when its frame was written to the socket;
+//   - B: when the peer's RecvAck arrived;
+//   - C: when the peer's WriteAck arrived;
+//   - OpFlush: under C when the BarrierAck arrived (every write before
+//     it is durable on the peer); under A and B once the Barrier was
+//     written.
+//
+// It returns nil; an error wrapping ErrPeerIO and the peer's
+// syscall.Errno (a NegAck); or an error wrapping ErrLinkClosed, the
+// link's cause, when the link ended first. If Submit returned an error,
+// Wait returns the same error. Call Wait exactly once per Submit.
+func (r *Request) Wait() error {
+	if r.done == nil {
+		return fmt.Errorf("%w: Wait without Submit", ErrBadRequest)
+	}
+	err := <-r.done
+	r.busy = false
+	return err
+}
+
+// Submit assigns the next ID of the write path to r, queues it for the
+// sender and returns at once; Wait reports the outcome. OpFlush is sent
+// as a Barrier. It fails (and Wait then returns the same error) with an
+// error wrapping ErrBadRequest for an invalid request, or ErrLinkClosed
+// once the link is ending.
+func (l *Link) Submit(r *Request) error {
+	if r.done == nil {
+		r.done = make(chan error, 1)
+	}
+	if r.busy {
+		return fmt.Errorf("%w: Submit of a request still in flight (ID %d)", ErrBadRequest, r.id)
+	}
+	select {
+	case <-r.done: // the error of a failed Submit nobody waited for
+	default:
+	}
+	m, n, err := l.requestMsg(r)
+	if err != nil {
+		r.done <- err
+		return err
+	}
+	l.mu.Lock()
+	if l.closing {
+		err := l.cause
+		l.mu.Unlock()
+		r.done <- err
+		return err
+	}
+	l.nextID++
+	m.id, r.id, r.busy = l.nextID, l.nextID, true
+	l.tl.push(tlEntry{id: m.id, op: r.Op, off: r.Offset, n: n, req: r})
+	l.pending++
+	l.enqueueLocked(m)
+	if r.Op == OpFlush {
+		l.barriers.push(m.id)
+		l.epochWrites = 0
+	} else {
+		l.epochWrites++
+	}
+	if l.epochWrites >= l.cfg.MaxEpochSize { // close the epoch ourselves
+		l.nextID++
+		l.tl.push(tlEntry{id: l.nextID, op: OpFlush})
+		l.barriers.push(l.nextID)
+		l.enqueueLocked(outMsg{t: TypeBarrier, id: l.nextID})
+		l.epochWrites = 0
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// requestMsg checks r and returns its message (without ID) and the
+// length of the range it covers.
+func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
+	bad := func(format string, args ...any) (outMsg, int64, error) {
+		return outMsg{}, 0, fmt.Errorf("%w: %v: %s", ErrBadRequest, r.Op, fmt.Sprintf(format, args...))
+	}
+	var m outMsg
+	var n int64
+	allowed := DataFUA | DataFlushBefore
+	switch r.Op {
+	case OpWrite:
+		n = int64(len(r.Data))
+		if n == 0 || n > int64(l.maxPayload) {
+			return bad("%d bytes, want 1..%d", n, l.maxPayload)
+		}
+		m = outMsg{t: TypeData, payload: r.Data}
+	case OpTrim, OpWriteZeroes:
+		n = r.Length
+		if n <= 0 || n > MaxZeroLength {
+			return bad("length %d, want 1..%d", n, int64(MaxZeroLength))
+		}
+		m = outMsg{t: TypeTrim, n: uint32(n)}
+		need := FeatureTrim
+		if r.Op == OpWriteZeroes {
+			m.t, need, allowed = TypeWriteZeroes, FeatureWriteZeroes, allowed|DataNoHole
+		}
+		if l.features&need == 0 {
+			return outMsg{}, 0, fmt.Errorf("%w: %v: not executed by both nodes (features %v): %w",
+				ErrBadRequest, r.Op, l.features, errors.ErrUnsupported)
+		}
+	case OpFlush:
+		if r.Flags != 0 {
+			return bad("flags %v", r.Flags)
+		}
+		return outMsg{t: TypeBarrier}, 0, nil
+	default:
+		return bad("unknown operation")
+	}
+	if r.Offset < 0 || r.Offset > math.MaxInt64-n {
+		return bad("offset %d length %d", r.Offset, n)
+	}
+	if u := r.Flags &^ allowed; u != 0 {
+		return bad("flags %v not allowed", u)
+	}
+	m.off, m.flags = uint64(r.Offset), r.Flags
+	return m, n, nil
+}
+
+// complete ends e's request with err. l.mu is held.
+func (l *Link) completeLocked(e *tlEntry, err error) {
+	r := e.req
+	e.req = nil
+	e.nack = err != nil
+	l.pending--
+	r.done <- err // never blocks: cap 1, one value per Submit
+}
+
+// entryLocked returns the transfer log's entry for id, or nil.
+func (l *Link) entryLocked(id uint64) *tlEntry {
+	if id < l.tlBase || id-l.tlBase >= uint64(l.tl.len()) {
+		return nil
+	}
+	return l.tl.at(int(id - l.tlBase))
+}
+
+// readCall is one ReadAt waiting for its ReadReply.
+type readCall struct {
+	id   uint64
+	off  int64
+	p    []byte
+	done chan error
+}
+
+var readCalls = sync.Pool{New: func() any { return &readCall{done: make(chan error, 1)} }}
+
+// ReadAt reads len(p) bytes at off from the peer's disk (ReadRequest and
+// ReadReply); len(p) must be at most MaxPayload. It blocks while the
+// link has 64 reads (or their byte budget) outstanding. It returns nil,
+// an error wrapping ErrPeerIO (the peer's read failed), ErrBadRequest or
+// ErrLinkClosed.
+func (l *Link) ReadAt(p []byte, off int64) error {
+	n := int64(len(p))
+	if n == 0 {
+		return nil
+	}
+	if n > int64(l.maxPayload) || off < 0 || off > math.MaxInt64-n {
+		return fmt.Errorf("%w: read of %d bytes at %d (max %d bytes)", ErrBadRequest, n, off, l.maxPayload)
+	}
+	c := readCalls.Get().(*readCall)
+	l.mu.Lock()
+	for !l.closing && (l.readsOut == maxPeerReads || (l.readBytes > 0 && l.readBytes+n > l.readBudget)) {
+		l.readCond.Wait()
+	}
+	if l.closing {
+		err := l.cause
+		l.mu.Unlock()
+		readCalls.Put(c)
+		return err
+	}
+	slot := 0
+	for l.reads[slot] != nil {
+		slot++
+	}
+	l.readSeq++
+	c.id, c.off, c.p = l.readSeq<<6|uint64(slot), off, p
+	l.reads[slot] = c
+	l.readsOut++
+	l.readBytes += n
+	l.enqueueLocked(outMsg{t: TypeReadRequest, id: c.id, off: uint64(off), n: uint32(n)})
+	l.mu.Unlock()
+	err := <-c.done
+	c.p = nil
+	readCalls.Put(c)
+	return err
+}
+
+// readCallLocked removes and returns the outstanding read id, or nil.
+func (l *Link) readCallLocked(id uint64) *readCall {
+	slot := id & (maxPeerReads - 1)
+	c := l.reads[slot]
+	if c == nil || c.id != id {
+		return nil
+	}
+	l.reads[slot] = nil
+	l.readsOut--
+	l.readBytes -= int64(len(c.p))
+	l.readCond.Signal()
+	return c
+}
+
+// SendState queues s for the peer (its OnState sees it).
+func (l *Link) SendState(s State) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return l.enqueue(outMsg{t: TypeState, state: s})
+}
+
+// Ping queues a Ping; the peer's PingAck advances Received.
+func (l *Link) Ping() error { return l.enqueue(outMsg{t: TypePing}) }
+
+// Close ends the link: it sends a best-effort Goodbye with reason, closes
+// the connection, waits for every goroutine of the link (including disk
+// operations it runs for the peer), completes every pending Request with
+// ErrLinkClosed, calls OnOutOfSync and OnClose, and returns. It is
+// idempotent and safe to call from any goroutine except the callbacks;
+// it returns nil (the cause is Err's).
+func (l *Link) Close(reason string) error {
+	l.shutdown(fmt.Errorf("%w: closed by this node: %s", ErrLinkClosed, reason), goodbyeReason(reason), true)
+	<-l.done
+	return nil
+}
+
+// shutdown starts the end of the link with cause; the first call wins.
+// With bye, the sender writes a Goodbye with reason before it stops.
+func (l *Link) shutdown(cause error, reason string, bye bool) {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		return
+	}
+	l.closing, l.cause, l.bye, l.sendBye = true, cause, reason, bye
+	l.readCond.Broadcast()
+	l.mu.Unlock()
+	l.ap.stop()
+	_ = l.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+	close(l.stopCh)
+	l.log.Info("replication: link ending", "resource", l.cfg.Resource, "peer", l.cfg.Peer, "cause", cause)
+}
+
+// supervise waits for the end, tears the link down in order and runs the
+// final callbacks.
+func (l *Link) supervise() {
+	<-l.stopCh
+	<-l.sendDone // it wrote the Goodbye, if any (bounded by the write deadline)
+	l.mu.Lock()
+	byeSent := l.byeSent
+	l.mu.Unlock()
+	if cw, ok := l.nc.(interface{ CloseWrite() error }); ok && byeSent && cw.CloseWrite() == nil {
+		// Let the peer read the Goodbye: closing with unread input would
+		// reset the connection and could destroy it. The receiver goes
+		// on reading until the peer closes, for closeGrace at most.
+		_ = l.nc.SetReadDeadline(time.Now().Add(closeGrace))
+	}
+	if !byeSent {
+		l.nc.Close()
+	}
+	<-l.recvDone
+	l.nc.Close()
+	l.wg.Wait()
+	l.sweep()
+	if l.cfg.OnClose != nil {
+		l.cfg.OnClose(l.cause)
+	}
+	close(l.done)
+}
+
+// sweep completes what the ended link leaves: every pending Request and
+// read with the cause, every completed write the peer never covered
+// with a BarrierAck through OnOutOfSync. Every goroutine has stopped.
+func (l *Link) sweep() {
+	type extent struct{ off, n int64 }
+	var oos []extent
+	l.mu.Lock()
+	for i := range l.tl.len() {
+		e := l.tl.at(i)
+		switch {
+		case e.req != nil:
+			l.completeLocked(e, l.cause)
+		case e.op != OpFlush && !e.nack:
+			oos = append(oos, extent{e.off, e.n})
+		}
+	}
+	l.tl.reset()
+	for slot, c := range l.reads {
+		if c != nil {
+			l.reads[slot] = nil
+			c.done <- l.cause
+		}
+	}
+	l.readsOut = 0
+	clear(l.outq)
+	l.outq = l.outq[:0]
+	l.mu.Unlock()
+	if l.cfg.OnOutOfSync != nil {
+		for _, e := range oos {
+			l.cfg.OnOutOfSync(e.off, e.n)
+		}
+	}
+}
+
+// goodbyeReason makes s fit a Goodbye: valid UTF-8, at most MaxReasonLen
+// bytes, cut at a rune boundary.
+func goodbyeReason(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= MaxReasonLen {
+		return s
+	}
+	n := MaxReasonLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// errnoOf maps a disk error to the errno the peer gets: the
+// syscall.Errno it wraps, ENOSPC (writes) or EINVAL (reads) for a range
+// outside the disk, EROFS for a read-only disk, else EIO. peerFault is
+// true for the two that are the peer's mistake, not a disk failure.
+func errnoOf(err error, read bool) (errno uint32, peerFault bool) {
+	switch {
+	case errors.Is(err, disk.ErrOutOfRange):
+		if read {
+			return uint32(syscall.EINVAL), true
+		}
+		return uint32(syscall.ENOSPC), true
+	case errors.Is(err, disk.ErrReadOnly):
+		return uint32(syscall.EROFS), true
+	}
+	var en syscall.Errno
+	if errors.As(err, &en) && en != 0 {
+		return uint32(en), false
+	}
+	return uint32(syscall.EIO), false
+}
+
+// peerIOError is what a NegAck or a failed ReadReply turns into.
+func (l *Link) peerIOError(what fmt.Stringer, off, n int64, errno uint32) error {
+	return fmt.Errorf("%w: peer %s: %v of %d bytes at %d failed: %w", ErrPeerIO, l.cfg.Peer, what, n, off, syscall.Errno(errno))
+}
+
+// closedError is the cause for a connection that ended under the link.
+func (l *Link) closedError(err error) error {
+	switch {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: peer %s closed the connection: %w", ErrLinkClosed, l.cfg.Peer, err)
+	case errors.Is(err, ErrProtocol):
+		return fmt.Errorf("%w: peer %s: %w", ErrLinkClosed, l.cfg.Peer, err)
+	}
+	return fmt.Errorf("%w: connection to peer %s: %w", ErrLinkClosed, l.cfg.Peer, err)
+}

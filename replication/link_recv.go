@@ -1,0 +1,290 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// errStop ends the receiver without a new cause (the peer's Goodbye set
+// it already).
+var errStop = errors.New("replication: receiver stopped")
+
+// receive is the receiver goroutine: it decodes frames until the
+// connection ends. While the link is ending it goes on reading (and
+// dropping what needs work) until the peer closes, so that our Goodbye is
+// not destroyed by a reset.
+func (l *Link) receive() {
+	defer close(l.recvDone)
+	err := l.receiveLoop()
+	l.ap.release(l.rbuf, l.rcharged)
+	l.rbuf, l.rcharged = nil, 0
+	switch {
+	case errors.Is(err, errStop):
+	case errors.Is(err, ErrProtocol):
+		l.log.Warn("replication: protocol violation", "resource", l.cfg.Resource, "peer", l.cfg.Peer, "err", err)
+		l.shutdown(l.closedError(err), goodbyeReason(err.Error()), true)
+	default:
+		l.shutdown(l.closedError(err), "", false)
+	}
+}
+
+func (l *Link) receiveLoop() error {
+	for {
+		m, err := l.dec.Next()
+		if err != nil {
+			return err
+		}
+		l.received.Add(1)
+		if err := l.handle(m); err != nil {
+			return err
+		}
+	}
+}
+
+// handle acts on one frame from the peer.
+func (l *Link) handle(m Message) error {
+	switch m := m.(type) {
+	case *Data:
+		return l.recvWrite(TypeData, m.ID, m.Offset, int64(len(m.Payload)), m.Flags)
+	case *Trim:
+		return l.recvWrite(TypeTrim, m.ID, m.Offset, int64(m.Length), m.Flags)
+	case *WriteZeroes:
+		return l.recvWrite(TypeWriteZeroes, m.ID, m.Offset, int64(m.Length), m.Flags)
+	case *Barrier:
+		if err := l.checkSeq(TypeBarrier, m.ID); err != nil {
+			return err
+		}
+		return l.ap.barrier(m.ID)
+	case *RecvAck:
+		return l.recvAck(TypeRecvAck, m.ID, 0)
+	case *WriteAck:
+		return l.recvAck(TypeWriteAck, m.ID, 0)
+	case *NegAck:
+		return l.recvAck(TypeNegAck, m.ID, m.Errno)
+	case *BarrierAck:
+		return l.recvBarrierAck(m.ID)
+	case *ReadRequest:
+		return l.serveRead(m.ID, m.Offset, m.Length)
+	case *ReadReply:
+		return l.recvReadReply(m)
+	case *State:
+		if cb := l.cfg.OnState; cb != nil {
+			cb(*m)
+		}
+	case *Ping:
+		l.enqueueReply(outMsg{t: TypePingAck})
+	case *PingAck:
+		// Counted in Received; that is all a PingAck is for.
+	case *Goodbye:
+		l.shutdown(fmt.Errorf("%w: peer %s said goodbye: %s", ErrLinkClosed, l.cfg.Peer, m.Reason), "", false)
+		return errStop
+	default: // Hello, authentication, and Bitmap until resync exists
+		return violation(m.Type(), "unexpected after the handshake")
+	}
+	return nil
+}
+
+// getPayload is the decoder's payload buffer source (SetPayloadBuffer):
+// Data and ReadReply payloads land in pooled buffers charged to the
+// applier's byte budget. Waiting for budget waits for local disk
+// progress only. While the link ends it returns nil (the decoder then
+// uses its own buffer and the frame is dropped).
+func (l *Link) getPayload(n int) []byte {
+	if !l.ap.charge(int64(n)) {
+		return nil
+	}
+	b := l.ap.pool.get(n)
+	l.rbuf, l.rcharged = b, int64(n)
+	return b.b
+}
+
+// checkSeq enforces the write path's strictly increasing IDs.
+func (l *Link) checkSeq(t Type, id uint64) error {
+	if id <= l.lastID {
+		return violation(t, "ID %d after %d: the write path's IDs must increase", id, l.lastID)
+	}
+	l.lastID = id
+	return nil
+}
+
+// recvWrite takes a Data, Trim or WriteZeroes from the peer: it answers
+// at once what it cannot execute (NegAck), sends the RecvAck under
+// protocol B, and hands the rest to the applier (waiting for a free
+// operation: that is the backpressure).
+func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags) error {
+	buf, charged := l.rbuf, l.rcharged
+	l.rbuf, l.rcharged = nil, 0
+	if err := l.checkSeq(t, id); err != nil {
+		l.ap.release(buf, charged)
+		return err
+	}
+	if t == TypeData {
+		l.recvBytes.Add(uint64(n))
+		if n > int64(l.maxPayload) {
+			l.ap.release(buf, charged)
+			return violation(t, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
+		}
+		if buf == nil {
+			return nil // the link is ending
+		}
+	}
+	var errno syscall.Errno
+	d := l.cfg.Disk
+	switch {
+	case d == nil:
+		errno = syscall.EIO
+	case t == TypeTrim && l.features&FeatureTrim == 0, t == TypeWriteZeroes && l.features&FeatureWriteZeroes == 0:
+		errno = syscall.EOPNOTSUPP
+	case int64(off) > d.Size()-n:
+		errno = syscall.ENOSPC
+	}
+	if errno != 0 {
+		l.ap.release(buf, charged)
+		l.enqueueReply(outMsg{t: TypeNegAck, id: id, errno: uint32(errno)})
+		return nil
+	}
+	if l.cfg.Protocol == 'B' {
+		l.enqueueReply(outMsg{t: TypeRecvAck, id: id})
+	}
+	op := l.ap.acquire()
+	if op == nil {
+		l.ap.release(buf, charged)
+		return nil
+	}
+	op.kind, op.id, op.off, op.n, op.flags, op.buf, op.charged = t, id, int64(off), n, flags, buf, charged
+	l.ap.submit(op)
+	return nil
+}
+
+// serveRead takes a ReadRequest from the peer.
+func (l *Link) serveRead(id, off uint64, length uint32) error {
+	n := int64(length)
+	if n > int64(l.maxPayload) {
+		return violation(TypeReadRequest, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
+	}
+	l.mu.Lock()
+	l.servedReads++
+	l.servedBytes += n
+	over := l.servedReads > maxPeerReads || l.servedBytes > l.readBudget
+	l.mu.Unlock()
+	if over {
+		return violation(TypeReadRequest, "more than %d reads or %d bytes outstanding", maxPeerReads, l.readBudget)
+	}
+	var errno syscall.Errno
+	d := l.cfg.Disk
+	switch {
+	case d == nil:
+		errno = syscall.EIO
+	case int64(off) > d.Size()-n:
+		errno = syscall.EINVAL
+	}
+	if errno != 0 {
+		l.enqueueReply(outMsg{t: TypeReadReply, id: id, errno: uint32(errno), n: length})
+		return nil
+	}
+	op := l.ap.acquire()
+	if op == nil {
+		return nil
+	}
+	op.kind, op.id, op.off, op.n, op.buf = TypeReadRequest, id, int64(off), n, l.ap.pool.get(int(n))
+	l.ap.submit(op)
+	return nil
+}
+
+// recvAck handles RecvAck, WriteAck and NegAck: the peer's answer to one
+// of our writes.
+func (l *Link) recvAck(t Type, id uint64, errno uint32) error {
+	proto := l.cfg.Protocol
+	if (t == TypeRecvAck && proto != 'B') || (t == TypeWriteAck && proto != 'C') {
+		return violation(t, "ID %d under protocol %c", id, proto)
+	}
+	l.mu.Lock()
+	e := l.entryLocked(id)
+	switch {
+	case e == nil || e.op == OpFlush:
+		l.mu.Unlock()
+		return violation(t, "ID %d, which is no write in flight", id)
+	case e.req != nil:
+		var err error
+		if t == TypeNegAck {
+			err = l.peerIOError(e.op, e.off, e.n, errno)
+		}
+		l.completeLocked(e, err)
+		l.mu.Unlock()
+		return nil
+	case t != TypeNegAck || proto == 'C' || e.nack:
+		l.mu.Unlock()
+		return violation(t, "ID %d, already answered", id)
+	}
+	// Protocol A or B: the write completed already (sent, or RecvAck);
+	// the caller must learn that the peer does not have it.
+	e.nack = true
+	off, n := e.off, e.n
+	l.mu.Unlock()
+	l.log.Warn("replication: peer failed a completed write", "resource", l.cfg.Resource, "peer", l.cfg.Peer,
+		"offset", off, "length", n, "errno", syscall.Errno(errno))
+	if cb := l.cfg.OnOutOfSync; cb != nil {
+		cb(off, n)
+	}
+	return nil
+}
+
+// recvBarrierAck handles the peer's BarrierAck: everything up to the
+// Barrier is durable there, so it leaves the transfer log.
+func (l *Link) recvBarrierAck(id uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.barriers.len() == 0 {
+		return violation(TypeBarrierAck, "ID %d, no Barrier in flight", id)
+	}
+	if want := *l.barriers.front(); id != want {
+		return violation(TypeBarrierAck, "ID %d, expected %d (BarrierAcks come in order)", id, want)
+	}
+	l.barriers.pop()
+	for l.tl.len() > 0 && l.tl.front().id <= id {
+		e := l.tl.front()
+		if e.req != nil {
+			// Under A (and for Barriers under B) the sender may not have
+			// marked it written yet: the ack says it was.
+			if e.op != OpFlush && l.cfg.Protocol != 'A' {
+				return violation(TypeBarrierAck, "ID %d before the ack of write %d", id, e.id)
+			}
+			l.completeLocked(e, nil)
+		}
+		l.tl.pop()
+		l.tlBase++
+	}
+	return nil
+}
+
+// readOp names a read in errors, as Op names the writes.
+type readOp struct{}
+
+func (readOp) String() string { return "read" }
+
+// recvReadReply completes one of our ReadAt calls.
+func (l *Link) recvReadReply(m *ReadReply) error {
+	buf, charged := l.rbuf, l.rcharged
+	l.rbuf, l.rcharged = nil, 0
+	defer l.ap.release(buf, charged)
+	l.mu.Lock()
+	c := l.reads[m.ID&(maxPeerReads-1)]
+	if c == nil || c.id != m.ID {
+		l.mu.Unlock()
+		return violation(TypeReadReply, "ID %d answers no read in flight", m.ID)
+	}
+	if m.Errno == 0 && len(m.Payload) != len(c.p) {
+		l.mu.Unlock()
+		return violation(TypeReadReply, "ID %d: %d bytes for a read of %d", m.ID, len(m.Payload), len(c.p))
+	}
+	l.readCallLocked(m.ID)
+	l.mu.Unlock()
+	if m.Errno != 0 {
+		c.done <- l.peerIOError(readOp{}, c.off, int64(len(c.p)), m.Errno)
+		return nil
+	}
+	copy(c.p, m.Payload)
+	c.done <- nil
+	return nil
+}
