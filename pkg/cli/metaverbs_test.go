@@ -125,6 +125,9 @@ func TestDRBDOldOrder(t *testing.T) {
 		{[]string{"--", "--discard-my-data", "connect", "all"}, []string{"connect", "--discard-my-data", "all"}},
 		{[]string{"--", "-c", "x.conf", "--force", "create-md", "r0"}, []string{"create-md", "-c", "x.conf", "--force", "r0"}},
 		{[]string{"--", "--force"}, []string{"--force"}},
+		{[]string{"--config", "x.conf", "--node", "a", "--", "--overwrite-data-of-peer", "primary", "r0"},
+			[]string{"--config", "x.conf", "--node", "a", "primary", "--overwrite-data-of-peer", "r0"}},
+		{[]string{"--node", "a", "status"}, []string{"--node", "a", "status"}},
 	} {
 		assert.Equal(t, tc.want, drbdOldOrder(tc.in), "%v", tc.in)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/twinblock/twinblock/pkg/config"
 )
@@ -77,11 +78,20 @@ func (g *globals) targets(name string, warn func(string)) ([]target, error) {
 // before the verb after a "--" (twinblock -- --overwrite-data-of-peer
 // primary r0), into cobra's (primary --overwrite-data-of-peer r0).
 func drbdOldOrder(args []string) []string {
-	if len(args) == 0 || args[0] != "--" {
+	takesValue := map[string]bool{"-c": true, "--config": true, "--node": true, "--control": true}
+	// Global flags may come first (twinblock -c FILE -- --force primary r0).
+	start := 0
+	for start < len(args) && args[start] != "--" && strings.HasPrefix(args[start], "-") {
+		if takesValue[args[start]] {
+			start++
+		}
+		start++
+	}
+	if start >= len(args) || args[start] != "--" {
 		return args
 	}
-	rest := args[1:]
-	takesValue := map[string]bool{"-c": true, "--config": true, "--node": true, "--control": true}
+	prefix := args[:start:start]
+	rest := args[start+1:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		if len(a) > 0 && a[0] == '-' {
@@ -90,8 +100,8 @@ func drbdOldOrder(args []string) []string {
 			}
 			continue
 		}
-		out := append([]string{a}, rest[:i]...)
+		out := append(append(prefix, a), rest[:i]...)
 		return append(out, rest[i+1:]...)
 	}
-	return rest
+	return append(prefix, rest...)
 }
