@@ -1,0 +1,197 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/replication"
+)
+
+// gated is a Secondary's disk whose writes stop until the test lets them
+// go on, or fail: the "disk path" the Protocol C tests cut.
+type gated struct {
+	disk.Disk
+	arrived chan int64
+	release chan error
+}
+
+func (g *gated) WriteAt(p []byte, off int64, fua bool) error {
+	g.arrived <- off
+	if err := <-g.release; err != nil {
+		return err
+	}
+	return g.Disk.WriteAt(p, off, fua)
+}
+
+type rig struct {
+	dev        *device
+	md         *meta.Meta
+	primary    *replication.Link
+	secondary  *replication.Link
+	diskErrors chan error
+}
+
+// newRig connects a Primary's device (local disk in memory, metadata
+// attached) to a Secondary whose disk is secDisk, over TCP on loopback.
+func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
+	t.Helper()
+	const size = 16 << 20
+	local := disk.NewMem(size, disk.MemOptions{})
+	l, err := meta.ComputeLayout(meta.InternalPlacement, size, size, meta.DefaultGranularity, meta.DefaultALExtents)
+	require.NoError(t, err)
+	_, err = meta.Format(local, l)
+	require.NoError(t, err)
+	md, err := meta.Open(local, meta.InternalPlacement, meta.Options{Name: "local"})
+	require.NoError(t, err)
+	data, err := disk.NewRegion(local, 0, l.DataSize)
+	require.NoError(t, err)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	r := &rig{md: md, diskErrors: make(chan error, 8)}
+	base := replication.LinkConfig{Resource: "r0", Protocol: proto, DataSize: uint64(l.DataSize),
+		Features: replication.FeatureTrim | replication.FeatureWriteZeroes}
+	var wg sync.WaitGroup
+	var secErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nc, err := ln.Accept()
+		if err != nil {
+			secErr = err
+			return
+		}
+		cfg := base
+		cfg.Self, cfg.Peer, cfg.Disk = "b", "a", secDisk
+		cfg.OnDiskError = func(err error) { r.diskErrors <- err }
+		r.secondary, secErr = replication.Handshake(context.Background(), nc, cfg, replication.State{Role: byte(fsm.Secondary), Disk: byte(fsm.UpToDate)})
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	cfg := base
+	cfg.Self, cfg.Peer, cfg.Disk = "a", "b", data
+	r.primary, err = replication.Handshake(context.Background(), nc, cfg, replication.State{Role: byte(fsm.Primary), Disk: byte(fsm.UpToDate)})
+	require.NoError(t, err)
+	wg.Wait()
+	require.NoError(t, secErr)
+	t.Cleanup(func() {
+		_ = r.primary.Close("test over")
+		_ = r.secondary.Close("test over")
+		_ = md.Close()
+	})
+	r.dev = newDevice(func(error) {}, &counters{})
+	r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Local: true, Mirror: true, Protocol: proto}, data: data, md: md, link: r.primary}, l.DataSize)
+	return r
+}
+
+func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
+
+// TestProtocolCNoAckBeforePeer: under protocol C the client's write does
+// not complete while the Secondary's disk has not completed it; when the
+// Secondary's disk path then fails, the write completes on the Primary
+// alone and its block is marked out of sync.
+func TestProtocolCNoAckBeforePeer(t *testing.T) {
+	tests := []struct {
+		name     string
+		outcome  error // what the Secondary's disk returns
+		wantMark bool
+	}{
+		{"peer disk completes", nil, false},
+		{"peer disk path killed", syscall.EIO, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &gated{Disk: disk.NewMem(16<<20, disk.MemOptions{}), arrived: make(chan int64, 1), release: make(chan error, 1)}
+			r := newRig(t, g, 'C')
+			done := make(chan error, 1)
+			go func() { done <- r.dev.WriteAt(block(0xc1), 8192, false) }()
+			require.Equal(t, int64(8192), <-g.arrived, "the write reached the Secondary's disk")
+			select {
+			case err := <-done:
+				t.Fatalf("write acknowledged (%v) while the Secondary's disk has not completed it", err)
+			case <-time.After(200 * time.Millisecond):
+			}
+			g.release <- tt.outcome
+			require.NoError(t, <-done)
+			require.Equal(t, tt.wantMark, r.md.OutOfSync() > 0, "out-of-sync bits: %d", r.md.OutOfSync())
+			if tt.outcome != nil {
+				require.Error(t, <-r.diskErrors)
+			}
+		})
+	}
+}
+
+// TestProtocolCLinkCutInFlight: the link dies while a write waits for
+// the peer; the write completes on the Primary and is marked out of sync.
+func TestProtocolCLinkCutInFlight(t *testing.T) {
+	g := &gated{Disk: disk.NewMem(16<<20, disk.MemOptions{}), arrived: make(chan int64, 1), release: make(chan error, 1)}
+	r := newRig(t, g, 'C')
+	done := make(chan error, 1)
+	go func() { done <- r.dev.WriteAt(block(0xd2), 1<<20, false) }()
+	<-g.arrived
+	closed := make(chan struct{})
+	go func() { _ = r.secondary.Close("killed"); close(closed) }()
+	// The Primary's write completes although the Secondary's disk still
+	// holds it: the link is gone, the block is marked.
+	require.NoError(t, <-done)
+	require.Equal(t, uint64(1), r.md.OutOfSync())
+	g.release <- nil
+	<-closed
+}
+
+// TestProtocolCDurableOnPeer: a FUA write, and a plain write followed by
+// FLUSH, survive a power loss of the Secondary that drops its whole
+// volatile cache the moment the client has its reply.
+func TestProtocolCDurableOnPeer(t *testing.T) {
+	sec := disk.NewCrash(16 << 20)
+	r := newRig(t, sec, 'C')
+	require.NoError(t, r.dev.WriteAt(block(0xf1), 0, true))
+	after := sec.CrashClone(rand.New(rand.NewPCG(1, 1)), 0)
+	got := make([]byte, 4096)
+	require.NoError(t, after.ReadAt(got, 0))
+	require.Equal(t, block(0xf1), got, "FUA write not durable on the Secondary")
+
+	require.NoError(t, r.dev.WriteAt(block(0xf2), 4096, false))
+	require.NoError(t, r.dev.Flush())
+	after = sec.CrashClone(rand.New(rand.NewPCG(2, 2)), 0)
+	require.NoError(t, after.ReadAt(got, 4096))
+	require.Equal(t, block(0xf2), got, "write before FLUSH not durable on the Secondary")
+	require.Zero(t, r.md.OutOfSync())
+}
+
+// TestDeviceWritesBothAndOrdersOverlaps: concurrent overlapping writes end
+// up identical on both disks.
+func TestDeviceWritesBothAndOrdersOverlaps(t *testing.T) {
+	sec := disk.NewMem(16<<20, disk.MemOptions{})
+	r := newRig(t, sec, 'C')
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				off := int64((i*7+w)%16) * 2048 // overlapping 4 KiB writes
+				require.NoError(t, r.dev.WriteAt(block(byte(w*31+i)), off, false))
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, r.dev.Flush())
+	a := make([]byte, 64<<10)
+	b := make([]byte, 64<<10)
+	require.NoError(t, r.dev.ReadAt(a, 0))
+	require.NoError(t, sec.ReadAt(b, 0))
+	require.Equal(t, a, b)
+}
