@@ -50,7 +50,7 @@ demo: build
 	./$(BIN) demo
 
 bench: build
-	bash integration/bench/bench.sh $(BIN)
+	BENCH_EXTRA="integration/bench/replicated.sh $$BENCH_EXTRA" bash integration/bench/bench.sh $(BIN)
 	$(GO) run ./integration/bench/mdscale -twinblock $(BIN)
 
 clean:

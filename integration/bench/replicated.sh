@@ -1,0 +1,41 @@
+# replicated.sh — a BENCH_EXTRA file for bench.sh (make bench sources it):
+# adds the column "twinblock-C", a Primary replicating with protocol C to a
+# Secondary on the same machine (peer link over loopback, 127.0.0.1 and
+# 127.0.0.2), both disks on the same tmpfs as the other servers'.
+# Uses the helpers bench.sh defines (make_disk, free_port, start_bg, ...).
+
+rep_dir=$WORK/replicated
+mkdir -p "$rep_dir"
+rep_a=$(make_disk rep-a)
+rep_b=$(make_disk rep-b)
+rep_pa=$(free_port)
+rep_pb=$(free_port)
+rep_nbd=$(free_port)
+cat >"$rep_dir/twinblock.conf" <<CONF
+resource bench {
+  protocol C;
+  meta-disk internal;
+  on a { address 127.0.0.1:$rep_pa; disk $rep_a; nbd-listen 127.0.0.1:$rep_nbd; }
+  on b { address 127.0.0.2:$rep_pb; disk $rep_b; }
+}
+CONF
+rep_tb() { "$TWINBLOCK" --config "$rep_dir/twinblock.conf" --node "$1" --control "$rep_dir/$1.sock" "${@:2}"; }
+for n in a b; do
+	rep_tb "$n" create-md bench >/dev/null || die "create-md on $n failed"
+	start_bg "replicated-$n" "$TWINBLOCK" --config "$rep_dir/twinblock.conf" --node "$n" --control "$rep_dir/$n.sock" \
+		daemon --status-file "$rep_dir/$n.status"
+done
+for i in $(seq 100); do
+	[[ -S $rep_dir/a.sock && -S $rep_dir/b.sock ]] && break
+	sleep 0.1
+done
+rep_tb a up bench && rep_tb b up bench || die "up failed"
+for i in $(seq 100); do
+	[[ $(rep_tb a cstate bench 2>/dev/null) == Connected ]] && break
+	sleep 0.1
+done
+[[ $(rep_tb a cstate bench) == Connected ]] || die "the replicated pair did not connect"
+rep_tb a primary --force bench || die "primary --force failed"
+wait_port "$rep_nbd" replicated-a
+add_target twinblock-C "nbd://127.0.0.1:$rep_nbd/bench"
+log "twinblock-C: Primary a replicating to b with protocol C ($(rep_tb a dstate bench))"
