@@ -351,6 +351,10 @@ func TestReplicationWrongSecret(t *testing.T) {
 	p.tb(t, "b", "up", "r0")
 	p.waitFor(t, "a", "cstate", "StandAlone", 15*time.Second)
 	p.waitFor(t, "b", "cstate", "StandAlone", 15*time.Second)
+	// An attached disk cannot be reformatted under the daemon.
+	out, err := p.tbErr("a", "create-md", "--force", "r0")
+	require.Error(t, err)
+	require.Contains(t, out, "in use")
 	require.Contains(t, p.procs["a"].Log()+p.procs["b"].Log(), "authentication")
 	p.tb(t, "a", "primary", "r0", "--force")
 	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})

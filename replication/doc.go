@@ -1,6 +1,7 @@
-// Package replication is the peer link of a resource: today, the codec of
-// the peer protocol, the byte-level conversation between the two nodes
-// (docs/wire-protocol.md has every message byte by byte).
+// Package replication is the peer link of a resource: the codec of the
+// peer protocol, the byte-level conversation between the two nodes
+// (docs/wire-protocol.md has every message byte by byte), and the runtime
+// of one connection on top of it.
 //
 // What exists:
 //   - the messages, one Go type each (Hello, AuthChallenge, AuthResponse,
@@ -10,9 +11,16 @@
 //   - the framing: Append and AppendSplit encode a message into a reusable
 //     buffer, a Decoder reads frames from a stream;
 //   - DRBD's cram-hmac authentication: ChallengeResponse, VerifyResponse,
-//     NewNonce.
+//     NewNonce;
+//   - Handshake (handshake.go): Hello, cram-hmac and State both ways on a
+//     net.Conn, with a Goodbye naming the reason on every refusal;
+//   - Link, the running connection (link.go, link_send.go, link_recv.go):
+//     Submit/Wait of replicated writes, trims, write-zeroes and flushes
+//     under protocol A, B or C, ReadAt through the peer, states, pings,
+//     Close; and the receive side (apply.go), which applies the peer's
+//     writes and serves its reads on the local disk.
 //
-// Invariants (tested in wire_test.go and by FuzzDecode):
+// Invariants of the codec (tested in wire_test.go and by FuzzDecode):
 //   - Append and Decoder.Next apply the same validation (each message's
 //     check), so every message one accepts the other accepts, and the
 //     encoding is canonical: a decoded frame re-encodes to the same bytes.
@@ -25,13 +33,44 @@
 //   - On the hot path (Append into a buffer with room, Next of Data and
 //     the acks) nothing is allocated in steady state.
 //
+// Invariants of the connection (tested in handshake_test.go and
+// link_test.go, the allocation one without -race):
+//   - Nothing but Hello, authentication, State and Goodbye crosses before
+//     authentication succeeded, and until then the decoder accepts frames
+//     of MaxFixed bytes only.
+//   - Every Request completes exactly once. One submitted before or
+//     concurrently with Close, or with the connection breaking, completes
+//     with an error wrapping ErrLinkClosed unless its ack (under protocol
+//     A: its write to the socket) came first; Submit after the end fails.
+//     A completed write that no BarrierAck covered when the link ends, and
+//     under A or B a write the peer NegAcked after it completed, go to
+//     LinkConfig.OnOutOfSync. So a node that marks the bitmap on every
+//     error from Wait and on OnOutOfSync never believes the peer holds data
+//     it may not hold.
+//   - A Request completes only after the sender is done with its frame:
+//     Request.Data is never read after Wait returned.
+//   - On the receive side, overlapping writes land in arrival order, a
+//     read sees the writes that arrived before it, and a BarrierAck leaves
+//     only after every earlier write completed and the disk was flushed,
+//     in ID order, after the acks of those writes.
+//   - No lock is held across network or disk I/O. The receiver waits only
+//     for local disk progress (64 operations, max-buffers of payload), never
+//     for the peer to read, so two nodes cannot deadlock each other; every
+//     queue is bounded.
+//   - Every goroutine of a link is waited for before OnClose runs, which
+//     happens exactly once, before Done is closed.
+//   - The write path (Submit, send, receive, apply, ack, Wait) allocates
+//     nothing in steady state, on either node.
+//
 // Ownership: a message returned by Decoder.Next, and the byte slices in
 // it, are valid until the next call of Next, unless SetPayloadBuffer
-// placed the payload in the caller's own buffer.
+// placed the payload in the caller's own buffer. A Link owns its net.Conn
+// from Handshake on; cfg.Disk stays the caller's (the link never closes
+// it, and stops using it when Close returns).
 //
-// Planned, and not here yet: the connection (dialling, the handshake
-// sequence, timeouts, protocols A, B and C on the write path), the
-// replicated device that implements nbd.Device so the NBD front end serves
-// it unchanged (issue 4); resync, online verify, compression and payload
-// integrity (issue 5). Nothing imports this package yet.
+// Not here: dialling, accepting and reconnecting, and the timers
+// (ping-int, ping-timeout, timeout, ko-count), which the node drives with
+// Ping, Received, Pending and Close; the replicated device that
+// implements nbd.Device (pkg/node); resync, online verify, compression and
+// payload integrity (issue 5).
 package replication

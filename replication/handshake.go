@@ -30,9 +30,14 @@ import (
 // authentication succeeded, and the decoder accepts frames of MaxFixed
 // bytes only until then (MaxPayload + MaxFixed afterwards), so an
 // unauthenticated peer cannot make this node allocate much. The whole
-// exchange is bounded by cfg.HandshakeTimeout and by ctx. On failure nc
-// is closed and the error wraps ErrHandshake (or ErrAuth), and the
-// underlying error if there is one (a context's, a connection's).
+// exchange is bounded by cfg.HandshakeTimeout and by ctx.
+//
+// On failure nc is closed. An error wrapping ErrHandshake (ErrAuth
+// included) means the nodes refused each other or one broke the protocol:
+// trying again will not help until a configuration changes (DRBD goes
+// StandAlone). Any other error (an invalid cfg aside) is the connection's
+// or ctx's (end of stream, reset, timeout, cancellation; it wraps the
+// cause): try again.
 func Handshake(ctx context.Context, nc net.Conn, cfg LinkConfig, local State) (*Link, error) {
 	cfg, err := cfg.withDefaults()
 	if err == nil {
@@ -54,7 +59,7 @@ func Handshake(ctx context.Context, nc net.Conn, cfg LinkConfig, local State) (*
 	if !stop() || ctx.Err() != nil {
 		// The context ended the handshake (or would end the link at
 		// once): its cause says more than the I/O error it provoked.
-		err = fmt.Errorf("%w with peer %s: %w", ErrHandshake, cfg.Peer, context.Cause(ctx))
+		err = fmt.Errorf("replication: handshake with peer %s: %w", cfg.Peer, context.Cause(ctx))
 	}
 	if err != nil {
 		h.abort()
@@ -62,7 +67,7 @@ func Handshake(ctx context.Context, nc net.Conn, cfg LinkConfig, local State) (*
 	}
 	if err := h.finish(); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("%w with peer %s: sending State: %w", ErrHandshake, cfg.Peer, err)
+		return nil, fmt.Errorf("replication: handshake with peer %s: sending State: %w", cfg.Peer, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return startLink(nc, h.dec, cfg, h.peer, h.peerState), nil
@@ -139,9 +144,12 @@ func (h *handshake) recv(expect Type) (Message, error) {
 	m, err := h.dec.Next()
 	switch {
 	case errors.Is(err, io.EOF):
-		return nil, fmt.Errorf("%w: peer %s closed the connection before its %v", ErrHandshake, h.cfg.Peer, expect)
+		return nil, fmt.Errorf("replication: handshake with peer %s: the connection ended before its %v: %w", h.cfg.Peer, expect, err)
+	case errors.Is(err, ErrProtocol):
+		h.send(&Goodbye{Reason: goodbyeReason(err.Error())})
+		return nil, fmt.Errorf("%w: peer %s: %w", ErrHandshake, h.cfg.Peer, err)
 	case err != nil:
-		return nil, fmt.Errorf("%w with peer %s: waiting for its %v: %w", ErrHandshake, h.cfg.Peer, expect, err)
+		return nil, fmt.Errorf("replication: handshake with peer %s: waiting for its %v: %w", h.cfg.Peer, expect, err)
 	}
 	if g, ok := m.(*Goodbye); ok {
 		return nil, fmt.Errorf("%w: peer %s refused the connection: %s", ErrHandshake, h.cfg.Peer, g.Reason)
@@ -149,9 +157,11 @@ func (h *handshake) recv(expect Type) (Message, error) {
 	return m, nil
 }
 
-// unexpected is the error for a message out of the sequence.
+// unexpected refuses a message out of the sequence.
 func (h *handshake) unexpected(m Message, expect Type) error {
-	return fmt.Errorf("%w: peer %s: %w", ErrHandshake, h.cfg.Peer, violation(m.Type(), "during the handshake, expected %v", expect))
+	err := violation(m.Type(), "during the handshake, expected %v", expect)
+	h.send(&Goodbye{Reason: goodbyeReason(err.Error())})
+	return fmt.Errorf("%w: peer %s: %w", ErrHandshake, h.cfg.Peer, err)
 }
 
 func (h *handshake) run(local State) error {

@@ -17,10 +17,13 @@ import (
 	"github.com/twinblock/twinblock/pkg/disk"
 )
 
-// Errors of the connection runtime. Handshake failures wrap ErrHandshake
-// (authentication failures wrap ErrAuth, which wraps ErrHandshake); every
-// way a running link ends wraps ErrLinkClosed; a write or read the peer's
-// disk failed wraps ErrPeerIO and the peer's syscall.Errno.
+// Errors of the connection runtime. A handshake the nodes refused (a
+// mismatch of resource, names, versions or protocol, a protocol
+// violation) wraps ErrHandshake, one whose authentication failed ErrAuth,
+// which wraps ErrHandshake; a handshake the connection or the context
+// ended wraps neither (see Handshake). Every way a running link ends
+// wraps ErrLinkClosed; a write or read the peer's disk failed wraps
+// ErrPeerIO and the peer's syscall.Errno.
 var (
 	ErrHandshake  = errors.New("replication: handshake")
 	ErrAuth       = fmt.Errorf("%w: cram-hmac", ErrHandshake)
@@ -234,6 +237,7 @@ type Link struct {
 	byeSent bool
 
 	outq      []outMsg // the send queue
+	replies   int      // answers to the peer in outq or being written
 	sentBytes uint64
 
 	nextID      uint64        // the write path's sequence (Data, Trim, WriteZeroes, Barrier)
@@ -412,7 +416,9 @@ func (r *Request) Wait() error {
 // sender and returns at once; Wait reports the outcome. OpFlush is sent
 // as a Barrier. It fails (and Wait then returns the same error) with an
 // error wrapping ErrBadRequest for an invalid request, or ErrLinkClosed
-// once the link is ending.
+// once the link is ending. Submitting a Request that is still in flight
+// fails with ErrBadRequest and leaves it alone (its Wait reports the
+// earlier submission).
 func (l *Link) Submit(r *Request) error {
 	if r.done == nil {
 		r.done = make(chan error, 1)
@@ -636,16 +642,22 @@ func (l *Link) supervise() {
 	l.mu.Lock()
 	byeSent := l.byeSent
 	l.mu.Unlock()
+	lingering := false
 	if cw, ok := l.nc.(interface{ CloseWrite() error }); ok && byeSent && cw.CloseWrite() == nil {
 		// Let the peer read the Goodbye: closing with unread input would
 		// reset the connection and could destroy it. The receiver goes
 		// on reading until the peer closes, for closeGrace at most.
+		lingering = true
 		_ = l.nc.SetReadDeadline(time.Now().Add(closeGrace))
-	}
-	if !byeSent {
+	} else {
 		l.nc.Close()
 	}
 	<-l.recvDone
+	if lingering {
+		// If the receiver stopped early (a protocol violation), drain
+		// here; otherwise the stream is at its end and this returns.
+		_, _ = io.Copy(io.Discard, l.nc)
+	}
 	l.nc.Close()
 	l.wg.Wait()
 	l.sweep()

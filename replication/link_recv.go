@@ -163,10 +163,15 @@ func (l *Link) serveRead(id, off uint64, length uint32) error {
 	if n > int64(l.maxPayload) {
 		return violation(TypeReadRequest, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
 	}
+	// The peer keeps at most maxPeerReads reads and readBudget bytes
+	// outstanding. This node counts a read until its reply left the
+	// sender, which can be later than the peer received it (and asked
+	// again): at most one batch of replies later, so twice the limits
+	// hold for an honest peer and still bound this node's memory.
 	l.mu.Lock()
 	l.servedReads++
 	l.servedBytes += n
-	over := l.servedReads > maxPeerReads || l.servedBytes > l.readBudget
+	over := l.servedReads > 2*maxPeerReads || l.servedBytes > 2*l.readBudget
 	l.mu.Unlock()
 	if over {
 		return violation(TypeReadRequest, "more than %d reads or %d bytes outstanding", maxPeerReads, l.readBudget)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -13,6 +14,7 @@ import (
 
 // metaDisks is a resource's backing disk and meta device, opened.
 type metaDisks struct {
+	locks     []*os.File
 	data      disk.Disk // the backing disk
 	md        disk.Disk // the meta device: data itself when internal
 	mdPath    string
@@ -24,6 +26,9 @@ func (d *metaDisks) Close() {
 		_ = d.md.Close()
 	}
 	_ = d.data.Close()
+	for _, l := range d.locks {
+		_ = l.Close()
+	}
 }
 
 // openMetaDisks opens this node's backing disk and meta device.
@@ -31,19 +36,35 @@ func openMetaDisks(t target, readOnly bool) (*metaDisks, error) {
 	if t.self.Disk == "" {
 		return nil, fmt.Errorf("%s: host %s is diskless (disk none): it has no metadata", t.res.Name, t.self.Name)
 	}
-	data, err := disk.OpenFile(t.self.Disk, disk.FileOptions{ReadOnly: readOnly})
+	// A disk attached by a running daemon is refused (readers share the
+	// lock with each other, not with the daemon).
+	lock, err := disk.Lock(t.self.Disk, !readOnly)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.res.Name, err)
 	}
-	d := &metaDisks{data: data, md: data, mdPath: t.self.Disk}
+	data, err := disk.OpenFile(t.self.Disk, disk.FileOptions{ReadOnly: readOnly})
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%s: %w", t.res.Name, err)
+	}
+	d := &metaDisks{locks: []*os.File{lock}, data: data, md: data, mdPath: t.self.Disk}
 	md := t.self.MetaDisk
 	if md.Internal {
 		d.placement = meta.InternalPlacement
 		return d, nil
 	}
 	d.placement = meta.ExternalPlacement(md.Index)
+	if md.Path != t.self.Disk && md.Index < 0 { // an indexed meta device is shared
+		mdLock, err := disk.Lock(md.Path, !readOnly)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%s: meta-disk: %w", t.res.Name, err)
+		}
+		d.locks = append(d.locks, mdLock)
+	}
 	if d.md, err = disk.OpenFile(md.Path, disk.FileOptions{ReadOnly: readOnly}); err != nil {
-		_ = data.Close()
+		d.md = data
+		d.Close()
 		return nil, fmt.Errorf("%s: meta-disk: %w", t.res.Name, err)
 	}
 	d.mdPath = md.Path

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
@@ -92,8 +94,13 @@ func (r *Resource) action(a fsm.Action) {
 // openDisk opens the backing disk and its metadata (drbdadm attach).
 func (r *Resource) openDisk() error {
 	h := r.self
+	locks, err := lockDisks(h)
+	if err != nil {
+		return err
+	}
 	backing, err := disk.OpenFile(h.Disk, disk.FileOptions{})
 	if err != nil {
+		unlockAll(locks)
 		return fmt.Errorf("%s: %w", r.name, err)
 	}
 	mdDisk := disk.Disk(backing)
@@ -102,6 +109,7 @@ func (r *Resource) openDisk() error {
 		placement = meta.ExternalPlacement(h.MetaDisk.Index)
 		if mdDisk, err = disk.OpenFile(h.MetaDisk.Path, disk.FileOptions{}); err != nil {
 			_ = backing.Close()
+			unlockAll(locks)
 			return fmt.Errorf("%s: meta-disk: %w", r.name, err)
 		}
 	}
@@ -114,6 +122,7 @@ func (r *Resource) openDisk() error {
 			_ = mdDisk.Close()
 		}
 		_ = backing.Close()
+		unlockAll(locks)
 	}
 	md, err := meta.Open(mdDisk, placement, opts)
 	if err != nil {
@@ -129,8 +138,36 @@ func (r *Resource) openDisk() error {
 		closeAll()
 		return err
 	}
-	r.backing, r.mdDisk, r.data, r.md = backing, mdDisk, data, md
+	r.backing, r.mdDisk, r.data, r.md, r.locks = backing, mdDisk, data, md, locks
+	r.curMD.Store(md)
 	return nil
+}
+
+// lockDisks takes the exclusive locks on the backing disk and an
+// external meta device, so that no metadata verb edits them while they
+// are attached.
+func lockDisks(h *config.Host) ([]*os.File, error) {
+	paths := []string{h.Disk}
+	// An indexed meta device is shared by several resources: not locked.
+	if !h.MetaDisk.Internal && h.MetaDisk.Index < 0 && h.MetaDisk.Path != h.Disk {
+		paths = append(paths, h.MetaDisk.Path)
+	}
+	var locks []*os.File
+	for _, p := range paths {
+		f, err := disk.Lock(p, true)
+		if err != nil {
+			unlockAll(locks)
+			return nil, err
+		}
+		locks = append(locks, f)
+	}
+	return locks, nil
+}
+
+func unlockAll(locks []*os.File) {
+	for _, f := range locks {
+		_ = f.Close()
+	}
 }
 
 // closeDisk detaches: the data path no longer uses the disk (the IOMode
@@ -143,6 +180,7 @@ func (r *Resource) closeDisk() {
 	r.dev.path.data, r.dev.path.md = nil, nil
 	r.dev.path.mode.Local = false
 	r.dev.mu.Unlock()
+	r.curMD.Store(nil)
 	if err := r.md.Close(); err != nil {
 		r.log.Warn("metadata close", "err", err)
 	}
@@ -150,7 +188,8 @@ func (r *Resource) closeDisk() {
 		_ = r.mdDisk.Close()
 	}
 	_ = r.backing.Close()
-	r.backing, r.mdDisk, r.data, r.md = nil, nil, nil, nil
+	unlockAll(r.locks)
+	r.backing, r.mdDisk, r.data, r.md, r.locks = nil, nil, nil, nil, nil
 }
 
 // linkConfig is the peer link's configuration from the net section.
@@ -163,8 +202,6 @@ func (r *Resource) linkConfig() replication.LinkConfig {
 	if r.cfg.Protocol != "" {
 		proto = r.cfg.Protocol[0]
 	}
-	var link *replication.Link
-	_ = link
 	return replication.LinkConfig{
 		Resource: r.name, Self: r.self.Name, Peer: r.peer.Name, Protocol: proto,
 		CramHMACAlg:      r.cfg.Net.String("cram-hmac-alg"),
@@ -174,6 +211,16 @@ func (r *Resource) linkConfig() replication.LinkConfig {
 		Disk:             r.data,
 		Logger:           r.log,
 		HandshakeTimeout: 10 * time.Second,
+		MaxBuffers:       int(r.cfg.Net.Int("max-buffers")),
+		// Writes the link completed but cannot vouch for any more when
+		// it ends (A/B before the peer applied them, C before a
+		// BarrierAck made them durable there): marked out of sync here,
+		// persisted by SyncBitmap when run hears the link ended.
+		OnOutOfSync: func(off, n int64) {
+			if m := r.curMD.Load(); m != nil {
+				m.MarkOutOfSync(off, n)
+			}
+		},
 	}
 }
 
@@ -182,7 +229,6 @@ func (r *Resource) linkConfig() replication.LinkConfig {
 func (r *Resource) handshake(nc net.Conn) {
 	cfg := r.linkConfig()
 	local := r.stateMsg()
-	var self *replication.Link
 	linkCh := make(chan *replication.Link, 1)
 	cfg.OnState = func(st replication.State) {
 		l := <-linkCh
@@ -195,7 +241,6 @@ func (r *Resource) handshake(nc net.Conn) {
 		linkCh <- l
 		r.post(evLinkClosed{link: l, err: err})
 	}
-	_ = self
 	ctx := r.ctx
 	r.wg.Add(1)
 	go func() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,8 @@ type Resource struct {
 	mdDisk     disk.Disk // the meta device (backing itself when internal)
 	data       disk.Disk // the data area
 	md         *meta.Meta
+	locks      []*os.File                // advisory locks on the attached disks
+	curMD      atomic.Pointer[meta.Meta] // md, for the link's goroutines
 	link       *replication.Link
 	accept     net.Listener
 	connectCtx context.CancelFunc
@@ -290,6 +293,12 @@ func (r *Resource) event(ev any) {
 		}
 		r.link = nil
 		r.dropLinkFromPath()
+		if r.md != nil {
+			// The link marked what the peer may lack (OnOutOfSync).
+			if err := r.md.SyncBitmap(); err != nil {
+				r.log.Error("bitmap write failed", "err", err)
+			}
+		}
 		cause := fsm.NetworkFailure
 		if errors.Is(e.err, replication.ErrProtocol) {
 			cause = fsm.ProtocolError
