@@ -388,3 +388,27 @@ func TestDaemonBadConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }
+
+// TestDaemonSIGTERMClean: SIGTERM on a Primary with a client connected
+// finishes cleanly: the metadata afterwards says neither Primary nor
+// crashed, and the activity log is clean.
+func TestDaemonSIGTERMClean(t *testing.T) {
+	p := newPair(t, 16<<20, map[string]string{"a": "x", "b": "x"}, "C")
+	p.start(t, "a")
+	p.tb(t, "a", "up", "r0")
+	p.tb(t, "a", "primary", "--force", "r0")
+	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.WriteAt(block4k(0x5a), 0, false))
+	p.procs["a"].stop()
+	require.True(t, p.procs["a"].cmd.ProcessState.Success(), p.procs["a"].Log())
+	_, snap := p.dataArea(t, "a")
+	f := snap.Superblock.Flags
+	require.Zero(t, f&meta.FlagPrimaryInd, "flags %s", f)
+	require.Zero(t, f&meta.FlagCrashedPrimary, "flags %s", f)
+	require.NotZero(t, f&meta.FlagALClean, "flags %s", f)
+	require.Nil(t, snap.ALExtents)
+}
+
+func block4k(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }

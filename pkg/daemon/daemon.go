@@ -84,7 +84,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer d.unlock()
 	for _, r := range d.resources {
-		r.Start(ctx)
+		// Not ctx: the resources must outlive the signal long enough to
+		// go down cleanly (Close).
+		r.Start(context.WithoutCancel(ctx))
 	}
 	d.log.Info("twinblock daemon running", "node", d.opts.Node, "control", d.opts.Control, "status", d.opts.StatusFile)
 	d.wg.Add(2)

@@ -75,8 +75,9 @@ type Resource struct {
 }
 
 type command struct {
-	ev    fsm.Event
-	reply chan error
+	ev       fsm.Event
+	shutdown bool // stop the export, then disconnect, demote, detach
+	reply    chan error
 }
 
 // Internal events from the resource's goroutines to run.
@@ -197,11 +198,12 @@ func (r *Resource) Close() error {
 	if r.cancel == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = r.Do(ctx, fsm.Disconnect{})
-	_ = r.Do(ctx, fsm.Demote{})
-	_ = r.Do(ctx, fsm.Detach{})
+	c := command{shutdown: true, reply: make(chan error, 1)}
+	select {
+	case r.cmds <- c:
+		<-c.reply
+	case <-r.done:
+	}
 	r.cancel()
 	r.wg.Wait()
 	return nil
@@ -217,6 +219,11 @@ func (r *Resource) run() {
 			r.shutdown()
 			return
 		case c := <-r.cmds:
+			if c.shutdown {
+				r.goDown()
+				c.reply <- nil
+				continue
+			}
 			err := r.command(c.ev)
 			r.process()
 			c.reply <- err
@@ -348,6 +355,20 @@ func (r *Resource) process() {
 			_ = r.link.SendState(r.stateMsg())
 		}
 		r.publish()
+	}
+}
+
+// goDown is the clean shutdown (SIGTERM): the NBD export stops once its
+// requests in flight are answered, then the node demotes, disconnects
+// (the peer hears a Goodbye) and detaches, so the metadata says neither
+// Primary nor crashed and the activity log is clean.
+func (r *Resource) goDown() {
+	r.closeExport()
+	for _, ev := range []fsm.Event{fsm.OpenCount{N: 0}, fsm.Demote{}, fsm.Disconnect{}, fsm.Detach{}} {
+		if err := r.fsm.Step(ev); err != nil {
+			r.log.Warn("shutdown", "step", fmt.Sprintf("%T", ev), "err", err)
+		}
+		r.process()
 	}
 }
 
