@@ -45,11 +45,13 @@ type Resource struct {
 	log     *slog.Logger
 	changed func() // the status changed (the daemon rewrites the file)
 
-	fsm    *fsm.Node
-	dev    *device
-	stats  counters
-	events chan any
-	cmds   chan command
+	fsm     *fsm.Node
+	dev     *device
+	stats   counters
+	events  chan struct{} // a signal: inbox has events
+	inboxMu sync.Mutex
+	inbox   []any
+	cmds    chan command
 
 	// Owned by run.
 	backing    disk.Disk // the backing disk as opened
@@ -108,7 +110,7 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Resource{name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
-		events: make(chan any, 64), cmds: make(chan command), done: make(chan struct{})}
+		events: make(chan struct{}, 1), cmds: make(chan command), done: make(chan struct{})}
 	onErr := func(err error) { r.post(fsm.DiskFailed{Err: err}) }
 	r.dev = newDevice(onErr, &r.stats)
 	proto := byte('C')
@@ -184,12 +186,27 @@ func (r *Resource) Status() status.Resource {
 	return s
 }
 
-// post hands an event to run; it never blocks once run has stopped.
+// post hands an event to run. It never blocks: the data path and the
+// link's goroutines call it, and run may be waiting for them (a mode
+// change drains the requests in flight, Link.Close waits for its
+// goroutines), so a bounded channel could deadlock.
 func (r *Resource) post(ev any) {
+	r.inboxMu.Lock()
+	r.inbox = append(r.inbox, ev)
+	r.inboxMu.Unlock()
 	select {
-	case r.events <- ev:
-	case <-r.done:
+	case r.events <- struct{}{}:
+	default:
 	}
+}
+
+// takeInbox returns the events posted so far.
+func (r *Resource) takeInbox() []any {
+	r.inboxMu.Lock()
+	defer r.inboxMu.Unlock()
+	evs := r.inbox
+	r.inbox = nil
+	return evs
 }
 
 // Close takes the resource down cleanly (disconnect, detach) and stops
@@ -227,9 +244,11 @@ func (r *Resource) run() {
 			err := r.command(c.ev)
 			r.process()
 			c.reply <- err
-		case ev := <-r.events:
-			r.event(ev)
-			r.process()
+		case <-r.events:
+			for _, ev := range r.takeInbox() {
+				r.event(ev)
+				r.process()
+			}
 		case <-tick.C:
 			var a fsm.Activity
 			if r.link != nil {
