@@ -151,13 +151,22 @@ func (s *serveProc) Stop(t *testing.T) {
 		return
 	default:
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
+	if !stopProcess(s.cmd.Process, s.done) {
 		t.Errorf("twinblock serve ignored SIGTERM for 20 s")
+	}
+}
+
+// stopProcess sends SIGTERM and waits for done; after 20 s it kills the
+// process and reports false.
+func stopProcess(p *os.Process, done <-chan struct{}) bool {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return true
+	case <-time.After(20 * time.Second):
+		_ = p.Kill()
+		<-done
+		return false
 	}
 }
 

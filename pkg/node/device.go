@@ -94,11 +94,10 @@ func (d *device) ReadAt(p []byte, off int64) error {
 			d.stats.diskRead.Add(uint64(len(p)))
 			return nil
 		}
+		d.localError(path, err)
 		if path.mode.PassOn || path.link == nil || !path.mode.Mirror {
-			d.localError(path, err)
 			return err
 		}
-		d.localError(path, err)
 		// on-io-error detach: the peer has the data.
 	}
 	if path.link == nil {
