@@ -85,6 +85,22 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 		return SourceFull, 30
 	}
 	if sc == pc {
+		sb, pb := s[meta.Bitmap]&mask, p[meta.Bitmap]&mask
+		if pb == 0 && sb != 0 {
+			// This node was sync source and still carries the bitmap
+			// UUID of that resync: the target finished (it adopted
+			// our current UUID) but we missed the end.
+			if sb == p[meta.HistoryStart]&mask && s[meta.HistoryStart]&mask == p[meta.HistoryEnd]&mask {
+				return SourceBitmap, 34 // Correct rotates our tuple
+			}
+			return SourceBitmap, 36
+		}
+		if sb == 0 && pb != 0 {
+			if pb == s[meta.HistoryStart]&mask && p[meta.HistoryStart]&mask == s[meta.HistoryEnd]&mask {
+				return TargetBitmap, 35 // Correct rotates the peer's tuple
+			}
+			return TargetBitmap, 37
+		}
 		if !self.CrashedPrimary && !peer.CrashedPrimary {
 			return NoSync, 40
 		}
@@ -111,6 +127,12 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 	if pb := p[meta.Bitmap] & mask; pb != 0 && sc == pb {
 		return TargetBitmap, 50
 	}
+	if ph := p[meta.HistoryStart] & mask; ph != 0 && sc == ph && ph+meta.UUIDNewBMOffset == p[meta.Bitmap]&mask {
+		// The peer started a resync as source (its bitmap UUID is the
+		// rotated one) but our node never got the sync UUID: undo the
+		// peer's rotation (Correct) and resync from its bitmap.
+		return TargetBitmap, 51
+	}
 	for _, h := range p[meta.HistoryStart:] {
 		if h&mask != 0 && sc == h&mask {
 			return TargetFull, 60
@@ -118,6 +140,9 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 	}
 	if sb := s[meta.Bitmap] & mask; sb != 0 && sb == pc {
 		return SourceBitmap, 70
+	}
+	if sh := s[meta.HistoryStart] & mask; sh != 0 && sh == pc && sh+meta.UUIDNewBMOffset == s[meta.Bitmap]&mask {
+		return SourceBitmap, 71 // Correct undoes our own rotation
 	}
 	for _, h := range s[meta.HistoryStart:] {
 		if h&mask != 0 && pc == h&mask {
@@ -135,4 +160,38 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 		}
 	}
 	return Unrelated, 1000
+}
+
+// Correct applies the repairs DRBD makes to the tuples when a rule found
+// an interrupted resync start or end (drbd_uuid_compare's "corrected
+// myself" and "corrected peer" cases), and returns them:
+//   - 34: self was sync source and missed the end: its bitmap UUID moves
+//     into the history (as at a resync end);
+//   - 35: the mirror, applied to the peer's tuple;
+//   - 51: the peer's rotation at resync start never reached self (the
+//     sync UUID was lost): the peer's bitmap UUID goes back to its
+//     history start, and the history shifts back;
+//   - 71: the mirror, applied to self's tuple.
+//
+// Other rules return both tuples unchanged. Only self's tuple is this
+// node's to persist; the peer's is the view this node keeps of it.
+func Correct(rule int, self, peer meta.GI) (meta.GI, meta.GI) {
+	switch rule {
+	case 34:
+		self.FinishResyncSource()
+	case 35:
+		peer.FinishResyncSource()
+	case 51:
+		peer = undoStart(peer)
+	case 71:
+		self = undoStart(self)
+	}
+	return self, peer
+}
+
+// undoStart reverses StartResyncSource's rotation.
+func undoStart(g meta.GI) meta.GI {
+	g[meta.Bitmap] = g[meta.HistoryStart]
+	g[meta.HistoryStart] = g[meta.HistoryEnd]
+	return g
 }

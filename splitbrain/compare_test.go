@@ -23,6 +23,12 @@ func TestCompare(t *testing.T) {
 		{"equal, self crashed primary", Side{GI: meta.GI{0x100}, CrashedPrimary: true}, Side{GI: meta.GI{0x100}}, SourceBitmap, 40},
 		{"equal, peer crashed, self primary now", Side{GI: meta.GI{0x101}, Primary: true}, Side{GI: meta.GI{0x100}, CrashedPrimary: true}, SourceBitmap, 41},
 		{"equal, crashed, both primary", Side{GI: meta.GI{0x101}, Primary: true, CrashedPrimary: true}, Side{GI: meta.GI{0x101}, Primary: true}, SplitBrainDrop, 41},
+		{"self was source, missed the resync end", Side{GI: meta.GI{0x201, 0x300, 0x100, 0x50}}, Side{GI: meta.GI{0x200, 0, 0x300, 0x100}}, SourceBitmap, 34},
+		{"self was source, peer never finished", Side{GI: meta.GI{0x201, 0x300, 0x100}}, Side{GI: meta.GI{0x200, 0, 0x900}}, SourceBitmap, 36},
+		{"peer was source, missed the resync end", Side{GI: meta.GI{0x200, 0, 0x300, 0x100}}, Side{GI: meta.GI{0x201, 0x300, 0x100, 0x50}}, TargetBitmap, 35},
+		{"peer was source, we never finished", Side{GI: meta.GI{0x200, 0, 0x900}}, Side{GI: meta.GI{0x201, 0x300, 0x100}}, TargetBitmap, 37},
+		{"sync UUID lost on the way to us", Side{GI: meta.GI{0x100}}, Side{GI: meta.GI{0x201, 0x100 + meta.UUIDNewBMOffset, 0x100}}, TargetBitmap, 51},
+		{"our sync UUID never reached the peer", Side{GI: meta.GI{0x201, 0x100 + meta.UUIDNewBMOffset, 0x100}}, Side{GI: meta.GI{0x100}}, SourceBitmap, 71},
 		{"peer went on without us", Side{GI: meta.GI{0x100}}, Side{GI: meta.GI{0x201, 0x100}}, TargetBitmap, 50},
 		{"peer is two generations ahead", Side{GI: meta.GI{0x100}}, Side{GI: meta.GI{0x301, 0x200, 0x100}}, TargetFull, 60},
 		{"we went on without the peer", Side{GI: meta.GI{0x201, 0x100}}, Side{GI: meta.GI{0x100}}, SourceBitmap, 70},
@@ -46,4 +52,64 @@ func TestCompare(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The scenarios of drbd-facts.md §1.2: the GI tuples at each step of a
+// resync, as the meta rotations produce them, and what the two nodes
+// decide when they meet at that step.
+func TestCompareResyncLifecycle(t *testing.T) {
+	src := meta.GI{0x1000, 0, 0x500, 0x400}
+	tgt := meta.GI{0x1000, 0, 0x500, 0x400}
+	// The Primary lost its peer and went on: a new generation.
+	src.NewCurrent(0x2000, true)
+	d, rule := Compare(Side{GI: tgt}, Side{GI: src, Primary: true}, false)
+	require.Equal(t, TargetBitmap, d)
+	require.Equal(t, 50, rule)
+
+	// Resync starts: the source rotates, the target adopts the sync UUID.
+	sync := src.StartResyncSource(0xdead)
+	started := src
+	tgt.StartResyncTarget(sync)
+	// Interrupted here: the target resumes from the bitmap (rule 50
+	// again, the target's current is the source's bitmap UUID).
+	d, rule = Compare(Side{GI: tgt}, Side{GI: src, Primary: true}, false)
+	require.Equal(t, TargetBitmap, d)
+	require.Equal(t, 50, rule)
+
+	// Interrupted before the target got the sync UUID: rule 51, and the
+	// correction undoes the source's rotation in the target's view.
+	before := meta.GI{0x1000, 0, 0x500, 0x400}
+	d, rule = Compare(Side{GI: before}, Side{GI: started}, false)
+	require.Equal(t, TargetBitmap, d)
+	require.Equal(t, 51, rule)
+	_, peer := Correct(rule, before, started)
+	// Two history slots: the oldest one is lost by the rotation, as in DRBD.
+	require.Equal(t, meta.GI{started[0], 0x1000, 0x500, 0x500}, peer)
+	d, rule = Compare(Side{GI: started}, Side{GI: before}, true)
+	require.Equal(t, SourceBitmap, d)
+	require.Equal(t, 71, rule)
+	self, _ := Correct(rule, started, before)
+	require.Equal(t, meta.GI{started[0], 0x1000, 0x500, 0x500}, self)
+
+	// The resync ends: source rotates, target adopts the source's tuple.
+	src.FinishResyncSource()
+	done := tgt
+	done.FinishResyncTarget(src, false)
+	require.True(t, meta.Equal(done[meta.Current], src[meta.Current]))
+	d, rule = Compare(Side{GI: done}, Side{GI: src}, false)
+	require.Equal(t, NoSync, d)
+	require.Equal(t, 40, rule)
+
+	// The source missed the end (it never rotated): rule 34 on the
+	// source, 35 on the target; the corrections make the tuples agree.
+	d, rule = Compare(Side{GI: started}, Side{GI: done}, true)
+	require.Equal(t, SourceBitmap, d)
+	require.Equal(t, 34, rule)
+	fixed, _ := Correct(rule, started, done)
+	require.Equal(t, src, fixed)
+	d, rule = Compare(Side{GI: done}, Side{GI: started}, false)
+	require.Equal(t, TargetBitmap, d)
+	require.Equal(t, 35, rule)
+	_, fixedPeer := Correct(rule, done, started)
+	require.Equal(t, src, fixedPeer)
 }
