@@ -15,6 +15,8 @@ type PeerInfo struct {
 	CrashedPrimary bool
 	DiscardMyData  bool
 	OutOfSync      uint64 // bits set in the peer's bitmap
+	UserPaused     bool   // the peer's administrator paused the resync (pause-sync)
+	VerifySource   bool   // the peer runs online verify as VerifyS
 }
 
 type (
@@ -65,6 +67,39 @@ type (
 	Demote struct{}
 	// OpenCount: the number of NBD sessions on the export changed.
 	OpenCount struct{ N int }
+
+	// BitmapReceived: the peer's bitmap arrived and the driver merged it
+	// (bit-or) into this node's. In WFBitMapS/T it completes the
+	// exchange; while Connected it means the peer starts a resync as
+	// source (its invalidate-remote or forced promotion), so this node
+	// becomes the target.
+	BitmapReceived struct{}
+	// SyncUUIDReceived: the sync source's sync UUID arrived (WFSyncUUID).
+	SyncUUIDReceived struct{ UUID uint64 }
+	// ResyncDone: the sync target's resync engine fetched every block
+	// out of sync and made them durable (data flushed, bitmap written).
+	ResyncDone struct{}
+	// ResyncFailed: the resync engine stopped on an error (the link or a
+	// disk failed): the connection is renegotiated and the resync
+	// resumes from the bitmap.
+	ResyncFailed struct{ Err error }
+	// VerifyDone: the online verify this node started (VerifyS) covered
+	// the whole device.
+	VerifyDone struct{}
+
+	// Invalidate: drbdadm invalidate: this node's data is discarded and
+	// fully resynced from the peer.
+	Invalidate struct{}
+	// InvalidateRemote: drbdadm invalidate-remote: the peer's data is
+	// discarded and fully resynced from this node.
+	InvalidateRemote struct{}
+	// PauseSync, ResumeSync: drbdadm pause-sync / resume-sync (the
+	// user's pause flag, kept across reconnects).
+	PauseSync  struct{}
+	ResumeSync struct{}
+	// StartVerify: drbdadm verify: online verify with this node as
+	// VerifyS.
+	StartVerify struct{}
 )
 
 func (AttachBegin) isEvent()  {}
@@ -81,6 +116,17 @@ func (LinkDown) isEvent()     {}
 func (Promote) isEvent()      {}
 func (Demote) isEvent()       {}
 func (OpenCount) isEvent()    {}
+
+func (BitmapReceived) isEvent()   {}
+func (SyncUUIDReceived) isEvent() {}
+func (ResyncDone) isEvent()       {}
+func (ResyncFailed) isEvent()     {}
+func (VerifyDone) isEvent()       {}
+func (Invalidate) isEvent()       {}
+func (InvalidateRemote) isEvent() {}
+func (PauseSync) isEvent()        {}
+func (ResumeSync) isEvent()       {}
+func (StartVerify) isEvent()      {}
 
 // Activity is what the driver reports on every tick about the live
 // connection, so that the node can notice a silent peer without reading

@@ -25,6 +25,8 @@ type Config struct {
 	KoCount     int // timeouts of one write before the peer is dropped (ko-count; 0 = never)
 	ConnectInt  int // the longest wait between connection attempts (connect-int)
 	OnIOError   IOErrorPolicy
+	// VerifyAlg: verify-alg is configured (online verify may start).
+	VerifyAlg bool
 	// NewUUID returns a fresh random UUID for a new data generation.
 	// Tests pass a deterministic source.
 	NewUUID func() uint64
@@ -59,6 +61,8 @@ type Node struct {
 	crashedPrimary bool
 	discardMyData  bool
 	openCount      int
+	userPaused     bool // pause-sync here; kept across connections
+	peerPaused     bool // pause-sync on the peer
 
 	// connecting
 	wantConnect bool
@@ -220,6 +224,28 @@ func (n *Node) step(e Event) error {
 		return n.demote()
 	case OpenCount:
 		n.openCount = e.N
+	case BitmapReceived:
+		return n.bitmapReceived()
+	case SyncUUIDReceived:
+		n.syncUUIDReceived(e.UUID)
+	case ResyncDone:
+		n.resyncDone()
+	case ResyncFailed:
+		if n.conn.Syncing() {
+			n.dropLink(NetworkFailure, fmt.Sprintf("resync failed: %v", e.Err))
+		}
+	case VerifyDone:
+		n.verifyDone()
+	case Invalidate:
+		return n.invalidate()
+	case InvalidateRemote:
+		return n.invalidateRemote()
+	case PauseSync:
+		n.pauseSync(true)
+	case ResumeSync:
+		n.pauseSync(false)
+	case StartVerify:
+		return n.startVerify(n.cfg.VerifyAlg)
 	default:
 		panic(fmt.Sprintf("fsm: unknown event %T", e))
 	}
@@ -372,7 +398,16 @@ func (n *Node) detach() error {
 	n.disk = Diskless
 	n.metaValid = false
 	n.act(ActCloseDisk, "detach")
+	n.endSyncWithoutDisk()
 	return nil
+}
+
+// endSyncWithoutDisk: a resync or verify cannot go on without this
+// node's disk; the connection is renegotiated.
+func (n *Node) endSyncWithoutDisk() {
+	if n.conn.Syncing() {
+		n.dropLink(NetworkFailure, "disk gone during "+n.conn.String()+": renegotiating")
+	}
 }
 
 // diskFailed applies on-io-error. With detach, the disk is dropped
@@ -387,6 +422,7 @@ func (n *Node) diskFailed(err error) {
 	n.disk = Diskless
 	n.metaValid = false
 	n.act(ActCloseDisk, "on-io-error detach")
+	n.endSyncWithoutDisk()
 }
 
 func (n *Node) promote(force bool) error {
@@ -402,6 +438,9 @@ func (n *Node) promote(force bool) error {
 		if !(n.conn.Established() && n.peerDisk == UpToDate) {
 			return ErrNoUpToDateDisk
 		}
+	case force && n.disk.hasData() && (n.conn == WFSyncUUID || n.conn == SyncTarget || n.conn == PausedSyncT || n.conn == WFBitMapT):
+		// The resync is making this disk a copy of the peer's.
+		return ErrNoUpToDateDisk
 	case force && n.disk.hasData():
 		n.logf("forced promotion: this node's data becomes UpToDate")
 		n.disk = UpToDate
@@ -415,9 +454,10 @@ func (n *Node) promote(force bool) error {
 	} else if force || (!n.conn.Established() && n.gi[meta.Bitmap] == 0) {
 		n.newCurrentUUID()
 	}
-	if force && n.conn.Established() && n.peerDisk.hasData() && n.peerDisk < UpToDate {
-		// The peer must get all of this node's data.
+	if force && n.conn == Connected && n.peerDisk.hasData() && n.peerDisk < UpToDate {
+		// The peer must get all of this node's data: the initial sync.
 		n.peerNeedsFull()
+		n.startSource(true, "forced promotion")
 	}
 	return nil
 }
@@ -457,6 +497,7 @@ func (n *Node) lostPeer(cause ConnState) {
 	hadPeerData := n.conn.Established() && n.peerDisk.hasData() && n.peerDisk != Outdated
 	n.conn = cause
 	n.peerRole, n.peerDisk, n.peerGI = RoleUnknown, DUnknown, meta.GI{}
+	n.peerPaused = false
 	n.resetLiveness()
 	if hadPeerData && n.role == Primary && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
 		n.newCurrentUUID()
@@ -467,8 +508,7 @@ func (n *Node) lostPeer(cause ConnState) {
 }
 
 // linkUp runs the sync handshake on a fresh connection
-// (drbd_sync_handshake without the resync itself, which arrives with the
-// resync issue).
+// (drbd_sync_handshake; the split-brain policies are not here yet).
 func (n *Node) linkUp(p PeerInfo) {
 	n.resetLiveness()
 	if n.role == Primary && p.Role == Primary {
@@ -478,6 +518,7 @@ func (n *Node) linkUp(p PeerInfo) {
 	}
 	n.conn = Connected
 	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
+	n.peerPaused = p.UserPaused
 	if n.role == Primary && n.disk == Diskless {
 		n.exposed = p.GI[meta.Current]
 	}
@@ -488,6 +529,14 @@ func (n *Node) linkUp(p PeerInfo) {
 		splitbrain.Side{GI: n.gi, CrashedPrimary: n.crashedPrimary, Primary: n.role == Primary},
 		splitbrain.Side{GI: p.GI, CrashedPrimary: p.CrashedPrimary, Primary: p.Role == Primary},
 		n.cfg.Self < n.cfg.Peer)
+	switch rule {
+	case 34, 71:
+		n.gi, _ = splitbrain.Correct(rule, n.gi, p.GI)
+		n.logf("was SyncSource, corrected myself (rule %d): %s", rule, n.gi)
+	case 35, 51:
+		_, n.peerGI = splitbrain.Correct(rule, n.gi, p.GI)
+		n.logf("corrected the peer's tuple (rule %d): %s", rule, n.peerGI)
+	}
 	// Disk states override the generation identifiers (drbd_sync_handshake).
 	switch {
 	case n.disk == Inconsistent && p.Disk == Inconsistent:
@@ -507,7 +556,7 @@ func (n *Node) linkUp(p PeerInfo) {
 			d = splitbrain.SourceFull
 		}
 	}
-	n.logf("uuid_compare()=%d (%s) by rule %d", int(d), d, rule)
+	n.logf("uuid_compare()=%d by rule %d (%s)", int(d), rule, d)
 	switch {
 	case d == splitbrain.Unrelated:
 		n.refuse(StandAlone, "unrelated data, aborting")
@@ -527,17 +576,20 @@ func (n *Node) linkUp(p PeerInfo) {
 			return
 		}
 		n.disk = Inconsistent
-		n.logf("resync from %s needed (%s); resync is not implemented yet: this disk stays Inconsistent", n.cfg.Peer, d)
+		n.peerDisk = UpToDate // DRBD's sanitize_state: a sync source is UpToDate
+		n.ready.SetAllOutOfSync = d.Full()
+		n.ready.SendBitmap = true
+		n.conn = WFBitMapT
 	default: // this node is the sync source
 		if p.Role == Primary && p.Disk >= Consistent {
 			n.refuse(StandAlone, "peer shall become SyncTarget but is primary (rr-conflict disconnect)")
 			return
 		}
 		n.peerDisk = Inconsistent
-		if d.Full() {
-			n.peerNeedsFull()
-		}
-		n.logf("resync to %s needed (%s); resync is not implemented yet: the peer stays Inconsistent", n.cfg.Peer, d)
+		n.disk = UpToDate // an Outdated or Consistent source becomes UpToDate (sanitize_state)
+		n.ready.SetAllOutOfSync = d.Full()
+		n.ready.SendBitmap = true
+		n.conn = WFBitMapS
 	}
 }
 
@@ -559,6 +611,11 @@ func (n *Node) peerChanged(p PeerInfo) {
 	}
 	oldDisk := n.peerDisk
 	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
+	if n.conn.Syncing() && p.Disk == Inconsistent {
+		// Through the resync the peer is Inconsistent by design.
+		oldDisk = Inconsistent
+	}
+	n.peerSync(oldDisk, p)
 	if n.role == Primary && n.disk == Diskless {
 		n.exposed = p.GI[meta.Current]
 	}
@@ -603,9 +660,14 @@ func (n *Node) ioMode() IOMode {
 	m.Local = n.disk.hasData()
 	m.Mirror = n.conn.Established() && n.peerDisk.hasData()
 	m.PeerReads = n.disk != UpToDate && n.conn.Established() && n.peerDisk == UpToDate
+	if m.PeerReads && m.Local && (n.conn == SyncTarget || n.conn == PausedSyncT) {
+		// The bitmap is the union of both: what it does not mark is
+		// already here.
+		m.PeerReads, m.ReadDirtyFromPeer = false, true
+	}
 	if !m.Serve {
 		// A Secondary writes only what the peer sends, through the link.
-		m.Mirror, m.PeerReads = false, false
+		m.Mirror, m.PeerReads, m.ReadDirtyFromPeer = false, false, false
 	}
 	return m
 }
@@ -649,6 +711,16 @@ func (n *Node) checkInvariants() {
 	}
 	if n.lastIOMode.Serve && n.role != Primary {
 		panic("fsm: serving I/O as Secondary")
+	}
+	switch n.conn {
+	case WFBitMapS, SyncSource, PausedSyncS:
+		if n.disk != UpToDate {
+			panic(fmt.Sprintf("fsm: %s with disk %s", n.conn, n.disk))
+		}
+	case WFSyncUUID, SyncTarget, PausedSyncT:
+		if n.disk != Inconsistent || n.peerDisk != UpToDate {
+			panic(fmt.Sprintf("fsm: %s with disks %s/%s", n.conn, n.disk, n.peerDisk))
+		}
 	}
 }
 

@@ -29,7 +29,10 @@ type IOMode struct {
 	Local     bool // the local disk is read and written
 	Mirror    bool // writes are sent to the peer
 	PeerReads bool // reads are sent to the peer (no usable local disk)
-	Protocol  byte // the replication protocol ('A', 'B', 'C')
+	// ReadDirtyFromPeer: a sync target with UpToDate peer reads the
+	// blocks still out of sync from the peer and the others locally.
+	ReadDirtyFromPeer bool
+	Protocol          byte // the replication protocol ('A', 'B', 'C')
 	// PassOn: a local I/O error is returned to the NBD client
 	// (on-io-error pass_on) instead of being reported as DiskFailed
 	// and hidden by the peer.
@@ -93,6 +96,10 @@ type Action struct {
 //     ActCloseDisk or ActCloseLink finds the data path already off the
 //     disk or the link: the driver drains what is in flight and closes.
 //  4. SendState: the node's State goes to the peer.
+//  5. SendBitmap: this node's bitmap goes to the peer (after the State,
+//     so the peer knows this node's disk state when the bitmap arrives).
+//  6. SyncUUID, if non-zero, goes to the peer (the sync source, after
+//     its rotated generation identifiers were persisted in step 1).
 //
 // Log holds lines for the log, in DRBD's style ("conn( WFConnection ->
 // Connected )").
@@ -104,10 +111,13 @@ type Ready struct {
 	Actions         []Action
 	IOMode          *IOMode
 	SendState       bool
+	SendBitmap      bool
+	SyncUUID        uint64
 	Log             []string
 }
 
 // Empty reports a Ready with nothing to do.
 func (r *Ready) Empty() bool {
-	return !r.SetAllOutOfSync && r.Meta == nil && len(r.Actions) == 0 && r.IOMode == nil && !r.SendState && len(r.Log) == 0
+	return !r.SetAllOutOfSync && r.Meta == nil && len(r.Actions) == 0 && r.IOMode == nil && !r.SendState &&
+		!r.SendBitmap && r.SyncUUID == 0 && len(r.Log) == 0
 }

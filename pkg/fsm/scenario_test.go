@@ -38,7 +38,8 @@ func newCluster(out *strings.Builder) *cluster {
 		peer := map[string]string{"a": "b", "b": "a"}[name]
 		c.nodes[name] = New(Config{Name: "r0@" + name, Self: name, Peer: peer, Protocol: 'C', Dialer: name == "a",
 			PingInt: 10, PingTimeout: 2, Timeout: 5, KoCount: 3, ConnectInt: 8,
-			NewUUID: func() uint64 { c.uuids++; return c.uuids << 8 }})
+			VerifyAlg: name == "a",
+			NewUUID:   func() uint64 { c.uuids++; return c.uuids << 8 }})
 		c.disks[name] = &MetaState{GI: meta.GI{meta.UUIDJustCreated}}
 	}
 	return c
@@ -48,7 +49,8 @@ func (c *cluster) other(name string) string { return map[string]string{"a": "b",
 
 func (c *cluster) peerInfo(name string) PeerInfo {
 	n := c.nodes[name]
-	return PeerInfo{Role: n.role, Disk: n.disk, GI: n.gi, CrashedPrimary: n.crashedPrimary}
+	return PeerInfo{Role: n.role, Disk: n.disk, GI: n.gi, CrashedPrimary: n.crashedPrimary,
+		UserPaused: n.userPaused, VerifySource: n.conn == VerifyS}
 }
 
 // settle runs the Ready loops of both nodes until neither has work.
@@ -76,9 +78,17 @@ func (c *cluster) settle() {
 			for _, a := range rd.Actions {
 				c.do(name, a)
 			}
-			if rd.SendState && c.link {
-				o := c.other(name)
+			o := c.other(name)
+			if rd.SendState && c.link && !c.cut {
 				c.step(o, PeerChanged{Peer: c.peerInfo(name)})
+			}
+			if rd.SendBitmap && c.link && !c.cut {
+				fmt.Fprintf(c.out, "%s: bitmap sent\n", name)
+				c.step(o, BitmapReceived{})
+			}
+			if rd.SyncUUID != 0 && c.link && !c.cut {
+				fmt.Fprintf(c.out, "%s: sync UUID %x sent\n", name, rd.SyncUUID)
+				c.step(o, SyncUUIDReceived{UUID: rd.SyncUUID})
 			}
 		}
 		if !busy {
@@ -139,7 +149,7 @@ func (c *cluster) status() {
 		for _, f := range []struct {
 			on   bool
 			name string
-		}{{io.Serve, "serve"}, {io.Local, "local"}, {io.Mirror, "mirror"}, {io.PeerReads, "peer-reads"}} {
+		}{{io.Serve, "serve"}, {io.Local, "local"}, {io.Mirror, "mirror"}, {io.PeerReads, "peer-reads"}, {io.ReadDirtyFromPeer, "dirty-reads-from-peer"}} {
 			if f.on {
 				m = append(m, f.name)
 			}
@@ -233,6 +243,23 @@ func (c *cluster) run(t *testing.T, line string) {
 			}
 			c.settle()
 		}
+	case "invalidate":
+		c.step(f[1], Invalidate{})
+	case "invalidate-remote":
+		c.step(f[1], InvalidateRemote{})
+	case "pause-sync":
+		c.step(f[1], PauseSync{})
+	case "resume-sync":
+		c.step(f[1], ResumeSync{})
+	case "verify":
+		c.step(f[1], StartVerify{})
+	case "resync-done":
+		// The sync target's engine fetched every block.
+		c.step(f[1], ResyncDone{})
+	case "resync-failed":
+		c.step(f[1], ResyncFailed{Err: fmt.Errorf("link failed")})
+	case "verify-done":
+		c.step(f[1], VerifyDone{})
 	case "status":
 		c.status()
 	default:

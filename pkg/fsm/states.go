@@ -22,8 +22,9 @@ func (r Role) String() string {
 }
 
 // ConnState is the state of the peer connection, with DRBD 8.4's names
-// (drbd_conns). The sync states are named here for the status file; the
-// resync that enters them arrives with the resync issue.
+// (drbd_conns). StartingSyncS/T, Ahead and Behind are named for the
+// status file but never entered (twinblock goes straight to WFBitMapS/T
+// and has no congestion policy).
 type ConnState uint8
 
 // The connection states.
@@ -70,6 +71,10 @@ func (c ConnState) String() string {
 
 // Established reports a usable connection (Connected or later).
 func (c ConnState) Established() bool { return c >= Connected }
+
+// Syncing reports the states of a resync or verify in progress, from the
+// bitmap exchange on.
+func (c ConnState) Syncing() bool { return c > Connected }
 
 // DiskState is the state of a node's data (drbd_disk_state), ordered as
 // DRBD orders them: comparisons such as d >= Outdated are meaningful.
@@ -142,8 +147,12 @@ func (e *StateError) Error() string {
 var (
 	ErrTwoPrimaries   = &StateError{-1, "Multiple primaries not allowed by config"}
 	ErrNoUpToDateDisk = &StateError{-2, "Need access to UpToDate data"}
+	ErrNoRemoteDisk   = &StateError{-5, "Can not start OV/resync since peer has no disk"}
+	ErrResyncRunning  = &StateError{-8, "Can not start OV/resync since it is already active"}
 	ErrIsDiskless     = &StateError{-11, "Device is diskless, the requested operation requires a disk"}
 	ErrDeviceInUse    = &StateError{-12, "Device is held open by someone"}
+	ErrNoVerifyAlg    = &StateError{-14, "Can not start OV/resync since verify-alg is not configured"}
+	ErrNeedConnection = &StateError{-15, "Need a connection to start verify or resync"}
 	ErrInTransient    = &StateError{-18, "In transient state, retry after next state change"}
 )
 
