@@ -240,7 +240,12 @@ func keywordList() []keyword {
 		str(secNet, "verify-alg", true, ""),
 		yesNo(secNet, "use-rle", "yes", true, ""),
 		integer(secNet, "socket-check-timeout", 0, 300, "0", tenths, tenthSecond, false),
-		keyword{section: secNet, name: "compression", kind: kindEnum, def: "none", values: []string{"none", "s2", "zstd"}, implemented: true, twinblock: true, note: "replication stream compression"},
+		keyword{section: secNet, name: "compression", kind: kindEnum, def: "none", values: []string{"none", "s2", "zstd"}, implemented: true, twinblock: true, note: "compression of resync data (and of replicated writes with compress-replication)"},
+		func() keyword {
+			k := yesNo(secNet, "compress-replication", "no", true, "compress replicated application writes too, not only resync")
+			k.twinblock = true
+			return k
+		}(),
 	)
 	// disk
 	ks = append(ks,
