@@ -98,6 +98,15 @@ func (p *Progress) Resume(now time.Time) {
 // Paused reports whether the Progress is paused.
 func (p *Progress) Paused() bool { return p.paused }
 
+// PausedFor is the time spent paused up to now, the current pause included.
+func (p *Progress) PausedFor(now time.Time) time.Duration {
+	d := p.pausedFor
+	if p.paused {
+		d += max(now.Sub(p.pausedAt), 0)
+	}
+	return d
+}
+
 // Snapshot returns the progress at now for the status file, in the form
 // status.WriteProcDRBD's progress lines expect:
 //

@@ -107,6 +107,7 @@ func TestProgressPause(t *testing.T) {
 	p.Pause(at(100))
 	p.Pause(at(150)) // a second Pause does nothing
 	assert.True(t, p.Paused())
+	assert.Equal(t, 5*time.Second, p.PausedFor(at(150)))
 	// Ten minutes paused: Update does nothing, Snapshot's clock stands still.
 	for i := 101; i <= 6100; i++ {
 		p.Update(at(i), left)
@@ -117,6 +118,7 @@ func TestProgressPause(t *testing.T) {
 	p.Resume(at(6100))
 	p.Resume(at(6200)) // a second Resume does nothing
 	assert.False(t, p.Paused())
+	assert.Equal(t, 600*time.Second, p.PausedFor(at(7000)), "only the pause")
 	left = runAt(p, 6101, 6300, left, 100<<10) // 20 s more
 	s = p.Snapshot(at(6300), left, 0, false)
 	assert.Equal(t, 30*time.Second, s.Elapsed, "the pause is not in the average")
