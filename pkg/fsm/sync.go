@@ -219,6 +219,7 @@ func (n *Node) startVerify(hasAlg bool) error {
 		return ErrNoUpToDateDisk
 	}
 	n.conn = VerifyS
+	n.ready.SendState = true // the peer becomes VerifyT
 	n.logf("Online verify started")
 	return nil
 }
