@@ -3,6 +3,7 @@ module github.com/twinblock/twinblock
 go 1.26.8
 
 require (
+	github.com/klauspost/compress v1.17.11
 	github.com/pojntfx/go-nbd v0.3.2
 	github.com/spf13/cobra v1.10.2
 	github.com/stretchr/testify v1.12.1

@@ -25,7 +25,7 @@ const (
 	// HeaderSize is the size of a frame header.
 	HeaderSize = 16
 	// MaxPayloadSize bounds the bulk payload of one message (the data of
-	// a Data or ReadReply, the RLE of a Bitmap): 64 MiB.
+	// a Data, ReadReply or ResyncReply, the RLE of a Bitmap): 64 MiB.
 	MaxPayloadSize = 64 << 20
 	// MaxFixed bounds the fixed fields that travel with a bulk payload.
 	MaxFixed = 4096
@@ -76,7 +76,8 @@ type Message interface {
 	// appendFixed appends every field except the bulk payload.
 	appendFixed(dst []byte) []byte
 	// bulk is the bulk payload sent after the fixed fields (Data,
-	// ReadReply and Bitmap), nil for the other types.
+	// ReadReply, Bitmap, ResyncReply, VerifyRequest, VerifyReply), nil
+	// for the other types.
 	bulk() []byte
 	// parse sets every field from the payload. For bulk types b holds the
 	// fixed fields and bulk the rest; for the others b is the whole
@@ -128,12 +129,12 @@ func putHeader(h []byte, t Type, flags uint16, length uint32) {
 
 // Decoder reads frames from a stream and decodes them.
 //
-// Ownership: the message Next returns, and every byte slice in it (Data
-// and ReadReply payloads, Bitmap RLE, nonces and MACs), belong to the
-// decoder and stay valid only until the next call of Next; copy what you
-// keep. Strings (Hello names, Goodbye reason) are ordinary Go strings.
-// With SetPayloadBuffer, Data and ReadReply payloads are read into the
-// caller's buffers instead and belong to the caller.
+// Ownership: the message Next returns, and every byte slice in it (Data,
+// ReadReply and ResyncReply payloads, Bitmap RLE, digests, mismatch
+// bits, nonces and MACs), belong to the decoder and stay valid only until
+// the next call of Next; copy what you keep. Strings (Hello names, Goodbye reason) are ordinary Go strings.
+// With SetPayloadBuffer, Data, ReadReply and ResyncReply payloads are
+// read into the caller's buffers instead and belong to the caller.
 //
 // The decoder reads ahead: once a stream is given to a Decoder, read it
 // only through the decoder. After an error the stream cannot be trusted;
@@ -172,6 +173,12 @@ type Decoder struct {
 		readRequest   ReadRequest
 		readReply     ReadReply
 		bitmap        Bitmap
+		syncUUID      SyncUUID
+		resyncRequest ResyncRequest
+		resyncReply   ResyncReply
+		resyncAck     ResyncAck
+		verifyRequest VerifyRequest
+		verifyReply   VerifyReply
 		ping          Ping
 		pingAck       PingAck
 		goodbye       Goodbye
@@ -204,8 +211,8 @@ func (d *Decoder) SetMaxFrame(n int) {
 	d.maxFrame = n
 }
 
-// SetPayloadBuffer makes Next read the payload of every Data and ReadReply
-// into a buffer obtained from get instead of into the decoder's own, so a
+// SetPayloadBuffer makes Next read the payload of every Data, ReadReply
+// and ResyncReply into a buffer obtained from get instead of into the decoder's own, so a
 // receiver can hand it to the disk without a copy. get is called with the
 // payload's size n (1..MaxPayloadSize) once the frame's header and fixed
 // fields are valid; it returns a slice of at least n bytes, of which the
@@ -303,10 +310,10 @@ func readPayload(r io.Reader, b []byte) error {
 	return err
 }
 
-// readBulk reads n bulk bytes into the caller's buffer (Data and ReadReply
-// with SetPayloadBuffer) or into d.buf, which grows as bytes arrive.
+// readBulk reads n bulk bytes into the caller's buffer (Data, ReadReply
+// and ResyncReply with SetPayloadBuffer) or into d.buf, which grows as bytes arrive.
 func (d *Decoder) readBulk(t Type, n int) ([]byte, error) {
-	if d.getBuf != nil && (t == TypeData || t == TypeReadReply) {
+	if d.getBuf != nil && (t == TypeData || t == TypeReadReply || t == TypeResyncReply) {
 		if b := d.getBuf(n); b != nil {
 			if len(b) < n {
 				return nil, fmt.Errorf("payload buffer of %d bytes is too short", len(b))
@@ -376,6 +383,18 @@ func (d *Decoder) message(t Type) Message {
 		return &d.m.readReply
 	case TypeBitmap:
 		return &d.m.bitmap
+	case TypeSyncUUID:
+		return &d.m.syncUUID
+	case TypeResyncRequest:
+		return &d.m.resyncRequest
+	case TypeResyncReply:
+		return &d.m.resyncReply
+	case TypeResyncAck:
+		return &d.m.resyncAck
+	case TypeVerifyRequest:
+		return &d.m.verifyRequest
+	case TypeVerifyReply:
+		return &d.m.verifyReply
 	case TypePing:
 		return &d.m.ping
 	case TypePingAck:

@@ -34,7 +34,13 @@ const (
 	TypeReadRequest Type = 0x0400
 	TypeReadReply   Type = 0x0401
 
-	TypeBitmap Type = 0x0500
+	TypeBitmap        Type = 0x0500
+	TypeSyncUUID      Type = 0x0501
+	TypeResyncRequest Type = 0x0510
+	TypeResyncReply   Type = 0x0511
+	TypeResyncAck     Type = 0x0512
+	TypeVerifyRequest Type = 0x0520
+	TypeVerifyReply   Type = 0x0521
 
 	TypePing    Type = 0x0f00
 	TypePingAck Type = 0x0f01
@@ -77,6 +83,18 @@ func (t Type) String() string {
 		return "ReadReply"
 	case TypeBitmap:
 		return "Bitmap"
+	case TypeSyncUUID:
+		return "SyncUUID"
+	case TypeResyncRequest:
+		return "ResyncRequest"
+	case TypeResyncReply:
+		return "ResyncReply"
+	case TypeResyncAck:
+		return "ResyncAck"
+	case TypeVerifyRequest:
+		return "VerifyRequest"
+	case TypeVerifyReply:
+		return "VerifyReply"
 	case TypePing:
 		return "Ping"
 	case TypePingAck:
@@ -110,6 +128,7 @@ const (
 	readRequestSize = 20
 	readReplyFixed  = 12
 	bitmapFixed     = 9
+	dataZeroLen     = 4            // the payload of a DataAllZero Data: its length
 	maxSmallPayload = MaxReasonLen // the largest non-bulk payload
 	helloMaxPayload = helloFixed + 3*(1+MaxNameLen)
 	helloMinPayload = helloFixed + 3*(1+1)
@@ -153,6 +172,19 @@ func limitsOf(t Type) limits {
 		return limits{min: readReplyFixed, max: readReplyFixed + MaxPayloadSize, bulk: true, fixed: readReplyFixed}
 	case TypeBitmap:
 		return limits{min: bitmapFixed, max: bitmapFixed + MaxPayloadSize, bulk: true, fixed: bitmapFixed}
+	case TypeSyncUUID:
+		return limits{min: syncUUIDSize, max: syncUUIDSize}
+	case TypeResyncRequest:
+		return limits{min: resyncRequestFixed, max: resyncRequestFixed + MaxDigestSize}
+	case TypeResyncReply:
+		return limits{min: resyncReplyFixed, max: resyncReplyFixed + MaxPayloadSize, bulk: true, fixed: resyncReplyFixed}
+	case TypeResyncAck:
+		return limits{min: resyncAckSize, max: resyncAckSize}
+	case TypeVerifyRequest:
+		return limits{min: verifyRequestFixed + minDigestSize, max: verifyRequestFixed + maxVerifyDigests,
+			bulk: true, fixed: verifyRequestFixed}
+	case TypeVerifyReply:
+		return limits{min: verifyReplyFixed, max: verifyReplyFixed + maxVerifyMask, bulk: true, fixed: verifyReplyFixed}
 	case TypePing, TypePingAck:
 		return limits{}
 	case TypeGoodbye:
@@ -169,8 +201,8 @@ type Features uint64
 // The feature bits.
 const (
 	FeatureRLE          Features = 1 << 0 // Bitmap chunks are run-length encoded
-	FeatureCompressS2   Features = 1 << 1 // planned, issue 5
-	FeatureCompressZstd Features = 1 << 2 // planned, issue 5
+	FeatureCompressS2   Features = 1 << 1 // the node decodes s2-compressed payloads (every node announces it)
+	FeatureCompressZstd Features = 1 << 2 // the node decodes zstd-compressed payloads (every node announces it)
 	FeatureTrim         Features = 1 << 3 // the node executes Trim
 	FeatureWriteZeroes  Features = 1 << 4 // the node executes WriteZeroes
 )
@@ -210,12 +242,50 @@ const (
 	// DataNoHole: WriteZeroes must allocate, not punch a hole
 	// (NBD_CMD_FLAG_NO_HOLE). Only WriteZeroes may carry it.
 	DataNoHole DataFlags = 1 << 2
+	// DataCompressS2 and DataCompressZstd: Data only, at most one of
+	// them: the payload is compressed (one s2 block; zstd frames), and
+	// the write is what it decodes to. The sender sets them only for a
+	// peer that announced FeatureCompressS2 / FeatureCompressZstd.
+	DataCompressS2   DataFlags = 1 << 3
+	DataCompressZstd DataFlags = 1 << 4
+	// DataAllZero: Data only, not with compression: the write is
+	// ZeroLength zero bytes, and the payload is that length (4 bytes)
+	// instead of the zeroes. Sent under the same condition as the
+	// compression flags.
+	DataAllZero DataFlags = 1 << 5
+
+	dataCodecFlags = DataCompressS2 | DataCompressZstd
 )
 
 var dataFlagNames = []struct {
 	f    DataFlags
 	name string
-}{{DataFUA, "fua"}, {DataFlushBefore, "flush-before"}, {DataNoHole, "no-hole"}}
+}{
+	{DataFUA, "fua"}, {DataFlushBefore, "flush-before"}, {DataNoHole, "no-hole"},
+	{DataCompressS2, "compress-s2"}, {DataCompressZstd, "compress-zstd"}, {DataAllZero, "all-zero"},
+}
+
+// codec returns the compression the flags announce.
+func (f DataFlags) codec() Codec {
+	switch f & dataCodecFlags {
+	case DataCompressS2:
+		return CodecS2
+	case DataCompressZstd:
+		return CodecZstd
+	}
+	return CodecNone
+}
+
+// codecFlag is the Data flag of a codec (0 for CodecNone).
+func codecFlag(c Codec) DataFlags {
+	switch c {
+	case CodecS2:
+		return DataCompressS2
+	case CodecZstd:
+		return DataCompressZstd
+	}
+	return 0
+}
 
 // String lists the flags by name, "|"-separated.
 func (f DataFlags) String() string {
@@ -245,8 +315,15 @@ const (
 	// StateSkipInitialSync: new-current-uuid --clear-bitmap: both sides are
 	// known identical, skip the initial full sync.
 	StateSkipInitialSync StateFlags = 1 << 3
+	// StateUserPaused: pause-sync: the resync is paused by this node's
+	// administrator (DRBD's user_isp, which 8.4 sends in P_STATE).
+	StateUserPaused StateFlags = 1 << 8
+	// StateVerifySource: this node runs an online verify as VerifyS
+	// (DRBD's C_VERIFY_S connection state, which 8.4 sends in P_STATE).
+	StateVerifySource StateFlags = 1 << 9
 
-	stateFlagsKnown = StateDiscardMyData | StateCrashedPrimary | StateInconsistent | StateSkipInitialSync
+	stateFlagsKnown = StateDiscardMyData | StateCrashedPrimary | StateInconsistent | StateSkipInitialSync |
+		StateUserPaused | StateVerifySource
 )
 
 var stateFlagNames = []struct {
@@ -255,6 +332,7 @@ var stateFlagNames = []struct {
 }{
 	{StateDiscardMyData, "discard-my-data"}, {StateCrashedPrimary, "crashed-primary"},
 	{StateInconsistent, "inconsistent"}, {StateSkipInitialSync, "skip-initial-sync"},
+	{StateUserPaused, "user-paused"}, {StateVerifySource, "verify-source"},
 }
 
 // String lists the flags by name, "|"-separated.
@@ -519,31 +597,53 @@ func (m *State) parse(b, _ []byte) error {
 // Data is one write mirrored to the peer. ID is the sender's sequence
 // number, strictly increasing per connection and shared with Trim,
 // WriteZeroes and Barrier; the peer's acks name it.
+//
+// With DataCompressS2 or DataCompressZstd the payload is compressed and
+// the write is what it decodes to (the receiver bounds that by its
+// MaxPayload); with DataAllZero there is no payload: the write is
+// ZeroLength zero bytes.
 type Data struct {
-	ID      uint64
-	Epoch   uint64 // reserved for fencing a stale Primary; not interpreted yet
-	Offset  uint64 // byte offset on the device
-	Flags   DataFlags
-	Payload []byte // 1..MaxPayloadSize bytes; Offset+len fits in an int64
+	ID         uint64
+	Epoch      uint64 // reserved for fencing a stale Primary; not interpreted yet
+	Offset     uint64 // byte offset on the device
+	Flags      DataFlags
+	Payload    []byte // 1..MaxPayloadSize bytes (none with DataAllZero); Offset+len fits in an int64
+	ZeroLength uint32 // DataAllZero only: 1..MaxPayloadSize; else 0
 }
 
 func (*Data) Type() Type { return TypeData }
 
 func (m *Data) check() error {
-	if err := checkRange(TypeData, m.Offset, uint64(len(m.Payload)), MaxPayloadSize); err != nil {
-		return err
-	}
-	if u := m.Flags &^ (DataFUA | DataFlushBefore); u != 0 {
+	if u := m.Flags &^ (DataFUA | DataFlushBefore | dataCodecFlags | DataAllZero); u != 0 {
 		return violation(TypeData, "flags %v not allowed", u)
 	}
-	return nil
+	if m.Flags&dataCodecFlags == dataCodecFlags {
+		return violation(TypeData, "flags %v: two compressions", m.Flags)
+	}
+	if m.Flags&DataAllZero == 0 {
+		if m.ZeroLength != 0 {
+			return violation(TypeData, "zero length %d without all-zero", m.ZeroLength)
+		}
+		return checkRange(TypeData, m.Offset, uint64(len(m.Payload)), MaxPayloadSize)
+	}
+	if m.Flags&dataCodecFlags != 0 {
+		return violation(TypeData, "flags %v: all-zero data is not compressed", m.Flags)
+	}
+	if len(m.Payload) != 0 {
+		return violation(TypeData, "all-zero with %d bytes of data", len(m.Payload))
+	}
+	return checkRange(TypeData, m.Offset, uint64(m.ZeroLength), MaxPayloadSize)
 }
 
 func (m *Data) appendFixed(dst []byte) []byte {
 	dst = be.AppendUint64(dst, m.ID)
 	dst = be.AppendUint64(dst, m.Epoch)
 	dst = be.AppendUint64(dst, m.Offset)
-	return be.AppendUint32(dst, uint32(m.Flags))
+	dst = be.AppendUint32(dst, uint32(m.Flags))
+	if m.Flags&DataAllZero != 0 {
+		dst = be.AppendUint32(dst, m.ZeroLength)
+	}
+	return dst
 }
 
 func (m *Data) bulk() []byte { return m.Payload }
@@ -553,7 +653,13 @@ func (m *Data) parse(b, bulk []byte) error {
 	m.Epoch = be.Uint64(b[8:])
 	m.Offset = be.Uint64(b[16:])
 	m.Flags = DataFlags(be.Uint32(b[24:]))
-	m.Payload = bulk
+	m.Payload, m.ZeroLength = bulk, 0
+	if m.Flags&DataAllZero != 0 {
+		if len(bulk) != dataZeroLen {
+			return violation(TypeData, "all-zero with a payload of %d bytes, want %d (the length)", len(bulk), dataZeroLen)
+		}
+		m.Payload, m.ZeroLength = nil, be.Uint32(bulk)
+	}
 	return nil
 }
 
@@ -747,39 +853,6 @@ func (m *ReadReply) appendFixed(dst []byte) []byte {
 func (m *ReadReply) bulk() []byte { return m.Payload }
 func (m *ReadReply) parse(b, bulk []byte) error {
 	m.ID, m.Errno, m.Payload = be.Uint64(b), be.Uint32(b[8:]), nilIfEmpty(bulk)
-	return nil
-}
-
-// ---- Resync ----
-
-// Bitmap is one chunk of a node's dirty bitmap, sent at connect time when
-// a resync is needed (issue 5 defines the exchange). Offset is the bit
-// number the chunk starts at; RLE is opaque here.
-type Bitmap struct {
-	Offset uint64
-	Last   bool   // the sender's last chunk
-	RLE    []byte // 0..MaxPayloadSize bytes
-}
-
-func (*Bitmap) Type() Type { return TypeBitmap }
-
-func (m *Bitmap) check() error {
-	if len(m.RLE) > MaxPayloadSize {
-		return violation(TypeBitmap, "%d bytes, max %d", len(m.RLE), MaxPayloadSize)
-	}
-	return nil
-}
-
-func (m *Bitmap) appendFixed(dst []byte) []byte {
-	return appendBool(be.AppendUint64(dst, m.Offset), m.Last)
-}
-func (m *Bitmap) bulk() []byte { return m.RLE }
-func (m *Bitmap) parse(b, bulk []byte) error {
-	last, err := parseBool(TypeBitmap, "last", b[8])
-	if err != nil {
-		return err
-	}
-	m.Offset, m.Last, m.RLE = be.Uint64(b), last, nilIfEmpty(bulk)
 	return nil
 }
 

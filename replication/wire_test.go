@@ -14,6 +14,7 @@ import (
 	"testing"
 	"testing/iotest"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -66,6 +67,31 @@ func samples(big bool) []sample {
 		{"read reply error", &ReadReply{ID: 2, Errno: 5}},
 		{"bitmap", &Bitmap{Offset: 1 << 20, RLE: []byte{0x80, 0x01, 0x05}}},
 		{"bitmap last empty", &Bitmap{Offset: math.MaxUint64, Last: true}},
+		{"data s2", &Data{ID: 43, Offset: 8192, Flags: DataCompressS2 | DataFUA, Payload: []byte{1, 2, 3}}},
+		{"data zstd", &Data{ID: 44, Offset: 8192, Flags: DataCompressZstd | DataFlushBefore, Payload: []byte{4}}},
+		{"data all zero", &Data{ID: 45, Epoch: 1, Offset: 4096, Flags: DataAllZero | DataFUA, ZeroLength: 1 << 20}},
+		{"data all zero max", &Data{ID: 46, Offset: math.MaxInt64 - MaxPayloadSize, Flags: DataAllZero, ZeroLength: MaxPayloadSize}},
+		{"sync uuid", &SyncUUID{UUID: 0x0123456789abcdef}},
+		{"sync uuid zero", &SyncUUID{}},
+		{"resync request", &ResyncRequest{ID: 1, Offset: 4096, Length: 1 << 20}},
+		{"resync request crc32c", &ResyncRequest{ID: 2, Offset: 0, Length: 4096, Alg: DigestCRC32C, Csum: []byte{1, 2, 3, 4}}},
+		{"resync request sha256 max", &ResyncRequest{ID: math.MaxUint64, Offset: math.MaxInt64 - MaxPayloadSize, Length: MaxPayloadSize,
+			Alg: DigestSHA256, Csum: bytes.Repeat([]byte{0xee}, 32)}},
+		{"resync reply data", &ResyncReply{ID: 1, Payload: pattern(4096)}},
+		{"resync reply s2", &ResyncReply{ID: 2, Codec: CodecS2, Payload: []byte{9, 9}}},
+		{"resync reply zstd", &ResyncReply{ID: 3, Codec: CodecZstd, Payload: []byte{7}}},
+		{"resync reply in sync", &ResyncReply{ID: 4, Status: StatusInSync}},
+		{"resync reply zero", &ResyncReply{ID: 5, Status: StatusZero}},
+		{"resync reply error", &ResyncReply{ID: 6, Status: StatusError, Errno: 5}},
+		{"resync reply alg mismatch", &ResyncReply{ID: 7, Status: StatusAlgMismatch}},
+		{"resync ack", &ResyncAck{ID: 8, Offset: 1 << 20, Length: 4096}},
+		{"resync ack failed", &ResyncAck{ID: math.MaxUint64, Offset: math.MaxInt64 - MaxPayloadSize, Length: MaxPayloadSize, Errno: 28}},
+		{"verify request", &VerifyRequest{ID: 1, Offset: 8192, Length: 3 * 4096, Alg: DigestMD5, Digests: pattern(3 * 16)}},
+		{"verify request short block", &VerifyRequest{ID: 2, Offset: 0, Length: 4097, Alg: DigestSHA1, Digests: pattern(2 * 20)}},
+		{"verify reply", &VerifyReply{ID: 1, Mismatch: []byte{0x05}}},
+		{"verify reply max", &VerifyReply{ID: 2, Mismatch: pattern(maxVerifyMask)}},
+		{"verify reply error", &VerifyReply{ID: 3, Status: StatusError, Errno: 5}},
+		{"verify reply alg mismatch", &VerifyReply{ID: 4, Status: StatusAlgMismatch}},
 		{"ping", &Ping{}},
 		{"ping ack", &PingAck{}},
 		{"goodbye", &Goodbye{Reason: "disconnect requested"}},
@@ -77,10 +103,15 @@ func samples(big bool) []sample {
 			sample{"data 64 MiB", &Data{ID: 5, Payload: pattern(MaxPayloadSize)}},
 			sample{"read reply 64 MiB", &ReadReply{ID: 6, Payload: pattern(MaxPayloadSize)}},
 			sample{"bitmap 64 MiB", &Bitmap{RLE: pattern(MaxPayloadSize)}},
+			sample{"resync reply 64 MiB", &ResyncReply{ID: 7, Payload: pattern(MaxPayloadSize)}},
+			sample{"verify request 64 MiB", &VerifyRequest{ID: 3, Offset: 0, Length: MaxPayloadSize, Alg: DigestSHA256, Digests: pattern(maxVerifyDigests)}},
 		)
 	}
 	return s
 }
+
+// s2Block is n zero bytes compressed with s2.
+func s2Block(n int) []byte { return s2.Encode(nil, make([]byte, n)) }
 
 func pattern(n int) []byte {
 	b := make([]byte, n)
@@ -136,7 +167,8 @@ func TestRoundTrip(t *testing.T) {
 var allTypes = []Type{
 	TypeHello, TypeAuthChallenge, TypeAuthResponse, TypeAuthResult, TypeState,
 	TypeData, TypeTrim, TypeWriteZeroes, TypeBarrier, TypeBarrierAck, TypeRecvAck, TypeWriteAck, TypeNegAck,
-	TypeReadRequest, TypeReadReply, TypeBitmap, TypePing, TypePingAck, TypeGoodbye,
+	TypeReadRequest, TypeReadReply, TypeBitmap, TypeSyncUUID, TypeResyncRequest, TypeResyncReply, TypeResyncAck,
+	TypeVerifyRequest, TypeVerifyReply, TypePing, TypePingAck, TypeGoodbye,
 }
 
 // TestGoldenBytes pins the layout that docs/wire-protocol.md describes.
@@ -154,6 +186,17 @@ func TestGoldenBytes(t *testing.T) {
 		{&State{Role: 1, Disk: 8, GI: [4]uint64{0xa, 0xb, 0xc, 0xd}, MDFlags: 0x81, OutOfSync: 3, Flags: StateCrashedPrimary},
 			"74776270 0200 0000 00000034 4513b2b2 01 08 0000 00000081 000000000000000a 000000000000000b 000000000000000c 000000000000000d 0000000000000003 00000002"},
 		{&Ping{}, "74776270 0f00 0000 00000000 9870978c"},
+		{&Data{ID: 3, Offset: 0x1000, Flags: DataAllZero, ZeroLength: 0x10000},
+			"74776270 0300 0000 00000020 dbeb9fe5 0000000000000003 0000000000000000 0000000000001000 00000020 00010000"},
+		{&SyncUUID{UUID: 0x1122334455667788}, "74776270 0501 0000 00000008 aae91d1f 1122334455667788"},
+		{&ResyncRequest{ID: 1, Offset: 0x2000, Length: 0x1000, Alg: DigestCRC32C, Csum: []byte{0xca, 0xfe, 0xba, 0xbe}},
+			"74776270 0510 0000 0000001c 89759b01 0000000000000001 0000000000002000 00001000 01 000000 cafebabe"},
+		{&ResyncReply{ID: 1, Codec: CodecS2, Payload: []byte{0xab}},
+			"74776270 0511 0000 00000011 5e5efb1a 0000000000000001 00 01 0000 00000000 ab"},
+		{&ResyncAck{ID: 1, Offset: 0x2000, Length: 0x1000, Errno: 5},
+			"74776270 0512 0000 00000018 9ee9558e 0000000000000001 0000000000002000 00001000 00000005"},
+		{&VerifyReply{ID: 2, Mismatch: []byte{0x05}},
+			"74776270 0521 0000 00000011 ff5e8201 0000000000000002 00 000000 00000000 05"},
 	} {
 		want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 		require.NoError(t, err)
@@ -267,6 +310,39 @@ func TestDecodeMalformed(t *testing.T) {
 		{"read reply no data no error", frame(TypeReadReply, 0, cat(u64(1), u32(0))), ErrProtocol, 0},
 		{"read reply error with data", frame(TypeReadReply, 0, cat(u64(1), u32(5), []byte{1})), ErrProtocol, 0},
 		{"bitmap last 2", frame(TypeBitmap, 0, cat(u64(0), []byte{2})), ErrProtocol, 0},
+		{"data two compressions", frame(TypeData, 0, cat(dataFixed, u32(uint32(DataCompressS2|DataCompressZstd)), []byte{1})), ErrProtocol, 0},
+		{"data all zero without length", frame(TypeData, 0, cat(dataFixed, u32(uint32(DataAllZero)), []byte{1})), ErrProtocol, 0},
+		{"data all zero length 0", frame(TypeData, 0, cat(dataFixed, u32(uint32(DataAllZero)), u32(0))), ErrProtocol, 0},
+		{"data all zero over 64 MiB", frame(TypeData, 0, cat(dataFixed, u32(uint32(DataAllZero)), u32(MaxPayloadSize+1))), ErrProtocol, 0},
+		{"data all zero compressed", frame(TypeData, 0, cat(dataFixed, u32(uint32(DataAllZero|DataCompressS2)), u32(1))), ErrProtocol, 0},
+		{"data unknown flag 6", frame(TypeData, 0, cat(dataFixed, u32(1<<6), []byte{1})), ErrProtocol, 0},
+		{"sync uuid short", frame(TypeSyncUUID, 0, []byte{1, 2, 3, 4}), ErrProtocol, 0},
+		{"resync request unknown alg", frame(TypeResyncRequest, 0, cat(u64(1, 0), u32(4096), []byte{5, 0, 0, 0})), ErrProtocol, 0},
+		{"resync request csum of the wrong size", frame(TypeResyncRequest, 0, cat(u64(1, 0), u32(4096), []byte{1, 0, 0, 0}, make([]byte, 5))), ErrProtocol, 0},
+		{"resync request csum without alg", frame(TypeResyncRequest, 0, cat(u64(1, 0), u32(4096), []byte{0, 0, 0, 0}, make([]byte, 4))), ErrProtocol, 0},
+		{"resync request reserved", frame(TypeResyncRequest, 0, cat(u64(1, 0), u32(4096), []byte{0, 0, 1, 0})), ErrProtocol, 0},
+		{"resync request zero length", frame(TypeResyncRequest, 0, cat(u64(1, 0), u32(0), []byte{0, 0, 0, 0})), ErrProtocol, 0},
+		{"resync request too long", frame(TypeResyncRequest, 0, cat(u64(1, 0), u32(4096), []byte{4, 0, 0, 0}, make([]byte, 33))), ErrProtocol, 0},
+		{"resync reply unknown status", frame(TypeResyncReply, 0, cat(u64(1), []byte{5, 0, 0, 0}, u32(0))), ErrProtocol, 0},
+		{"resync reply unknown codec", frame(TypeResyncReply, 0, cat(u64(1), []byte{0, 3, 0, 0}, u32(0), []byte{1})), ErrProtocol, 0},
+		{"resync reply ok without data", frame(TypeResyncReply, 0, cat(u64(1), []byte{0, 0, 0, 0}, u32(0))), ErrProtocol, 0},
+		{"resync reply in sync with data", frame(TypeResyncReply, 0, cat(u64(1), []byte{1, 0, 0, 0}, u32(0), []byte{1})), ErrProtocol, 0},
+		{"resync reply zero compressed", frame(TypeResyncReply, 0, cat(u64(1), []byte{2, 1, 0, 0}, u32(0))), ErrProtocol, 0},
+		{"resync reply error without errno", frame(TypeResyncReply, 0, cat(u64(1), []byte{3, 0, 0, 0}, u32(0))), ErrProtocol, 0},
+		{"resync reply errno without error", frame(TypeResyncReply, 0, cat(u64(1), []byte{0, 0, 0, 0}, u32(5), []byte{1})), ErrProtocol, 0},
+		{"resync reply reserved", frame(TypeResyncReply, 0, cat(u64(1), []byte{1, 0, 0, 9}, u32(0))), ErrProtocol, 0},
+		{"resync ack zero length", frame(TypeResyncAck, 0, cat(u64(1, 0), u32(0), u32(0))), ErrProtocol, 0},
+		{"resync ack offset overflow", frame(TypeResyncAck, 0, cat(u64(1, math.MaxInt64), u32(1), u32(0))), ErrProtocol, 0},
+		{"verify request no alg", frame(TypeVerifyRequest, 0, cat(u64(1, 0), u32(4096), []byte{0, 0, 0, 0}, make([]byte, 4))), ErrProtocol, 0},
+		{"verify request unknown alg", frame(TypeVerifyRequest, 0, cat(u64(1, 0), u32(4096), []byte{9, 0, 0, 0}, make([]byte, 4))), ErrProtocol, 0},
+		{"verify request digests short", frame(TypeVerifyRequest, 0, cat(u64(1, 0), u32(8192), []byte{1, 0, 0, 0}, make([]byte, 4))), ErrProtocol, 0},
+		{"verify request digests long", frame(TypeVerifyRequest, 0, cat(u64(1, 0), u32(4096), []byte{1, 0, 0, 0}, make([]byte, 8))), ErrProtocol, 0},
+		{"verify request over 64 MiB", frame(TypeVerifyRequest, 0, cat(u64(1, 0), u32(MaxPayloadSize+1), []byte{1, 0, 0, 0}, make([]byte, 4))), ErrProtocol, 0},
+		{"verify reply in sync", frame(TypeVerifyReply, 0, cat(u64(1), []byte{1, 0, 0, 0}, u32(0))), ErrProtocol, 0},
+		{"verify reply ok without bits", frame(TypeVerifyReply, 0, cat(u64(1), []byte{0, 0, 0, 0}, u32(0))), ErrProtocol, 0},
+		{"verify reply error with bits", frame(TypeVerifyReply, 0, cat(u64(1), []byte{3, 0, 0, 0}, u32(5), []byte{1})), ErrProtocol, 0},
+		{"verify reply too many bits", frame(TypeVerifyReply, 0, cat(u64(1), []byte{0, 0, 0, 0}, u32(0), make([]byte, maxVerifyMask+1))), ErrProtocol, 0},
+		{"verify reply reserved", frame(TypeVerifyReply, 0, cat(u64(1), []byte{0, 1, 0, 0}, u32(0), []byte{1})), ErrProtocol, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := NewDecoder(bytes.NewReader(tc.in), tc.max)
@@ -431,7 +507,7 @@ func randomMessage(r *rand.Rand) Message {
 		}
 		return b
 	}
-	switch r.IntN(19) {
+	switch r.IntN(25) {
 	case 0:
 		return &Hello{ProtoMin: 1, ProtoMax: 1 + r.Uint32N(5), Resource: "r0", From: "alice", To: "bob",
 			DataSize: r.Uint64(), Protocol: "ABC"[r.IntN(3)], Features: Features(r.Uint64()), MaxPayload: MinMaxPayload + r.Uint32N(1<<20)}
@@ -467,6 +543,31 @@ func randomMessage(r *rand.Rand) Message {
 		return &ReadReply{ID: id, Payload: payload()}
 	case 17:
 		return &Bitmap{Offset: off, Last: r.IntN(2) == 0, RLE: payload()}
+	case 18:
+		return &SyncUUID{UUID: id}
+	case 19:
+		alg := DigestAlg(r.IntN(int(lastDigestAlg) + 1))
+		return &ResyncRequest{ID: id, Offset: off, Length: 1 + r.Uint32N(MaxPayloadSize), Alg: alg, Csum: nilIfEmpty(make([]byte, alg.Size()))}
+	case 20:
+		switch st := SyncStatus(r.IntN(int(lastSyncStatus) + 1)); st {
+		case StatusOK:
+			return &ResyncReply{ID: id, Codec: Codec(r.IntN(int(lastCodec) + 1)), Payload: payload()}
+		case StatusError:
+			return &ResyncReply{ID: id, Status: st, Errno: 1 + r.Uint32N(200)}
+		default:
+			return &ResyncReply{ID: id, Status: st}
+		}
+	case 21:
+		return &ResyncAck{ID: id, Offset: off, Length: 1 + r.Uint32N(MaxPayloadSize), Errno: r.Uint32N(2) * 5}
+	case 22:
+		alg := DigestAlg(1 + r.IntN(int(lastDigestAlg)))
+		n := 1 + r.Uint32N(64<<10)
+		return &VerifyRequest{ID: id, Offset: off, Length: n, Alg: alg, Digests: make([]byte, int(blocksOf(int64(n)))*alg.Size())}
+	case 23:
+		if r.IntN(4) == 0 {
+			return &VerifyReply{ID: id, Status: StatusError, Errno: 5}
+		}
+		return &VerifyReply{ID: id, Mismatch: []byte{byte(r.Uint32())}}
 	default:
 		switch r.IntN(3) {
 		case 0:
@@ -571,6 +672,20 @@ func TestTypeString(t *testing.T) {
 	assert.Equal(t, "none", DataFlags(0).String())
 	assert.Equal(t, "rle|write-zeroes|0x100", (FeatureRLE | FeatureWriteZeroes | 1<<8).String())
 	assert.Equal(t, "discard-my-data|crashed-primary", (StateDiscardMyData | StateCrashedPrimary).String())
+	assert.Equal(t, "user-paused|verify-source", (StateUserPaused | StateVerifySource).String())
+	assert.Equal(t, "fua|compress-s2|compress-zstd|all-zero", (DataFUA | DataCompressS2 | DataCompressZstd | DataAllZero).String())
+	assert.Equal(t, "ResyncRequest", TypeResyncRequest.String())
+	for a, want := range []string{"none", "crc32c", "md5", "sha1", "sha256", "DigestAlg(5)"} {
+		assert.Equal(t, want, DigestAlg(a).String())
+	}
+	assert.Equal(t, []int{0, 4, 16, 20, 32, 0}, []int{DigestNone.Size(), DigestCRC32C.Size(), DigestMD5.Size(), DigestSHA1.Size(),
+		DigestSHA256.Size(), DigestAlg(5).Size()})
+	for c, want := range []string{"none", "s2", "zstd", "Codec(3)"} {
+		assert.Equal(t, want, Codec(c).String())
+	}
+	for st, want := range []string{"ok", "in-sync", "zero", "error", "alg-mismatch", "SyncStatus(5)"} {
+		assert.Equal(t, want, SyncStatus(st).String())
+	}
 }
 
 func TestChallengeResponse(t *testing.T) {
