@@ -31,6 +31,12 @@ import (
 //     longer learn which of its acknowledged writes are durable here)
 //     after OnDiskError; a failing write or read is answered with its
 //     errno and reported to OnDiskError, and the link goes on.
+//   - Resync: the answers to this node's own ResyncRequests are writes
+//     of the ordering above (placed where they arrived among the peer's
+//     writes) but of no epoch, and are acked with a ResyncAck; the
+//     peer's ResyncRequests and VerifyRequests are reads, run under
+//     LockRange (resync.go). Compressed payloads are decoded here, by the
+//     worker, not by the receiver.
 //
 // Bounds: maxApplyOps operations (the receiver waits for a free one
 // before it reads further: backpressure through TCP), and MaxBuffers of
@@ -59,21 +65,48 @@ type applier struct {
 	acks     []uint64    // the flusher's scratch
 }
 
-// applyOp is one operation of the peer: a write (Data, Trim, WriteZeroes)
-// or a read (ReadRequest). The applier owns maxApplyOps of them.
+// applyOp is one operation of the peer: a write (Data, Trim,
+// WriteZeroes; and ResyncReply, the answer to this node's own resync
+// request, which is written like a Data arriving at that point but
+// belongs to no epoch) or a read (ReadRequest; ResyncRequest and
+// VerifyRequest, which read under LockRange). The applier owns
+// maxApplyOps of them.
 type applyOp struct {
 	kind    Type
 	id      uint64
 	off, n  int64
 	flags   DataFlags
-	buf     *payloadBuf // Data: the payload; ReadRequest: where to read
+	buf     *payloadBuf // Data, ResyncReply: the payload (decoded); ReadRequest: where to read
+	zbuf    *payloadBuf // compressed Data, ResyncReply: the payload as received; VerifyRequest: the digests
+	zlen    int         // bytes of zbuf used
+	codec   Codec       // zbuf's compression
 	charged int64       // bytes charged to the budget
-	epoch   uint64      // writes: the epoch they count in
+	epoch   uint64      // epochal writes: the epoch they count in
 	deps    int         // earlier overlapping ops not finished
 	waiters []*applyOp  // later ops that wait for this one
+
+	status SyncStatus          // ResyncReply
+	wire   int64               // ResyncReply: payload bytes received
+	call   *syncCall           // ResyncReply: the request it answers
+	alg    DigestAlg           // ResyncRequest (DigestNone: no checksum), VerifyRequest
+	csum   [MaxDigestSize]byte // ResyncRequest: the requester's checksum
 }
 
-func (op *applyOp) write() bool { return op.kind != TypeReadRequest }
+// write reports whether op writes: it is ordered after every earlier
+// overlapping op, and later overlapping ops wait for it.
+func (op *applyOp) write() bool {
+	switch op.kind {
+	case TypeReadRequest, TypeResyncRequest, TypeVerifyRequest:
+		return false
+	}
+	return true
+}
+
+// epochal reports whether op is a write of the write path, which counts
+// in its epoch and is acknowledged.
+func (op *applyOp) epochal() bool {
+	return op.kind == TypeData || op.kind == TypeTrim || op.kind == TypeWriteZeroes
+}
 
 func overlap(a, b *applyOp) bool { return a.off < b.off+b.n && b.off < a.off+a.n }
 
@@ -148,6 +181,27 @@ func (a *applier) charge(n int64) bool {
 	return true
 }
 
+// inflateBuffer turns the charge of a compressed payload (buf, charged)
+// into that of the n bytes it decodes to, waiting like charge (for local
+// disk progress only), and returns the compressed buffer (now
+// uncharged: it lives only until a worker decoded it), a buffer of n
+// bytes and the new charge. false once the link is ending (everything
+// is released).
+func (a *applier) inflateBuffer(buf *payloadBuf, charged, n int64) (zbuf, out *payloadBuf, outCharged int64, ok bool) {
+	a.mu.Lock()
+	for a.bytes-charged > 0 && a.bytes-charged+n > a.budget && !a.closing {
+		a.cond.Wait()
+	}
+	if a.closing {
+		a.mu.Unlock()
+		a.release(buf, charged)
+		return nil, nil, 0, false
+	}
+	a.bytes += n - charged
+	a.mu.Unlock()
+	return buf, a.pool.get(int(n)), n, true
+}
+
 // release gives back a buffer and its charge (both may be zero).
 func (a *applier) release(b *payloadBuf, charged int64) {
 	if b != nil {
@@ -177,7 +231,7 @@ func (a *applier) submit(op *applyOp) {
 		}
 	}
 	a.active = append(a.active, op)
-	if op.write() {
+	if op.epochal() {
 		last := a.epochs.len() - 1
 		op.epoch = a.epochNum + uint64(last)
 		e := a.epochs.at(last)
@@ -239,7 +293,28 @@ func (a *applier) worker() {
 
 // run executes op on the disk, queues its answer and finishes it.
 func (a *applier) run(op *applyOp) {
+	switch op.kind {
+	case TypeResyncRequest:
+		a.serveResync(op)
+		a.finish(op)
+		return
+	case TypeVerifyRequest:
+		a.serveVerify(op)
+		a.finish(op)
+		return
+	case TypeResyncReply:
+		a.writeResync(op)
+		a.finish(op)
+		return
+	}
 	l, d := a.l, a.disk
+	if op.zbuf != nil {
+		if err := decompress(op.codec, op.buf.b[:op.n], op.zbuf.b[:op.zlen]); err != nil {
+			l.fail(violation(op.kind, "ID %d: %v", op.id, err))
+			a.finish(op)
+			return
+		}
+	}
 	fua := op.flags&DataFUA != 0
 	var err error
 	if op.flags&DataFlushBefore != 0 {
@@ -248,6 +323,10 @@ func (a *applier) run(op *applyOp) {
 	if err == nil {
 		switch op.kind {
 		case TypeData:
+			if op.flags&DataAllZero != 0 {
+				err = d.WriteZeroes(op.off, op.n, true, fua)
+				break
+			}
 			err = d.WriteAt(op.buf.b[:op.n], op.off, fua)
 		case TypeTrim:
 			err = d.Trim(op.off, op.n, fua)
@@ -306,7 +385,7 @@ func (a *applier) finish(op *applyOp) {
 			a.dispatchLocked(w)
 		}
 	}
-	if op.write() {
+	if op.epochal() {
 		a.unacked--
 		e := a.epochs.at(int(op.epoch - a.epochNum))
 		e.writes--
@@ -322,6 +401,9 @@ func (a *applier) finish(op *applyOp) {
 func (a *applier) recycleLocked(op *applyOp) {
 	if op.buf != nil {
 		a.pool.put(op.buf)
+	}
+	if op.zbuf != nil {
+		a.pool.put(op.zbuf)
 	}
 	a.bytes -= op.charged
 	clear(op.waiters)

@@ -6,8 +6,9 @@
 // What exists:
 //   - the messages, one Go type each (Hello, AuthChallenge, AuthResponse,
 //     AuthResult, State, Data, Trim, WriteZeroes, Barrier, BarrierAck,
-//     RecvAck, WriteAck, NegAck, ReadRequest, ReadReply, Bitmap, Ping,
-//     PingAck, Goodbye), all implementing Message;
+//     RecvAck, WriteAck, NegAck, ReadRequest, ReadReply, Bitmap,
+//     SyncUUID, ResyncRequest, ResyncReply, ResyncAck, VerifyRequest,
+//     VerifyReply, Ping, PingAck, Goodbye), all implementing Message;
 //   - the framing: Append and AppendSplit encode a message into a reusable
 //     buffer, a Decoder reads frames from a stream;
 //   - DRBD's cram-hmac authentication: ChallengeResponse, VerifyResponse,
@@ -18,7 +19,17 @@
 //     Submit/Wait of replicated writes, trims, write-zeroes and flushes
 //     under protocol A, B or C, ReadAt through the peer, states, pings,
 //     Close; and the receive side (apply.go), which applies the peer's
-//     writes and serves its reads on the local disk.
+//     writes and serves its reads on the local disk;
+//   - resync and online verify on a Link (resync.go): SendBitmap and
+//     OnBitmap, SendSyncUUID and OnSyncUUID, Resync (the target pulls a
+//     range, optionally with a checksum: csums-alg) with OnResyncAck on
+//     the source, Verify (digests of 4 KiB blocks: verify-alg) with
+//     OnVerifyMismatch on the peer; Digest, the checksums both use
+//     (digest.go);
+//   - payload compression (compress.go): s2 or zstd for resync replies,
+//     and for Data with CompressReplication, each payload on its own,
+//     raw when it does not shrink by an eighth; all-zero Data as its
+//     length.
 //
 // Invariants of the codec (tested in wire_test.go and by FuzzDecode):
 //   - Append and Decoder.Next apply the same validation (each message's
@@ -60,7 +71,35 @@
 //   - Every goroutine of a link is waited for before OnClose runs, which
 //     happens exactly once, before Done is closed.
 //   - The write path (Submit, send, receive, apply, ack, Wait) allocates
-//     nothing in steady state, on either node.
+//     nothing in steady state, on either node, when Data is not
+//     compressed (compression costs one branch there when it is off).
+//
+// Invariants of resync and verify (tested in resync_test.go):
+//   - Every Resync and Verify that returned nil calls its done exactly
+//     once: with the answer, or with an error wrapping ErrLinkClosed when
+//     the link ended first (before OnClose).
+//   - The source reads a range to answer under LockRange and queues the
+//     answer on the send queue of Data before it unlocks: an application
+//     write to the range is wholly before the read (its Data ahead of the
+//     answer) or wholly after (behind it).
+//   - The target applies an answer in arrival order with the peer's
+//     writes (after every earlier overlapping one, before every later
+//     one), queues its ResyncAck after the write completed and before it
+//     frees the request's slot, then calls done; so the ack leaves after
+//     the acks of earlier overlapping writes and before those of later
+//     ones, and before the target's next request.
+//   - Resync writes belong to no epoch: Barriers neither wait for nor
+//     cover them.
+//   - The source never blocks the receiver on the disk or on LockRange
+//     (its workers read), and the peer's resync and verify requests take
+//     at most half of its operations, so the receiver keeps going (and
+//     the acks LockRange may wait for keep arriving).
+//   - Both sides bound the outstanding resync and verify requests the
+//     same way (32, max(16 MiB, MaxPayload)); a peer over them, one that
+//     answers what was not asked, sends a bitmap that is not contiguous or
+//     too big, or a compressed payload that does not decode to exactly the
+//     announced length (never more than the receiver's limit: decoding
+//     writes only into a buffer of that length), is in violation.
 //
 // Ownership: a message returned by Decoder.Next, and the byte slices in
 // it, are valid until the next call of Next, unless SetPayloadBuffer
@@ -71,6 +110,7 @@
 // Not here: dialling, accepting and reconnecting, and the timers
 // (ping-int, ping-timeout, timeout, ko-count), which the node drives with
 // Ping, Received, Pending and Close; the replicated device that
-// implements nbd.Device (pkg/node); resync, online verify, compression and
-// payload integrity (issue 5).
+// implements nbd.Device (pkg/node); which ranges to resync, in what
+// order and at what rate, and the bitmap merge (pkg/resync, pkg/node);
+// payload integrity (data-integrity-alg).
 package replication

@@ -294,6 +294,8 @@ func startLink(nc net.Conn, dec *Decoder, cfg LinkConfig, peer Hello, peerState 
 		features:   cfg.Features & peer.Features,
 		maxPayload: maxPayload,
 		readBudget: max(minReadBudget, int64(maxPayload)),
+		syncBudget: max(minSyncBudget, int64(maxPayload)),
+		maxBitmap:  int(bitmapBound(max(cfg.DataSize, peer.DataSize))),
 		stopCh:     make(chan struct{}),
 		done:       make(chan struct{}),
 		kick:       make(chan struct{}, 1),
@@ -302,6 +304,18 @@ func startLink(nc net.Conn, dec *Decoder, cfg LinkConfig, peer Hello, peerState 
 		tlBase:     1,
 	}
 	l.readCond.L = &l.mu
+	l.syncCond.L = &l.mu
+	if c := cfg.codec; c != CodecNone {
+		if l.features&c.feature() == 0 {
+			l.log.Warn("replication: the peer does not decode this node's compression: sending uncompressed",
+				"resource", cfg.Resource, "peer", cfg.Peer, "compression", c)
+		} else {
+			l.syncCodec = c
+			if cfg.CompressReplication {
+				l.dataCodec = c
+			}
+		}
+	}
 	l.ap.init(l, max(int64(cfg.MaxBuffers)*bufferPageSize, int64(maxPayload)))
 	dec.SetMaxFrame(int(maxPayload) + MaxFixed)
 	dec.SetPayloadBuffer(l.getPayload)

@@ -29,12 +29,13 @@ func TestHandshake(t *testing.T) {
 
 			h := la.PeerHello()
 			assert.Equal(t, Hello{ProtoMin: 1, ProtoMax: 1, Resource: "r0", From: "b", To: "a", DataSize: testDiskSize / 2,
-				Protocol: 'C', Features: FeatureRLE | FeatureTrim, MaxPayload: DefaultMaxPayload}, h)
+				Protocol: 'C', Features: FeatureRLE | FeatureTrim | FeatureCompressS2 | FeatureCompressZstd, MaxPayload: DefaultMaxPayload}, h,
+				"every node announces both compressions")
 			assert.Equal(t, uint32(4<<20), lb.PeerHello().MaxPayload)
 			assert.Equal(t, State{Role: 2, Disk: 8}, la.PeerState())
 			assert.Equal(t, State{Role: 1, Disk: 8}, lb.PeerState())
 			for _, l := range []*Link{la, lb} {
-				assert.Equal(t, FeatureRLE|FeatureTrim, l.Features())
+				assert.Equal(t, FeatureRLE|FeatureTrim|FeatureCompressS2|FeatureCompressZstd, l.Features())
 				assert.Equal(t, uint32(DefaultMaxPayload), l.MaxPayload())
 			}
 			assert.Equal(t, uint64(testDiskSize/2), la.PeerDataSize())

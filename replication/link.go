@@ -33,6 +33,10 @@ var (
 	// send (a zero length, a payload over MaxPayload, a Trim the peer
 	// does not execute, a Request still in flight).
 	ErrBadRequest = errors.New("replication: invalid request")
+	// ErrAlgMismatch: the peer answered a resync or verify request
+	// whose algorithm is not its own csums-alg / verify-alg (the nodes
+	// are configured differently).
+	ErrAlgMismatch = errors.New("replication: the peer uses another csums-alg or verify-alg")
 )
 
 // Defaults and limits of a link.
@@ -57,8 +61,21 @@ const (
 	// ReadReply not yet received); readBudget bounds their bytes. Both
 	// sides compute the same limits, so a peer that exceeds them is in
 	// violation (docs/wire-protocol.md, "Reads through the peer").
-	maxPeerReads   = 64
-	minReadBudget  = 16 << 20
+	maxPeerReads  = 64
+	minReadBudget = 16 << 20
+	// maxSyncRequests bounds the resync and verify requests a node has
+	// outstanding (Resync: until its answer is written and acked;
+	// Verify: until its answer arrived), minSyncBudget with MaxPayload
+	// their bytes; the peer enforces both exactly (docs/wire-protocol.md,
+	// "Resync"). It is half of maxApplyOps: the peer serves them on its
+	// applier's operations, where they may wait for LockRange, and the
+	// other half stays free for writes, which only wait for the disk.
+	maxSyncRequests = 32
+	minSyncBudget   = 16 << 20
+	// bitmapSlack is added to the bound of a received bitmap: one byte
+	// per 4 KiB of the larger disk (run-length encoding never takes more
+	// than a byte per bit) plus this.
+	bitmapSlack    = 64 << 10
 	maxQueuedAcks  = 1 << 16 // frames queued in answer to the peer: more means it does not read
 	closeGrace     = time.Second
 	bufferPageSize = 4096
@@ -98,6 +115,34 @@ type LinkConfig struct {
 	// caller never flushes.
 	MaxEpochSize int
 
+	// CsumsAlg and VerifyAlg name the digests of checksum-based resync
+	// and online verify ("" = none): "crc32c", "md5", "sha1", "sha256".
+	// Both sides must use the same; a request carries the algorithm id
+	// and a mismatch is answered with an error (ErrAlgMismatch at the
+	// requester), not a violation.
+	CsumsAlg, VerifyAlg string
+	// Compression is how this node compresses the payloads it sends: ""
+	// or "none", "s2", "zstd". It compresses resync replies always when
+	// set, and Data (replication) payloads only when CompressReplication
+	// is true. It uses an algorithm only if the peer announced it can
+	// decode it (Hello features FeatureCompressS2/FeatureCompressZstd:
+	// every node announces both).
+	Compression         string
+	CompressReplication bool
+	// LockRange, if non-nil, is called before the link reads a local
+	// range to answer a resync or verify request, and the func it
+	// returns after the answer was queued: the node passes its
+	// application-write range lock, so an application write to the same
+	// range comes wholly before the read (its Data frame queued before
+	// the answer) or wholly after. It is called from the link's applier
+	// workers, never from the receiver, so it may wait for application
+	// writes that wait for the peer's acks.
+	LockRange func(off, n int64) (unlock func())
+
+	// The parsed forms of CsumsAlg, VerifyAlg and Compression.
+	csumsAlg, verifyAlg DigestAlg
+	codec               Codec
+
 	// Callbacks, called from the link's goroutines. They must not block
 	// and must not call back into the Link synchronously (post to a
 	// channel, or do something as cheap as setting bitmap bits). Any may
@@ -119,6 +164,25 @@ type LinkConfig struct {
 	// Requests that complete with an error are not reported: the caller
 	// learns about them from Wait.
 	OnOutOfSync func(off, length int64)
+	// OnBitmap gets the peer's whole bitmap (the RLE bytes of all its
+	// Bitmap chunks, concatenated; the callee owns the slice) when the
+	// last chunk arrived. A bitmap bigger than one byte per 4 KiB of the
+	// larger disk plus 64 KiB is a protocol violation.
+	OnBitmap func(rle []byte)
+	// OnSyncUUID gets the sync UUID the sync source sent.
+	OnSyncUUID func(uuid uint64)
+	// OnResyncAck (on the sync source) is called when the target reports
+	// a range it asked for as done: ok = it is now on the target's disk
+	// (written, or found identical by checksum; durable after the
+	// target's next flush, like a WriteAck without FUA); !ok = the
+	// target failed to write it (the source keeps it out of sync).
+	// Ranges served but never acked (the link ended first) are not
+	// reported: the source keeps them out of sync.
+	OnResyncAck func(off, n int64, ok bool)
+	// OnVerifyMismatch (on the node answering verify requests) gets
+	// each range of 4 KiB blocks whose digests differ, so it marks them
+	// out of sync too.
+	OnVerifyMismatch func(off, n int64)
 	// OnClose is called exactly once, when the link has ended, with the
 	// cause (never nil, always wrapping ErrLinkClosed): the peer's
 	// Goodbye (with its reason), end of stream or reset, a protocol
@@ -155,6 +219,17 @@ func (c LinkConfig) withDefaults() (LinkConfig, error) {
 			return c, fmt.Errorf("replication: link config: %w", err)
 		}
 	}
+	var err error
+	if c.csumsAlg, err = digestAlgByName(c.CsumsAlg); err != nil {
+		return c, fmt.Errorf("replication: link config: csums-alg: %w", err)
+	}
+	if c.verifyAlg, err = digestAlgByName(c.VerifyAlg); err != nil {
+		return c, fmt.Errorf("replication: link config: verify-alg: %w", err)
+	}
+	if c.codec, err = codecByName(c.Compression); err != nil {
+		return c, fmt.Errorf("replication: link config: %w", err)
+	}
+	c.Features |= compressFeatures
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -183,7 +258,10 @@ func (c LinkConfig) withDefaults() (LinkConfig, error) {
 //   - the receiver decodes frames, answers acks and pings, completes
 //     requests, and hands the peer's writes and reads to the applier;
 //   - the applier's workers (up to 64, started on demand) run the peer's
-//     operations on cfg.Disk, and its flusher answers Barriers;
+//     operations on cfg.Disk (its writes and reads; the reads that
+//     answer its resync and verify requests, under LockRange; the
+//     writes of the answers to this node's resyncs, decompressing what
+//     came compressed), and its flusher answers Barriers;
 //   - a supervisor tears the link down and runs the callbacks.
 //
 // Invariants:
@@ -216,6 +294,16 @@ type Link struct {
 	features   Features
 	maxPayload uint32
 	readBudget int64
+	syncBudget int64 // bytes of resync and verify requests outstanding (both directions' limit)
+	maxBitmap  int   // bytes of a received bitmap
+	syncCodec  Codec // what this node compresses resync replies with (CodecNone: nothing)
+	dataCodec  Codec // what it compresses Data with
+
+	resyncRecv atomic.Uint64
+	sameCsum   atomic.Uint64
+	compIn     atomic.Uint64
+	compOut    atomic.Uint64
+	algWarned  atomic.Bool
 
 	received  atomic.Uint64
 	recvBytes atomic.Uint64
@@ -253,6 +341,17 @@ type Link struct {
 	readBytes   int64
 	servedReads int   // peer reads received and not yet answered on the wire
 	servedBytes int64 // their bytes
+	resyncSent  uint64
+
+	// Resync and verify requests of this node (resync.go).
+	syncCond  sync.Cond // Resync and Verify wait for a slot (L = mu)
+	syncCalls [maxSyncRequests]*syncCall
+	syncSeq   uint64
+	syncOut   int
+	syncBytes int64
+	// The peer's resync and verify requests this node serves.
+	served      []servedSync
+	servedSyncB int64 // their bytes
 
 	// sender-owned
 	snd   sendScratch
@@ -262,6 +361,7 @@ type Link struct {
 	rbuf     *payloadBuf // payload buffer handed to the decoder
 	rcharged int64
 	lastID   uint64 // highest write-path ID received
+	bitmap   []byte // the peer's bitmap chunks so far
 }
 
 // tlEntry is one message of the write path, from Submit until a
@@ -307,19 +407,30 @@ func (l *Link) Err() error {
 
 // LinkStats are a link's counters, for the status file.
 type LinkStats struct {
-	SentBytes uint64 // Data payload bytes sent (ns)
-	RecvBytes uint64 // Data payload bytes received (nr)
+	SentBytes uint64 // Data payload bytes sent (ns), as written (before compression)
+	RecvBytes uint64 // Data payload bytes received (nr), as written (after decompression)
 	Pending   int    // Requests submitted and not yet complete (pe)
 	Unacked   int    // peer writes received and not yet completed here (ua)
 	Epochs    int    // receive-side epochs open, the current one included (ep; usually 1)
+
+	ResyncSent     uint64 // resync payload bytes this node sent (after compression): counts toward ns
+	ResyncRecv     uint64 // resync payload bytes received (as they crossed the wire): counts toward nr
+	ResyncSameCsum uint64 // blocks (4 KiB) this node, as sync source, found identical by checksum and did not send
+	// CompressedIn and CompressedOut: raw bytes given to the compressor
+	// and the bytes it produced, over every payload this node
+	// compressed (also those it then sent raw because they did not
+	// shrink enough).
+	CompressedIn, CompressedOut uint64
 }
 
 // Stats returns the link's counters.
 func (l *Link) Stats() LinkStats {
 	l.mu.Lock()
-	s := LinkStats{SentBytes: l.sentBytes, RecvBytes: l.recvBytes.Load(), Pending: l.pending}
+	s := LinkStats{SentBytes: l.sentBytes, RecvBytes: l.recvBytes.Load(), Pending: l.pending, ResyncSent: l.resyncSent}
 	l.mu.Unlock()
 	s.Unacked, s.Epochs = l.ap.stats()
+	s.ResyncRecv, s.ResyncSameCsum = l.resyncRecv.Load(), l.sameCsum.Load()
+	s.CompressedIn, s.CompressedOut = l.compIn.Load(), l.compOut.Load()
 	return s
 }
 
@@ -435,10 +546,16 @@ func (l *Link) Submit(r *Request) error {
 		r.done <- err
 		return err
 	}
+	if l.dataCodec != CodecNone && m.t == TypeData {
+		l.packData(&m)
+	}
 	l.mu.Lock()
 	if l.closing {
 		err := l.cause
 		l.mu.Unlock()
+		if m.buf != nil {
+			l.ap.pool.put(m.buf)
+		}
 		r.done <- err
 		return err
 	}
@@ -479,7 +596,7 @@ func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
 		if n == 0 || n > int64(l.maxPayload) {
 			return bad("%d bytes, want 1..%d", n, l.maxPayload)
 		}
-		m = outMsg{t: TypeData, payload: r.Data}
+		m = outMsg{t: TypeData, payload: r.Data, n: uint32(n)}
 	case OpTrim, OpWriteZeroes:
 		n = r.Length
 		if n <= 0 || n > MaxZeroLength {
@@ -510,6 +627,21 @@ func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
 	}
 	m.off, m.flags = uint64(r.Offset), r.Flags
 	return m, n, nil
+}
+
+// packData replaces the payload of a Data message by its compressed form
+// (or by its length, DataAllZero, when it is all zeroes) if that pays.
+// The caller's goroutine does it, so writes compress in parallel.
+func (l *Link) packData(m *outMsg) {
+	if allZero(m.payload) {
+		m.flags |= DataAllZero
+		m.payload = nil
+		return
+	}
+	if buf, out, ok := l.compress(l.dataCodec, m.payload); ok {
+		m.payload, m.buf = out, buf
+		m.flags |= codecFlag(l.dataCodec)
+	}
 }
 
 // complete ends e's request with err. l.mu is held.
@@ -606,9 +738,11 @@ func (l *Link) SendState(s State) error {
 func (l *Link) Ping() error { return l.enqueue(outMsg{t: TypePing}) }
 
 // Close ends the link: it sends a best-effort Goodbye with reason, closes
-// the connection, waits for every goroutine of the link (including disk
-// operations it runs for the peer), completes every pending Request with
-// ErrLinkClosed, calls OnOutOfSync and OnClose, and returns. It is
+// the connection, completes every pending Request, read, resync and
+// verify with ErrLinkClosed, waits for every goroutine of the link
+// (including disk operations and LockRange calls it runs for the peer,
+// which may wait for those Requests), completes the resyncs those
+// goroutines had, calls OnOutOfSync and OnClose, and returns. It is
 // idempotent and safe to call from any goroutine except the callbacks;
 // it returns nil (the cause is Err's).
 func (l *Link) Close(reason string) error {
@@ -627,6 +761,7 @@ func (l *Link) shutdown(cause error, reason string, bye bool) {
 	}
 	l.closing, l.cause, l.bye, l.sendBye = true, cause, reason, bye
 	l.readCond.Broadcast()
+	l.syncCond.Broadcast()
 	l.mu.Unlock()
 	l.ap.stop()
 	_ = l.nc.SetWriteDeadline(time.Now().Add(closeGrace))
@@ -659,20 +794,28 @@ func (l *Link) supervise() {
 		_, _ = io.Copy(io.Discard, l.nc)
 	}
 	l.nc.Close()
+	oos := l.endRequests()
 	l.wg.Wait()
-	l.sweep()
+	l.sweep(oos)
 	if l.cfg.OnClose != nil {
 		l.cfg.OnClose(l.cause)
 	}
 	close(l.done)
 }
 
-// sweep completes what the ended link leaves: every pending Request and
-// read with the cause, every completed write the peer never covered
-// with a BarrierAck through OnOutOfSync. Every goroutine has stopped.
-func (l *Link) sweep() {
-	type extent struct{ off, n int64 }
+// extent is a byte range.
+type extent struct{ off, n int64 }
+
+// endRequests completes, with the cause, what only the sender and the
+// receiver could have completed, both of which have stopped: every
+// pending Request and read, and every resync and verify still waiting
+// for its answer; it empties the transfer log and returns the completed
+// writes the peer never covered with a BarrierAck. It runs before the
+// link waits for its workers, which may be waiting in LockRange for an
+// application write that waits for one of these Requests.
+func (l *Link) endRequests() []extent {
 	var oos []extent
+	var calls []*syncCall
 	l.mu.Lock()
 	for i := range l.tl.len() {
 		e := l.tl.at(i)
@@ -691,9 +834,40 @@ func (l *Link) sweep() {
 		}
 	}
 	l.readsOut = 0
+	for _, c := range l.syncCalls {
+		if c != nil && !c.answered {
+			l.releaseSyncLocked(c)
+			calls = append(calls, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range calls {
+		c.fail(l.cause)
+	}
+	return oos
+}
+
+// sweep completes what the ended link leaves once every goroutine has
+// stopped: the resyncs whose answers the workers never got to, with the
+// cause; and the writes of oos (endRequests') through OnOutOfSync.
+func (l *Link) sweep(oos []extent) {
+	var calls []*syncCall
+	l.mu.Lock()
+	for slot, c := range l.syncCalls {
+		if c != nil {
+			l.syncCalls[slot] = nil
+			calls = append(calls, c)
+		}
+	}
+	l.syncOut, l.syncBytes = 0, 0
+	l.served, l.servedSyncB = nil, 0
+	l.bitmap = nil
 	clear(l.outq)
 	l.outq = l.outq[:0]
 	l.mu.Unlock()
+	for _, c := range calls {
+		c.fail(l.cause)
+	}
 	if l.cfg.OnOutOfSync != nil {
 		for _, e := range oos {
 			l.cfg.OnOutOfSync(e.off, e.n)

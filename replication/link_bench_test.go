@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/twinblock/twinblock/pkg/disk"
@@ -53,5 +54,89 @@ func BenchmarkLinkWriteMatrix(b *testing.B) {
 		b.Run(fmt.Sprintf("%c/%dK/QD%d", tc.proto, tc.size>>10, tc.depth), func(b *testing.B) {
 			benchWrites(b, tc.proto, tc.size, tc.depth)
 		})
+	}
+}
+
+// benchResync runs b.N resync requests of size bytes over TCP on
+// 127.0.0.1, with depth in flight, from a target with a disk.Mem to a
+// source whose disk holds content (compressed with compression). With
+// csum, the target's disk holds the same and every request carries its
+// checksum (crc32c), so the source answers "in sync".
+func benchResync(b *testing.B, content []byte, compression string, csum bool, size, depth int) {
+	src := disk.NewMem(int64(len(content)), disk.MemOptions{})
+	dst := disk.NewMem(int64(len(content)), disk.MemOptions{})
+	if err := src.WriteAt(content, 0, false); err != nil {
+		b.Fatal(err)
+	}
+	cfgA, cfgB := testConfig("a", "b", 'C', src), testConfig("b", "a", 'C', dst)
+	cfgA.Compression = compression
+	var sums [][]byte
+	slots := len(content) / size
+	if csum {
+		cfgA.CsumsAlg, cfgB.CsumsAlg = "crc32c", "crc32c"
+		if err := dst.WriteAt(content, 0, false); err != nil {
+			b.Fatal(err)
+		}
+		sum, _, _ := Digest("crc32c")
+		for i := range slots {
+			sums = append(sums, sum(nil, content[i*size:(i+1)*size]))
+		}
+	}
+	_, lb := linkPair(b, true, cfgA, cfgB)
+	sem := make(chan struct{}, depth)
+	var failed atomic.Pointer[error]
+	var wire atomic.Int64
+	done := func(r ResyncResult) {
+		if r.Err != nil {
+			failed.Store(&r.Err)
+		}
+		wire.Add(r.Wire)
+		<-sem
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		sem <- struct{}{}
+		slot := i % slots
+		var c []byte
+		if csum {
+			c = sums[slot]
+		}
+		if err := lb.Resync(int64(slot*size), int64(size), c, done); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range depth {
+		sem <- struct{}{}
+	}
+	b.StopTimer()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	b.ReportMetric(float64(wire.Load())/float64(b.N)/float64(size), "wire/byte")
+}
+
+// BenchmarkLinkResync1M: 1 MiB resync requests, 16 in flight,
+// uncompressed.
+func BenchmarkLinkResync1M(b *testing.B) {
+	benchResync(b, patternBytes(1, 64<<20), "", false, 1<<20, 16)
+}
+
+// BenchmarkLinkResyncMatrix: compression of text and of random data, and
+// checksums that match (nothing crosses).
+func BenchmarkLinkResyncMatrix(b *testing.B) {
+	text, random := textBytes(1, 64<<20), randomBytes(1, 64<<20)
+	for _, tc := range []struct {
+		name        string
+		content     []byte
+		compression string
+		csum        bool
+	}{
+		{"s2/text", text, "s2", false}, {"zstd/text", text, "zstd", false},
+		{"s2/random", random, "s2", false}, {"zstd/random", random, "zstd", false},
+		{"crc32c/in-sync", random, "", true},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchResync(b, tc.content, tc.compression, tc.csum, 1<<20, 16) })
 	}
 }

@@ -46,11 +46,11 @@ func (l *Link) receiveLoop() error {
 func (l *Link) handle(m Message) error {
 	switch m := m.(type) {
 	case *Data:
-		return l.recvWrite(TypeData, m.ID, m.Offset, int64(len(m.Payload)), m.Flags)
+		return l.recvWrite(TypeData, m.ID, m.Offset, int64(len(m.Payload)), m.Flags, m)
 	case *Trim:
-		return l.recvWrite(TypeTrim, m.ID, m.Offset, int64(m.Length), m.Flags)
+		return l.recvWrite(TypeTrim, m.ID, m.Offset, int64(m.Length), m.Flags, nil)
 	case *WriteZeroes:
-		return l.recvWrite(TypeWriteZeroes, m.ID, m.Offset, int64(m.Length), m.Flags)
+		return l.recvWrite(TypeWriteZeroes, m.ID, m.Offset, int64(m.Length), m.Flags, nil)
 	case *Barrier:
 		if err := l.checkSeq(TypeBarrier, m.ID); err != nil {
 			return err
@@ -68,6 +68,22 @@ func (l *Link) handle(m Message) error {
 		return l.serveRead(m.ID, m.Offset, m.Length)
 	case *ReadReply:
 		return l.recvReadReply(m)
+	case *Bitmap:
+		return l.recvBitmap(m)
+	case *SyncUUID:
+		if cb := l.cfg.OnSyncUUID; cb != nil {
+			cb(m.UUID)
+		}
+	case *ResyncRequest:
+		return l.recvResyncRequest(m)
+	case *ResyncReply:
+		return l.recvResyncReply(m)
+	case *ResyncAck:
+		return l.recvResyncAck(m)
+	case *VerifyRequest:
+		return l.recvVerifyRequest(m)
+	case *VerifyReply:
+		return l.recvVerifyReply(m)
 	case *State:
 		if cb := l.cfg.OnState; cb != nil {
 			cb(*m)
@@ -79,15 +95,15 @@ func (l *Link) handle(m Message) error {
 	case *Goodbye:
 		l.shutdown(fmt.Errorf("%w: peer %s said goodbye: %s", ErrLinkClosed, l.cfg.Peer, m.Reason), "", false)
 		return errStop
-	default: // Hello, authentication, and Bitmap until resync exists
+	default: // Hello, authentication
 		return violation(m.Type(), "unexpected after the handshake")
 	}
 	return nil
 }
 
 // getPayload is the decoder's payload buffer source (SetPayloadBuffer):
-// Data and ReadReply payloads land in pooled buffers charged to the
-// applier's byte budget. Waiting for budget waits for local disk
+// Data, ReadReply and ResyncReply payloads land in pooled buffers charged
+// to the applier's byte budget. Waiting for budget waits for local disk
 // progress only. While the link ends it returns nil (the decoder then
 // uses its own buffer and the frame is dropped).
 func (l *Link) getPayload(n int) []byte {
@@ -108,18 +124,29 @@ func (l *Link) checkSeq(t Type, id uint64) error {
 	return nil
 }
 
-// recvWrite takes a Data, Trim or WriteZeroes from the peer: it answers
-// at once what it cannot execute (NegAck), sends the RecvAck under
-// protocol B, and hands the rest to the applier (waiting for a free
-// operation: that is the backpressure).
-func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags) error {
+// recvWrite takes a Data (dm), Trim or WriteZeroes from the peer: it
+// answers at once what it cannot execute (NegAck), sends the RecvAck
+// under protocol B, and hands the rest to the applier (waiting for a
+// free operation: that is the backpressure). A compressed Data travels
+// with its compressed payload and a buffer for what it decodes to (the
+// applier's worker decodes it); an all-zero Data with no buffer.
+func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags, dm *Data) error {
 	buf, charged := l.rbuf, l.rcharged
 	l.rbuf, l.rcharged = nil, 0
 	if err := l.checkSeq(t, id); err != nil {
 		l.ap.release(buf, charged)
 		return err
 	}
+	codec, wire := CodecNone, n
 	if t == TypeData {
+		if flags&(dataCodecFlags|DataAllZero) != 0 {
+			var err error
+			if n, err = l.packedLen(dm); err != nil {
+				l.ap.release(buf, charged)
+				return err
+			}
+			codec = flags.codec()
+		}
 		l.recvBytes.Add(uint64(n))
 		if n > int64(l.maxPayload) {
 			l.ap.release(buf, charged)
@@ -147,14 +174,43 @@ func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags) error
 	if l.cfg.Protocol == 'B' {
 		l.enqueueReply(outMsg{t: TypeRecvAck, id: id})
 	}
+	var zbuf *payloadBuf
+	switch {
+	case flags&DataAllZero != 0 && t == TypeData:
+		l.ap.release(buf, charged) // the length was all of it
+		buf, charged = nil, 0
+	case codec != CodecNone:
+		var ok bool
+		if zbuf, buf, charged, ok = l.ap.inflateBuffer(buf, charged, n); !ok {
+			return nil
+		}
+	}
 	op := l.ap.acquire()
 	if op == nil {
 		l.ap.release(buf, charged)
+		l.ap.release(zbuf, 0)
 		return nil
 	}
 	op.kind, op.id, op.off, op.n, op.flags, op.buf, op.charged = t, id, int64(off), n, flags, buf, charged
+	op.zbuf, op.zlen, op.codec = zbuf, int(wire), codec
 	l.ap.submit(op)
 	return nil
+}
+
+// packedLen is the length of the write a compressed or all-zero Data
+// makes, read from its header (a violation if it does not say).
+func (l *Link) packedLen(m *Data) (int64, error) {
+	if m.Flags&DataAllZero != 0 {
+		return int64(m.ZeroLength), nil
+	}
+	n, err := decodedLen(m.Flags.codec(), m.Payload)
+	if err != nil {
+		return 0, violation(TypeData, "ID %d: %v", m.ID, err)
+	}
+	if n == 0 {
+		return 0, violation(TypeData, "ID %d: compressed payload decodes to nothing", m.ID)
+	}
+	return n, nil
 }
 
 // serveRead takes a ReadRequest from the peer.

@@ -13,11 +13,15 @@ type outMsg struct {
 	t       Type
 	id      uint64
 	off     uint64
-	n       uint32 // Trim, WriteZeroes, ReadRequest length; ReadReply's requested length
+	n       uint32 // Data (as written), Trim, WriteZeroes, ReadRequest, ResyncRequest, ResyncAck, VerifyRequest length; ReadReply's requested length
 	flags   DataFlags
 	errno   uint32
-	payload []byte      // Data (the caller's) or ReadReply (buf's)
-	buf     *payloadBuf // ReadReply: back to the pool once written
+	alg     DigestAlg   // ResyncRequest, VerifyRequest
+	status  SyncStatus  // ResyncReply, VerifyReply
+	codec   Codec       // ResyncReply
+	last    bool        // Bitmap
+	payload []byte      // Data (the caller's, or compressed in buf), ReadReply, ResyncReply, VerifyRequest, VerifyReply (buf's), Bitmap, ResyncRequest's checksum
+	buf     *payloadBuf // back to the pool once written
 	state   State
 	reply   bool // an answer to the peer (counted in Link.replies)
 }
@@ -36,6 +40,13 @@ type sendScratch struct {
 	negAck      NegAck
 	readRequest ReadRequest
 	readReply   ReadReply
+	bitmap      Bitmap
+	syncUUID    SyncUUID
+	rsRequest   ResyncRequest
+	rsReply     ResyncReply
+	rsAck       ResyncAck
+	vRequest    VerifyRequest
+	vReply      VerifyReply
 	state       State
 	ping        Ping
 	pingAck     PingAck
@@ -87,16 +98,30 @@ func (l *Link) enqueueReply(m outMsg) bool {
 		l.mu.Unlock()
 		return false
 	}
-	if l.replies >= maxQueuedAcks {
+	if !l.enqueueReplyLocked(m) {
 		l.mu.Unlock()
-		l.shutdown(fmt.Errorf("%w: peer %s does not read its socket (%d answers queued)", ErrLinkClosed, l.cfg.Peer, maxQueuedAcks), "", false)
+		l.tooManyReplies()
+		return false
+	}
+	l.mu.Unlock()
+	return true
+}
+
+// enqueueReplyLocked is enqueueReply with l.mu held and the link not
+// closing; on false (too many answers queued) the caller calls
+// tooManyReplies once it released l.mu.
+func (l *Link) enqueueReplyLocked(m outMsg) bool {
+	if l.replies >= maxQueuedAcks {
 		return false
 	}
 	m.reply = true
 	l.replies++
 	l.enqueueLocked(m)
-	l.mu.Unlock()
 	return true
+}
+
+func (l *Link) tooManyReplies() {
+	l.shutdown(fmt.Errorf("%w: peer %s does not read its socket (%d answers queued)", ErrLinkClosed, l.cfg.Peer, maxQueuedAcks), "", false)
 }
 
 // send is the sender goroutine: it takes the whole queue at once and
@@ -185,6 +210,9 @@ func (l *Link) message(m *outMsg) Message {
 	switch m.t {
 	case TypeData:
 		s.data = Data{ID: m.id, Offset: m.off, Flags: m.flags, Payload: m.payload}
+		if m.flags&DataAllZero != 0 {
+			s.data.ZeroLength = m.n
+		}
 		return &s.data
 	case TypeTrim:
 		s.trim = Trim{ID: m.id, Offset: m.off, Length: m.n, Flags: m.flags}
@@ -213,6 +241,27 @@ func (l *Link) message(m *outMsg) Message {
 	case TypeReadReply:
 		s.readReply = ReadReply{ID: m.id, Errno: m.errno, Payload: m.payload}
 		return &s.readReply
+	case TypeBitmap:
+		s.bitmap = Bitmap{Offset: m.off, Last: m.last, RLE: m.payload}
+		return &s.bitmap
+	case TypeSyncUUID:
+		s.syncUUID.UUID = m.id
+		return &s.syncUUID
+	case TypeResyncRequest:
+		s.rsRequest = ResyncRequest{ID: m.id, Offset: m.off, Length: m.n, Alg: m.alg, Csum: m.payload}
+		return &s.rsRequest
+	case TypeResyncReply:
+		s.rsReply = ResyncReply{ID: m.id, Status: m.status, Codec: m.codec, Errno: m.errno, Payload: m.payload}
+		return &s.rsReply
+	case TypeResyncAck:
+		s.rsAck = ResyncAck{ID: m.id, Offset: m.off, Length: m.n, Errno: m.errno}
+		return &s.rsAck
+	case TypeVerifyRequest:
+		s.vRequest = VerifyRequest{ID: m.id, Offset: m.off, Length: m.n, Alg: m.alg, Digests: m.payload}
+		return &s.vRequest
+	case TypeVerifyReply:
+		s.vReply = VerifyReply{ID: m.id, Status: m.status, Errno: m.errno, Mismatch: m.payload}
+		return &s.vReply
 	case TypeState:
 		s.state = m.state
 		return &s.state
@@ -228,7 +277,7 @@ func (l *Link) message(m *outMsg) Message {
 
 // afterWrite completes what a written batch completes: under protocol A
 // the writes, under A and B the flushes; it counts the bytes sent and
-// returns ReadReply buffers to the pool.
+// returns payload buffers to the pool.
 func (l *Link) afterWrite(batch []outMsg) {
 	proto := l.cfg.Protocol
 	l.mu.Lock()
@@ -240,7 +289,7 @@ func (l *Link) afterWrite(batch []outMsg) {
 		switch m.t {
 		case TypeData, TypeTrim, TypeWriteZeroes:
 			if m.t == TypeData {
-				l.sentBytes += uint64(len(m.payload))
+				l.sentBytes += uint64(m.n)
 			}
 			if proto == 'A' {
 				if e := l.entryLocked(m.id); e != nil && e.req != nil {
@@ -256,6 +305,8 @@ func (l *Link) afterWrite(batch []outMsg) {
 		case TypeReadReply:
 			l.servedReads--
 			l.servedBytes -= int64(m.n)
+		case TypeResyncReply:
+			l.resyncSent += uint64(len(m.payload))
 		}
 	}
 	l.mu.Unlock()

@@ -661,7 +661,31 @@ func TestLinkProtocolViolations(t *testing.T) {
 		{"read reply of nothing", []Message{&ReadReply{ID: 3, Errno: 5}}, "ReadReply: ID 3 answers no read in flight"},
 		{"hello again", []Message{&Hello{ProtoMin: 1, ProtoMax: 1, Resource: "r0", From: "b", To: "a", Protocol: 'C', MaxPayload: 4096}},
 			"Hello: unexpected after the handshake"},
-		{"bitmap", []Message{&Bitmap{Last: true}}, "Bitmap: unexpected after the handshake"},
+		{"bitmap chunk out of place", []Message{&Bitmap{Offset: 5, RLE: []byte{1}}}, "Bitmap: chunk at byte 5, expected 0"},
+		{"bitmap chunk skips bytes", []Message{&Bitmap{RLE: []byte{1, 2}}, &Bitmap{Offset: 3, RLE: []byte{1}}},
+			"Bitmap: chunk at byte 3, expected 2"},
+		{"bitmap empty chunk", []Message{&Bitmap{}}, "Bitmap: empty chunk at byte 0 that is not the last"},
+		{"bitmap too big", []Message{&Bitmap{RLE: make([]byte, 40000)}, &Bitmap{Offset: 40000, RLE: make([]byte, 40000)}},
+			"Bitmap: bitmap of more than 65793 bytes"},
+		{"resync reply of nothing", []Message{&ResyncReply{ID: 3, Status: StatusError, Errno: 5}},
+			"ResyncReply: ID 3 answers no resync request in flight"},
+		{"resync ack of nothing", []Message{&ResyncAck{ID: 4, Length: 4096}}, "ResyncAck: ID 4 acks no resync request served"},
+		{"verify reply of nothing", []Message{&VerifyReply{ID: 5, Status: StatusOK, Mismatch: []byte{1}}},
+			"VerifyReply: ID 5 answers no verify request in flight"},
+		{"resync request over max payload", []Message{&ResyncRequest{ID: 1, Length: DefaultMaxPayload + 1}},
+			"ResyncRequest: 1048577 bytes, over the agreed max payload 1048576"},
+		{"resync request ID in flight", []Message{&ResyncRequest{ID: 7, Length: 4096}, &ResyncRequest{ID: 7, Length: 4096}},
+			"ResyncRequest: ID 7 is already in flight"},
+		{"too many resync requests", resyncRequests(maxSyncRequests+1, 4096),
+			"ResyncRequest: more than 32 resync and verify requests or 16777216 bytes outstanding"},
+		{"too many resync bytes", resyncRequests(minSyncBudget/DefaultMaxPayload+1, DefaultMaxPayload),
+			"ResyncRequest: more than 32 resync and verify requests or 16777216 bytes outstanding"},
+		{"compressed write over max payload", []Message{&Data{ID: 1, Flags: DataCompressS2, Payload: s2Block(DefaultMaxPayload + 1)}},
+			"Data: 1048577 bytes, over the agreed max payload 1048576"},
+		{"compressed write that does not decode", []Message{&Data{ID: 1, Flags: DataCompressS2, Payload: []byte{0x10, 0xff, 0xff}}},
+			"Data: ID 1: compressed payload does not decode: s2"},
+		{"zstd write without its size", []Message{&Data{ID: 1, Flags: DataCompressZstd, Payload: []byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0, 1, 0, 0}}},
+			"Data: ID 1: compressed payload does not decode: zstd: the frame does not state its size"},
 		{"write over max payload", []Message{&Data{ID: 1, Payload: make([]byte, DefaultMaxPayload+1)}},
 			"Data: 1048577 bytes, over the agreed max payload 1048576"},
 		{"read over max payload", []Message{&ReadRequest{ID: 1, Length: DefaultMaxPayload + 1}},
@@ -686,6 +710,15 @@ func TestLinkProtocolViolations(t *testing.T) {
 			closeLink(t, l)
 		})
 	}
+}
+
+// resyncRequests makes n resync requests of length bytes at 0.
+func resyncRequests(n int, length uint32) []Message {
+	msgs := make([]Message, n)
+	for i := range msgs {
+		msgs[i] = &ResyncRequest{ID: uint64(i + 1), Length: length}
+	}
+	return msgs
 }
 
 // TestLinkPeerMayNotOverdrawReads: the read limits are part of the
@@ -870,8 +903,8 @@ func tameMessage(m Message, id *uint64, rng *rand.Rand) Message {
 	case *ReadRequest:
 		m.Offset, m.Length = span(m.Offset, m.Length)
 		return m
-	case *State, *Ping, *PingAck:
+	case *State, *Ping, *PingAck, *SyncUUID:
 		return m
 	}
-	return nil // answers to nothing, setup messages, Bitmap, Goodbye
+	return nil // answers to nothing, setup messages, Bitmap, resync requests (they want acks), Goodbye
 }
