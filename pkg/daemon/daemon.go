@@ -228,6 +228,16 @@ func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error
 		return r.Do(ctx, fsm.Promote{Force: req.Force})
 	case "secondary":
 		return r.Do(ctx, fsm.Demote{})
+	case "verify":
+		return r.Do(ctx, fsm.StartVerify{})
+	case "invalidate":
+		return r.Do(ctx, fsm.Invalidate{})
+	case "invalidate-remote":
+		return r.Do(ctx, fsm.InvalidateRemote{})
+	case "pause-sync":
+		return r.Do(ctx, fsm.PauseSync{})
+	case "resume-sync":
+		return r.Do(ctx, fsm.ResumeSync{})
 	}
 	return fmt.Errorf("unknown verb %q", req.Verb)
 }

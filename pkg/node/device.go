@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
@@ -87,6 +88,10 @@ func (d *device) ReadAt(p []byte, off int64) error {
 	path := d.path
 	if !path.mode.Serve {
 		return errNotPrimary
+	}
+	if path.mode.ReadDirtyFromPeer && path.link != nil && path.md != nil && outOfSync(path.md, off, int64(len(p))) {
+		// A sync target: this range is not resynced yet; the peer has it.
+		return readThrough(path.link, p, off)
 	}
 	if path.mode.Local && !path.mode.PeerReads {
 		err := path.data.ReadAt(p, off)
@@ -251,6 +256,29 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 }
 
 var errNoPeer = errors.New("node: no peer")
+
+// lockRange takes the range lock that orders application writes, for
+// the resync: a resync read (source) or fetch (target) of a range and an
+// application write to it never overlap in time.
+func (d *device) lockRange(off, n int64) func() {
+	d.ranges.lock(off, n)
+	return func() { d.ranges.unlock(off, n) }
+}
+
+// outOfSync reports whether any block of [off, off+n) is marked out of
+// sync in md.
+func outOfSync(md *meta.Meta, off, n int64) bool {
+	dirty := false
+	md.WithBitmap(func(b *bitmap.Bitmap) {
+		first, last, ok := b.BlocksOf(off, n)
+		if !ok {
+			return
+		}
+		i, ok := b.NextSet(first)
+		dirty = ok && i <= last
+	})
+	return dirty
+}
 
 // Flush makes every completed write durable on the local disk and, under
 // protocol C, on the peer (a Barrier answered after the peer's flush).

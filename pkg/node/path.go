@@ -70,6 +70,7 @@ func (r *Resource) action(a fsm.Action) {
 		}
 		_ = r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags})
 	case fsm.ActCloseDisk:
+		r.stopSync() // its checkpoints write the metadata
 		r.closeDisk()
 	case fsm.ActStartConnecting:
 		r.startConnecting()
@@ -221,6 +222,24 @@ func (r *Resource) linkConfig() replication.LinkConfig {
 				m.MarkOutOfSync(off, n)
 			}
 		},
+		CsumsAlg:            r.cfg.Net.String("csums-alg"),
+		VerifyAlg:           r.cfg.Net.String("verify-alg"),
+		Compression:         r.cfg.Net.String("compression"),
+		CompressReplication: r.cfg.Net.Has("compression") && r.cfg.Net.String("compression") != "none" && r.cfg.Net.Bool("compress-replication"),
+		LockRange:           r.dev.lockRange,
+		// The sync source: a range the target wrote is in sync.
+		OnResyncAck: func(off, n int64, ok bool) {
+			if m := r.curMD.Load(); m != nil && ok {
+				m.SetInSync(off, n)
+			}
+		},
+		// The verify target: blocks whose digests differ.
+		OnVerifyMismatch: func(off, n int64) {
+			if m := r.curMD.Load(); m != nil {
+				m.MarkOutOfSync(off, n)
+				r.verifyFound.Add(uint64((n + replication.BlockSize - 1) / replication.BlockSize))
+			}
+		},
 	}
 }
 
@@ -241,16 +260,28 @@ func (r *Resource) handshake(nc net.Conn) {
 		linkCh <- l
 		r.post(evLinkClosed{link: l, err: err})
 	}
+	cfg.OnBitmap = func(rle []byte) {
+		l := <-linkCh
+		linkCh <- l
+		r.post(evBitmap{link: l, rle: rle})
+	}
+	cfg.OnSyncUUID = func(u uint64) {
+		l := <-linkCh
+		linkCh <- l
+		r.post(evSyncUUID{link: l, uuid: u})
+	}
 	ctx := r.ctx
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		l, err := replication.Handshake(ctx, nc, cfg, local)
-		linkCh <- l
 		if err != nil {
 			_ = nc.Close()
 		}
+		// evLink first: the callbacks wait for linkCh, so what the
+		// peer sends right after the handshake reaches run after it.
 		r.post(evLink{link: l, err: err})
+		linkCh <- l
 	}()
 }
 
@@ -339,6 +370,12 @@ func (r *Resource) stateMsg() replication.State {
 	if r.fsm.DiscardMyData() {
 		m.Flags |= replication.StateDiscardMyData
 	}
+	if r.fsm.UserPaused() {
+		m.Flags |= replication.StateUserPaused
+	}
+	if r.fsm.Verifying() {
+		m.Flags |= replication.StateVerifySource
+	}
 	return m
 }
 
@@ -347,6 +384,8 @@ func peerInfo(s replication.State) fsm.PeerInfo {
 		Role: fsm.Role(s.Role), Disk: fsm.DiskState(s.Disk), GI: s.GI,
 		CrashedPrimary: s.Flags&replication.StateCrashedPrimary != 0,
 		DiscardMyData:  s.Flags&replication.StateDiscardMyData != 0,
+		UserPaused:     s.Flags&replication.StateUserPaused != 0,
+		VerifySource:   s.Flags&replication.StateVerifySource != 0,
 		OutOfSync:      s.OutOfSync,
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/resync"
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
 )
@@ -66,6 +67,10 @@ type Resource struct {
 	nbdSrv     *nbd.Server
 	nbdLn      net.Listener
 	attachErr  error // why the last attach failed
+	sync       *syncRun
+	lastResync resync.EngineStats // the last finished resync, for the log and tests
+
+	verifyFound atomic.Uint64 // 4 KiB blocks online verify found out of sync (this run)
 
 	mu   sync.Mutex // guards snap
 	snap status.Resource
@@ -97,6 +102,14 @@ type (
 		link *replication.Link
 		st   replication.State
 	}
+	evBitmap struct {
+		link *replication.Link
+		rle  []byte
+	}
+	evSyncUUID struct {
+		link *replication.Link
+		uuid uint64
+	}
 )
 
 // NewResource prepares resource cfg for the node named self. Nothing
@@ -108,6 +121,11 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	for _, k := range []string{"csums-alg", "verify-alg"} {
+		if alg := cfg.Net.String(k); alg != "" && !knownDigest(alg) {
+			return nil, fmt.Errorf("%s: %s: net { %s %s; }: unknown algorithm (twinblock has crc32c, md5, sha1, sha256)", cfg.Pos, cfg.Name, k, alg)
+		}
 	}
 	r := &Resource{name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
 		events: make(chan struct{}, 1), cmds: make(chan command), done: make(chan struct{})}
@@ -131,10 +149,20 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 		KoCount:     int(cfg.Net.Int("ko-count")),
 		ConnectInt:  ticks(cfg.Net.Duration("connect-int")),
 		OnIOError:   policy,
+		VerifyAlg:   knownDigest(cfg.Net.String("verify-alg")),
 		NewUUID:     randomUUID,
 	})
 	r.snap = r.snapshotLocked()
 	return r, nil
+}
+
+// knownDigest reports a verify-alg or csums-alg twinblock implements.
+func knownDigest(alg string) bool {
+	if alg == "" {
+		return false
+	}
+	_, _, err := replication.Digest(alg)
+	return err == nil
 }
 
 func randomUUID() uint64 {
@@ -334,6 +362,29 @@ func (r *Resource) event(ev any) {
 		if e.link == r.link {
 			_ = r.fsm.Step(fsm.PeerChanged{Peer: peerInfo(e.st)})
 		}
+	case evBitmap:
+		if e.link != r.link || r.md == nil {
+			return
+		}
+		var err error
+		r.md.WithBitmap(func(b *bitmap.Bitmap) { err = b.MergeRLE(e.rle) })
+		if err == nil {
+			err = r.md.SyncBitmap()
+		}
+		if err != nil {
+			r.log.Error("peer's bitmap rejected", "err", err)
+			_ = r.fsm.Step(fsm.ResyncFailed{Err: err})
+			r.action(fsm.Action{Kind: fsm.ActCloseLink, Reason: "bad bitmap: " + err.Error()})
+			return
+		}
+		r.log.Info("bitmaps merged", "out-of-sync KB", r.md.OutOfSync()*uint64(r.md.Layout().Granularity)>>10)
+		_ = r.fsm.Step(fsm.BitmapReceived{})
+	case evSyncUUID:
+		if e.link == r.link {
+			_ = r.fsm.Step(fsm.SyncUUIDReceived{UUID: e.uuid})
+		}
+	case evEngineDone:
+		r.engineDone(e)
 	}
 }
 
@@ -373,6 +424,15 @@ func (r *Resource) process() {
 		if rd.SendState && r.link != nil {
 			_ = r.link.SendState(r.stateMsg())
 		}
+		if rd.SendBitmap && r.link != nil && r.md != nil {
+			var rle []byte
+			r.md.WithBitmap(func(b *bitmap.Bitmap) { rle = b.EncodeRLE(nil) })
+			_ = r.link.SendBitmap(rle)
+		}
+		if rd.SyncUUID != 0 && r.link != nil {
+			_ = r.link.SendSyncUUID(rd.SyncUUID)
+		}
+		r.reconcileSync()
 		r.publish()
 	}
 }
@@ -396,6 +456,7 @@ func (r *Resource) goDown() {
 func (r *Resource) shutdown() {
 	r.closeExport()
 	r.stopConnecting()
+	r.stopSync()
 	if r.link != nil {
 		_ = r.link.Close("shutting down")
 		r.link = nil
@@ -434,12 +495,14 @@ func (r *Resource) snapshotLocked() status.Resource {
 	}
 	if r.link != nil {
 		ls := r.link.Stats()
-		s.NetSent, s.NetRecv = ls.SentBytes, ls.RecvBytes
+		s.NetSent, s.NetRecv = ls.SentBytes+ls.ResyncSent, ls.RecvBytes+ls.ResyncRecv
 		s.Pending, s.Unacked, s.Epochs = int64(ls.Pending), int64(ls.Unacked), int64(ls.Epochs)
 	}
 	if r.nbdSrv != nil {
 		s.NBDClients = r.nbdSrv.Sessions(r.name)
 	}
+	s.PausedByUser, s.PausedByPeer = r.fsm.UserPaused(), r.fsm.PeerPaused()
+	r.syncStatus(&s)
 	return s
 }
 

@@ -1,0 +1,493 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twinblock/twinblock/bitmap"
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/resync"
+	"github.com/twinblock/twinblock/pkg/status"
+	"github.com/twinblock/twinblock/replication"
+)
+
+// checkpointInterval is how often a running resync makes its progress
+// durable (the data flushed, then the cleared bitmap bits written): an
+// interrupted resync repeats at most this much work.
+const checkpointInterval = time.Second
+
+// syncRun is the resync or verify in progress on this node, owned by
+// run. The sync target and the verify source run an engine (they pull);
+// the sync source and verify target only keep the progress marks.
+type syncRun struct {
+	conn     fsm.ConnState // the state it was started for (SyncSource, SyncTarget, VerifyS, VerifyT)
+	link     *replication.Link
+	engine   *resync.Engine
+	bm       *durableBitmap // the target's view of the bitmap (nil otherwise)
+	progress *resync.Progress
+	total    int64
+	started  time.Time
+	paused   bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// evEngineDone: a resync or verify engine stopped.
+type evEngineDone struct {
+	engine *resync.Engine
+	err    error
+}
+
+// reconcileSync starts, pauses and stops the resync and verify machinery
+// to match the state machine's connection state. It runs after every
+// Ready.
+func (r *Resource) reconcileSync() {
+	st := r.fsm.State()
+	base := st.Conn
+	switch base {
+	case fsm.PausedSyncS:
+		base = fsm.SyncSource
+	case fsm.PausedSyncT:
+		base = fsm.SyncTarget
+	}
+	paused := st.Conn == fsm.PausedSyncS || st.Conn == fsm.PausedSyncT
+	if s := r.sync; s != nil && (s.conn != base || s.link != r.link || r.md == nil) {
+		r.stopSync()
+	}
+	switch base {
+	case fsm.SyncSource, fsm.SyncTarget, fsm.VerifyS, fsm.VerifyT:
+	default:
+		return
+	}
+	if r.link == nil || r.md == nil {
+		return
+	}
+	if r.sync == nil {
+		r.startSync(base)
+	}
+	if s := r.sync; s != nil && s.paused != paused {
+		s.paused = paused
+		now := time.Now()
+		if paused {
+			s.progress.Pause(now)
+			if s.engine != nil {
+				s.engine.Pause()
+			}
+		} else {
+			s.progress.Resume(now)
+			if s.engine != nil {
+				s.engine.Resume()
+			}
+		}
+	}
+}
+
+func (r *Resource) startSync(conn fsm.ConnState) {
+	gran := int64(r.md.Layout().Granularity)
+	size := r.md.Layout().DataSize
+	s := &syncRun{conn: conn, link: r.link, started: time.Now()}
+	ctx, cancel := context.WithCancel(r.ctx)
+	s.cancel = cancel
+	switch conn {
+	case fsm.SyncTarget:
+		s.bm = newDurableBitmap(r.md, r.data, size)
+		s.total = s.bm.OutOfSyncBytes()
+		s.engine = resync.NewResync(r.engineConfig(false), s.bm, linkTransport{r.link})
+		r.log.Info("Began resync as SyncTarget", "will sync KB", s.total>>10)
+		r.runHandler("before-resync-target")
+	case fsm.SyncSource:
+		s.total = int64(r.md.OutOfSync()) * gran
+		r.log.Info("Began resync as SyncSource", "will sync KB", s.total>>10)
+	case fsm.VerifyS:
+		s.total = size
+		s.engine = resync.NewVerify(r.engineConfig(true), linkTransport{r.link}, mdBitmap{r.md, size}, 0)
+	case fsm.VerifyT:
+		// The peer's requests may have arrived before this state did:
+		// verifyFound counts from the last report on.
+		s.total = size
+	}
+	s.progress = resync.NewProgress(s.started, s.total)
+	r.sync = s
+	if s.engine != nil {
+		e := s.engine
+		e.Start(ctx)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			select {
+			case <-e.Done():
+				r.post(evEngineDone{engine: e, err: e.Err()})
+			case <-ctx.Done():
+			}
+		}()
+	}
+	if s.bm != nil || conn == fsm.SyncSource {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			t := time.NewTicker(checkpointInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if err := r.checkpoint(s); err != nil {
+						r.log.Error("resync checkpoint failed", "err", err)
+						r.post(fsm.DiskFailed{Err: err})
+						return
+					}
+				}
+			}
+		}()
+	}
+}
+
+// checkpoint makes the resync's progress durable: on the target, the
+// data written so far is flushed before the bits it clears are written
+// (a bit must never say "in sync" about data a crash can lose); on the
+// source, the bits the target's acks cleared are written.
+func (r *Resource) checkpoint(s *syncRun) error {
+	if s.bm != nil {
+		return s.bm.commit()
+	}
+	if m := r.curMD.Load(); m != nil {
+		return m.SyncBitmap()
+	}
+	return nil
+}
+
+// stopSync ends the resync or verify machinery (the state left the sync
+// states, or the link or disk changed). What is left stays in the
+// bitmap; what the target wrote and flushed is committed.
+func (r *Resource) stopSync() {
+	s := r.sync
+	if s == nil {
+		return
+	}
+	r.sync = nil
+	if s.engine != nil {
+		s.engine.Close()
+	}
+	s.cancel()
+	s.wg.Wait()
+	if s.bm != nil && r.md != nil {
+		if err := s.bm.commit(); err != nil {
+			r.log.Error("resync checkpoint failed", "err", err)
+		}
+	} else if r.md != nil {
+		if err := r.md.SyncBitmap(); err != nil {
+			r.log.Error("bitmap write failed", "err", err)
+		}
+	}
+	switch s.conn {
+	case fsm.VerifyT:
+		r.verifyReport()
+	case fsm.SyncTarget:
+		if r.fsm.State().Disk == fsm.UpToDate {
+			r.runHandler("after-resync-target")
+		}
+	}
+}
+
+// engineDone acts on a finished engine: a target's resync is made
+// durable and reported done; a verify reports what it found.
+func (r *Resource) engineDone(e evEngineDone) {
+	s := r.sync
+	if s == nil || s.engine != e.engine {
+		return
+	}
+	if e.err != nil {
+		r.log.Warn("resync stopped", "err", e.err)
+		_ = r.fsm.Step(fsm.ResyncFailed{Err: e.err})
+		return
+	}
+	switch s.conn {
+	case fsm.SyncTarget:
+		if err := s.bm.commit(); err != nil {
+			_ = r.fsm.Step(fsm.DiskFailed{Err: err})
+			return
+		}
+		st := e.engine.Stats()
+		dt := time.Since(s.started).Round(time.Second)
+		r.log.Info(fmt.Sprintf("Resync done (total %s; paused %s; %d K/sec)", dt, st.Paused.Round(time.Second), kibPerSec(s.total, time.Since(s.started)-st.Paused)),
+			"same-csum-blocks", st.SameCsum, "wire-bytes", st.Wire)
+		r.lastResync = st
+		_ = r.fsm.Step(fsm.ResyncDone{})
+	case fsm.VerifyS:
+		r.verifyFound.Store(uint64(e.engine.Stats().Mismatch))
+		r.verifyReport()
+		_ = r.fsm.Step(fsm.VerifyDone{})
+	}
+}
+
+// verifyReport logs what online verify found and runs the out-of-sync
+// handler if it found something (DRBD: "Online verify found N 4k block
+// out of sync!"). The blocks are marked; a disconnect/connect resyncs
+// them.
+func (r *Resource) verifyReport() {
+	n := r.verifyFound.Swap(0)
+	r.log.Info(fmt.Sprintf("Online verify done; found %d 4k block out of sync!", n))
+	if r.md != nil {
+		if err := r.md.SyncBitmap(); err != nil {
+			r.log.Error("bitmap write failed", "err", err)
+		}
+	}
+	if n > 0 {
+		r.runHandler("out-of-sync")
+	}
+}
+
+func kibPerSec(bytes int64, d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64(float64(bytes>>10) / d.Seconds())
+}
+
+// engineConfig is the resync engine's configuration from the resource's
+// disk and net sections; knobs the file leaves unset take twinblock's
+// defaults (resync.Defaults), not DRBD's.
+func (r *Resource) engineConfig(verify bool) resync.EngineConfig {
+	d := r.cfg.Disk
+	l := r.link
+	c := resync.Defaults()
+	if d.Has("resync-rate") {
+		c.Rate = d.Size("resync-rate")
+	}
+	if d.Has("c-plan-ahead") {
+		c.PlanAhead = int(d.Int("c-plan-ahead"))
+	}
+	if d.Has("c-fill-target") {
+		c.FillTarget = d.Size("c-fill-target")
+	}
+	if d.Has("c-delay-target") {
+		c.DelayTarget = int(d.Int("c-delay-target"))
+	}
+	if d.Has("c-max-rate") {
+		c.MaxRate = d.Size("c-max-rate")
+	}
+	if d.Has("c-min-rate") {
+		c.MinRate = d.Size("c-min-rate")
+	}
+	cfg := resync.EngineConfig{
+		Size:        r.md.Layout().DataSize,
+		MaxRequest:  int64(l.MaxPayload()),
+		MaxInFlight: 32 << 20,
+		Controller:  c,
+		ReadLocal:   r.data.ReadAt,
+		Lock:        r.dev.lockRange,
+		// c-min-rate's "foreign I/O": this node's own clients (a
+		// Primary target) and the peer's replicated writes (the usual
+		// case: the Primary is the source and writes through us).
+		AppIO: func() int64 {
+			return int64(r.stats.diskWritten.Load()+r.stats.diskRead.Load()) + int64(l.Stats().RecvBytes)
+		},
+	}
+	alg := r.cfg.Net.String("csums-alg")
+	if verify {
+		alg = r.cfg.Net.String("verify-alg")
+	}
+	if alg != "" {
+		if f, _, err := replication.Digest(alg); err == nil {
+			cfg.Digest = f
+		} else {
+			r.log.Warn("digest unavailable; resync without checksums", "alg", alg, "err", err)
+		}
+	}
+	return cfg
+}
+
+// syncStatus fills the status snapshot's progress for a running resync
+// or verify.
+func (r *Resource) syncStatus(s *status.Resource) {
+	sr := r.sync
+	if sr == nil || r.md == nil {
+		return
+	}
+	now := time.Now()
+	var left, want int64
+	switch sr.conn {
+	case fsm.SyncTarget:
+		left = sr.bm.OutOfSyncBytes()
+	case fsm.SyncSource:
+		left = int64(r.md.OutOfSync()) * int64(r.md.Layout().Granularity)
+	case fsm.VerifyS:
+		left = sr.total - sr.engine.Stats().Position
+	case fsm.VerifyT:
+		left = 0 // the verify target does not know the source's position
+	}
+	if sr.engine != nil {
+		want = sr.engine.Stats().Want
+	}
+	left = max(left, 0)
+	sr.progress.Update(now, left)
+	p := sr.progress.Snapshot(now, left, want, sr.conn == fsm.VerifyS || sr.conn == fsm.VerifyT)
+	s.Sync = &p
+}
+
+// linkTransport is the resync engine's view of the peer link.
+type linkTransport struct{ l *replication.Link }
+
+func (t linkTransport) Fetch(off, n int64, csum []byte, done func(resync.Result)) error {
+	return t.l.Resync(off, n, csum, func(res replication.ResyncResult) {
+		done(resync.Result{InSync: res.InSync, Wire: res.Wire, Err: res.Err})
+	})
+}
+
+func (t linkTransport) Verify(off, n int64, digests []byte, done func([]byte, error)) error {
+	return t.l.Verify(off, n, digests, func(res replication.VerifyResult) {
+		done(res.Mismatch, res.Err)
+	})
+}
+
+// mdBitmap is the metadata's bitmap as the verify engine sees it.
+type mdBitmap struct {
+	md   *meta.Meta
+	size int64
+}
+
+func (b mdBitmap) NextDirty(off, max int64) (int64, int64, bool) {
+	var runOff, runLen int64
+	var ok bool
+	b.md.WithBitmap(func(bm *bitmap.Bitmap) {
+		runOff, runLen, ok = nextRun(bm, nil, off, max, b.size)
+	})
+	return runOff, runLen, ok
+}
+func (b mdBitmap) SetInSync(off, n int64)     { b.md.SetInSync(off, n) }
+func (b mdBitmap) MarkOutOfSync(off, n int64) { b.md.MarkOutOfSync(off, n) }
+func (b mdBitmap) OutOfSyncBytes() int64 {
+	return int64(b.md.OutOfSync()) * int64(b.md.Layout().Granularity)
+}
+
+// nextRun finds the first run of bits set in bm and clear in skip (may
+// be nil) at or after byte off, at most max bytes, clamped to size.
+func nextRun(bm, skip *bitmap.Bitmap, off, max, size int64) (int64, int64, bool) {
+	g := int64(bm.Granularity())
+	from := uint64(off / g)
+	for {
+		i, ok := bm.NextSet(from)
+		if !ok {
+			return 0, 0, false
+		}
+		if skip != nil && skip.Test(i) {
+			j, ok := skip.NextClear(i)
+			if !ok {
+				return 0, 0, false
+			}
+			from = j
+			continue
+		}
+		limit := uint64(max / g)
+		if limit == 0 {
+			limit = 1
+		}
+		end := i + 1
+		for end < bm.Bits() && end-i < limit && bm.Test(end) && (skip == nil || !skip.Test(end)) {
+			end++
+		}
+		start := int64(i) * g
+		length := min(int64(end-i)*g, size-start)
+		if length <= 0 {
+			return 0, 0, false
+		}
+		return start, length, true
+	}
+}
+
+// durableBitmap is the sync target's bitmap: a range the engine fetched
+// is "in sync" for the engine at once, but its bits are cleared in the
+// metadata only at the next commit, after the data was flushed. So the
+// bitmap on disk never claims a block whose resync write a crash could
+// still lose.
+type durableBitmap struct {
+	md   *meta.Meta
+	data disk.Disk
+	size int64
+
+	mu      sync.Mutex
+	synced  *bitmap.Bitmap // fetched, not yet committed
+	pending []span
+}
+
+func newDurableBitmap(md *meta.Meta, data disk.Disk, size int64) *durableBitmap {
+	b, err := bitmap.New(size, md.Layout().Granularity)
+	if err != nil {
+		panic(fmt.Sprintf("node: bitmap of %d bytes: %v", size, err))
+	}
+	return &durableBitmap{md: md, data: data, size: size, synced: b}
+}
+
+func (b *durableBitmap) NextDirty(off, max int64) (int64, int64, bool) {
+	var runOff, runLen int64
+	var ok bool
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.md.WithBitmap(func(bm *bitmap.Bitmap) {
+		runOff, runLen, ok = nextRun(bm, b.synced, off, max, b.size)
+	})
+	return runOff, runLen, ok
+}
+
+func (b *durableBitmap) SetInSync(off, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.synced.MarkRange(off, n)
+	b.pending = append(b.pending, span{off, off + n})
+}
+
+func (b *durableBitmap) MarkOutOfSync(off, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// A fetched range marked again must not be cleared by the next
+	// commit: drop the pending clears it overlaps (their blocks are
+	// fetched again, which costs a little, never data).
+	kept := b.pending[:0]
+	for _, s := range b.pending {
+		if s.off < off+n && off < s.end {
+			if first, last, ok := b.synced.BlocksOf(s.off, s.end-s.off); ok {
+				b.synced.Clear(first, last)
+			}
+			continue
+		}
+		kept = append(kept, s)
+	}
+	b.pending = kept
+	b.md.MarkOutOfSync(off, n)
+}
+
+func (b *durableBitmap) OutOfSyncBytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g := int64(b.md.Layout().Granularity)
+	return (int64(b.md.OutOfSync()) - int64(b.synced.Count())) * g
+}
+
+// commit flushes the data, then clears the bits of what was fetched
+// before the flush and writes the bitmap.
+func (b *durableBitmap) commit() error {
+	b.mu.Lock()
+	pending := b.pending
+	b.pending = nil
+	b.mu.Unlock()
+	if len(pending) == 0 {
+		return b.md.SyncBitmap()
+	}
+	if err := b.data.Flush(); err != nil {
+		return fmt.Errorf("node: flush before the bitmap checkpoint: %w", err)
+	}
+	b.mu.Lock()
+	for _, s := range pending {
+		b.md.SetInSync(s.off, s.end-s.off)
+		if first, last, ok := b.synced.BlocksOf(s.off, s.end-s.off); ok {
+			b.synced.Clear(first, last)
+		}
+	}
+	b.mu.Unlock()
+	return b.md.SyncBitmap()
+}
