@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,29 @@ func freePort(t *testing.T, host string) string {
 // make them differ) and creates the metadata on both disks.
 func newPair(t *testing.T, size int64, secrets map[string]string, protocol string) *pair {
 	t.Helper()
+	return newPairOpts(t, pairOpts{size: size, secrets: secrets, protocol: protocol})
+}
+
+// pairOpts configure newPairOpts. net, disk and handlers are added to
+// the resource's sections; fill, if set, writes each node's disk before
+// create-md (the data area keeps it: internal metadata sits at the end).
+type pairOpts struct {
+	size                int64
+	secrets             map[string]string
+	protocol            string
+	net, disk, handlers string
+	fill                func(node string, f *os.File)
+}
+
+func newPairOpts(t *testing.T, o pairOpts) *pair {
+	t.Helper()
+	size, secrets, protocol := o.size, o.secrets, o.protocol
+	if protocol == "" {
+		protocol = "C"
+	}
+	if secrets == nil {
+		secrets = map[string]string{"a": "s", "b": "s"}
+	}
 	p := &pair{dir: t.TempDir(), disks: map[string]string{}, confs: map[string]string{}, nbd: map[string]string{}, procs: map[string]*daemonProc{}}
 	addr := map[string]string{"a": freePort(t, "127.0.0.1"), "b": freePort(t, "127.0.0.2")}
 	p.nbd["a"], p.nbd["b"] = freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2")
@@ -66,18 +90,22 @@ func newPair(t *testing.T, size int64, secrets map[string]string, protocol strin
 		f, err := os.Create(p.disks[n])
 		require.NoError(t, err)
 		require.NoError(t, f.Truncate(size))
+		if o.fill != nil {
+			o.fill(n, f)
+		}
 		f.Close()
 	}
 	for _, n := range []string{"a", "b"} {
 		conf := fmt.Sprintf(`resource r0 {
   protocol %s;
-  net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; }
-  disk { on-io-error detach; }
+  net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; %s }
+  disk { on-io-error detach; %s }
+  handlers { %s }
   meta-disk internal;
   on a { address %s; disk %s; nbd-listen %s; }
   on b { address %s; disk %s; nbd-listen %s; }
 }
-`, protocol, secrets[n], addr["a"], p.disks["a"], p.nbd["a"], addr["b"], p.disks["b"], p.nbd["b"])
+`, protocol, secrets[n], o.net, o.disk, o.handlers, addr["a"], p.disks["a"], p.nbd["a"], addr["b"], p.disks["b"], p.nbd["b"])
 		p.confs[n] = filepath.Join(p.dir, n+".conf")
 		require.NoError(t, os.WriteFile(p.confs[n], []byte(conf), 0o644))
 		p.tb(t, n, "create-md", "r0")
@@ -235,7 +263,9 @@ func writeBlocks(t *testing.T, c *client.Client, blocks []int64, workers int) ma
 }
 
 // TestReplicationBothDisksEqual: two daemons, a real NBD client writing
-// through the Primary, then the two backing disks compared byte for byte.
+// through the Primary during the initial sync (the application's writes
+// and the resync's meet on the same blocks), then the two backing disks
+// compared byte for byte.
 func TestReplicationBothDisksEqual(t *testing.T) {
 	const size = 64 << 20
 	p := newPair(t, size, map[string]string{"a": "s3cret", "b": "s3cret"}, "C")
@@ -266,10 +296,16 @@ func TestReplicationBothDisksEqual(t *testing.T) {
 	require.Contains(t, out, "(-12) Device is held open by someone")
 	require.NoError(t, c.Close())
 
-	// The status file is DRBD 8.4's /proc/drbd.
-	st, err := os.ReadFile(p.statusFile("a"))
-	require.NoError(t, err)
-	require.Regexp(t, `(?m)^ 0: cs:Connected ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----$`, string(st))
+	// The writes ran during the initial sync; it ends, and the status
+	// file (DRBD 8.4's /proc/drbd) says so.
+	p.waitFor(t, "b", "dstate", "UpToDate/UpToDate", 60*time.Second)
+	re := regexp.MustCompile(`(?m)^ 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate C r-----$`)
+	var st []byte
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !re.Match(st); time.Sleep(100 * time.Millisecond) {
+		st, err = os.ReadFile(p.statusFile("a"))
+		require.NoError(t, err)
+	}
+	require.Regexp(t, re, string(st))
 
 	p.tb(t, "a", "down", "r0")
 	p.tb(t, "b", "down", "r0")
