@@ -30,9 +30,11 @@ import (
 //go:embed demo.conf
 var demoConf string
 
-// runReplicatedDemo is `make demo`: two daemons on loopback, the DRBD
-// procedure (create-md, up, primary --force), writes through NBD, the
-// status file, and the Secondary's data compared with the Primary's.
+// runReplicatedDemo is `make demo`: two daemons on loopback and the DRBD
+// procedures on them: create-md, up, primary --force and the initial
+// sync (its progress in the status file), writes through NBD, the
+// Primary killed and beta promoted (failover), alpha back as the sync
+// target of what changed, and the two data areas compared.
 func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -40,9 +42,9 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	}
 	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
 	ports := map[string]string{}
-	for _, k := range []string{"a", "b", "nbd"} {
+	for _, k := range []string{"a", "b", "nbd-a", "nbd-b"} {
 		host := "127.0.0.1"
-		if k == "b" {
+		if strings.HasSuffix(k, "b") {
 			host = "127.0.0.2"
 		}
 		l, err := net.Listen("tcp", host+":0")
@@ -61,7 +63,15 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 			return err
 		}
 	}
-	conf := strings.NewReplacer("@ADDR_A@", ports["a"], "@ADDR_B@", ports["b"], "@NBD_A@", ports["nbd"],
+	// alpha's disk already holds data (say, an existing filesystem):
+	// the initial sync must copy it to beta.
+	want := make([]byte, demoSize)
+	rng := rand.NewChaCha8([32]byte{'t', 'w', 'i', 'n', 's'})
+	_, _ = rng.Read(want[:existingData])
+	if err := writeFileAt(disks["alpha"], want[:existingData], 0); err != nil {
+		return err
+	}
+	conf := strings.NewReplacer("@ADDR_A@", ports["a"], "@ADDR_B@", ports["b"], "@NBD_A@", ports["nbd-a"], "@NBD_B@", ports["nbd-b"],
 		"@DISK_A@", disks["alpha"], "@DISK_B@", disks["beta"]).Replace(demoConf)
 	confPath := filepath.Join(dir, "twinblock.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
@@ -87,8 +97,12 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 		}
 		return err
 	}
+	statusFile := func(node string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, node+".status"))
+		return string(b)
+	}
 
-	step("create-md on both nodes")
+	step("create-md on both nodes (alpha's disk already holds %d MiB of data)", existingData>>20)
 	for _, n := range []string{"alpha", "beta"} {
 		if err := show(n, "create-md", "r0"); err != nil {
 			return err
@@ -124,40 +138,49 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	if err := show("alpha", "primary", "r0"); err == nil {
 		return errors.New("demo: a promotion without UpToDate data succeeded")
 	}
-	step("primary --force on alpha (the DRBD procedure for the first promotion)")
+	step("primary --force on alpha: alpha's data wins, the initial full sync to beta starts")
 	if err := show("alpha", "primary", "--force", "r0"); err != nil {
 		return err
 	}
-	if err := waitState(ctx, tb, "beta", "role", "Secondary/Primary"); err != nil {
-		return err
+	step("the initial sync, as alpha's status file (/proc/drbd format) shows it")
+	shown := 0
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		st := statusFile("alpha")
+		if strings.Contains(st, "sync'ed:") && shown < 8 {
+			lines := strings.Split(strings.TrimRight(st, "\n"), "\n")
+			for _, l := range lines[1:] {
+				fmt.Fprintf(out, "    %s\n", strings.ReplaceAll(l, "\t", "        "))
+			}
+			shown++
+		}
+		if strings.Contains(st, "cs:Connected") && strings.Contains(st, "ds:UpToDate/UpToDate") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the initial sync did not finish:\n%s", st)
+		}
+		time.Sleep(700 * time.Millisecond)
 	}
 	if err := show("alpha", "status", "r0"); err != nil {
 		return err
 	}
 
-	c, err := client.Dial(ctx, ports["nbd"], client.Options{Export: "r0"})
+	c, err := client.Dial(ctx, ports["nbd-a"], client.Options{Export: "r0"})
 	if err != nil {
 		return err
 	}
 	size := c.Size()
-	fmt.Fprintf(out, "    NBD export r0 on %s: %d bytes, flags %s\n", ports["nbd"], size, flagNames(c.Flags()))
-	want := make([]byte, size)
-	rng := rand.NewChaCha8([32]byte{'t', 'w', 'i', 'n', 's'})
-	n := min(int(size), 48<<20) &^ (1<<20 - 1)
-	_, _ = rng.Read(want[:n])
-	step("writing %d MiB through NBD on alpha (1 MiB requests, 8 in flight), each on both disks before the ack (protocol C)", n>>20)
-	start := time.Now()
-	g, _ := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for off := 0; off < n; off += 1 << 20 {
-		g.Go(func() error { return c.WriteAt(want[off:off+1<<20], int64(off), false) })
-	}
-	if err := g.Wait(); err != nil {
+	want = want[:size]
+	fmt.Fprintf(out, "    NBD export r0 on alpha (%s): %d bytes, flags %s\n", ports["nbd-a"], size, flagNames(c.Flags()))
+	if err := verifyThrough(c, want); err != nil {
 		return err
 	}
-	el := time.Since(start)
-	fmt.Fprintf(out, "    wrote %d MiB in %v (%.0f MiB/s)\n", n>>20, el.Round(time.Millisecond), float64(n>>20)/el.Seconds())
-	step("FLUSH (a barrier on both nodes), TRIM and WRITE_ZEROES (replicated as commands)")
+	fmt.Fprintf(out, "    alpha's existing data reads back through NBD\n")
+	step("writing 16 MiB through NBD on alpha (1 MiB requests, 8 in flight), each on both disks before the ack (protocol C)")
+	if err := writeMiB(ctx, c, want, rng, 24<<20, 16); err != nil {
+		return err
+	}
+	step("FLUSH, TRIM and WRITE_ZEROES (replicated as commands)")
 	if err := c.Flush(); err != nil {
 		return err
 	}
@@ -172,50 +195,123 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	if err := c.Flush(); err != nil {
 		return err
 	}
-	if err := verifyThrough(c, want); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "    read back through NBD: sha256 %x\n", sha256.Sum256(want))
-	time.Sleep(1100 * time.Millisecond) // the file is rewritten at least once a second
-	step("the status file of alpha (/proc/drbd format)")
-	st, err := os.ReadFile(filepath.Join(dir, "alpha.status"))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "%s", st)
 	step("secondary is refused while an NBD client is connected")
 	if err := show("alpha", "secondary", "r0"); err == nil {
 		return errors.New("demo: demoted with a client connected")
+	}
+
+	step("failover: alpha's daemon is killed (SIGKILL), beta is promoted and serves the data")
+	daemons["alpha"].kill()
+	delete(daemons, "alpha")
+	_ = c.Close()
+	if err := waitState(ctx, tb, "beta", "cstate", "WFConnection"); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := show("beta", "primary", "r0"); err != nil {
+		return err
+	}
+	c, err = client.Dial(ctx, ports["nbd-b"], client.Options{Export: "r0"})
+	if err != nil {
+		return err
+	}
+	if err := verifyThrough(c, want); err != nil {
+		return fmt.Errorf("demo: after failover: %w", err)
+	}
+	fmt.Fprintf(out, "    beta serves on %s %v after its promotion; every acknowledged write is there\n",
+		ports["nbd-b"], time.Since(start).Round(time.Millisecond))
+	step("writing 8 MiB through NBD on beta while alpha is down (beta's bitmap records them)")
+	if err := writeMiB(ctx, c, want, rng, 40<<20, 8); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return err
+	}
+	if err := show("beta", "status", "r0"); err != nil {
+		return err
+	}
+
+	step("alpha comes back: up; it resyncs only what changed (and its activity log's extents, as it crashed Primary)")
+	d, err := startDaemon(ctx, self, confPath, "alpha", dir)
+	if err != nil {
+		return err
+	}
+	daemons["alpha"] = d
+	if err := show("alpha", "up", "r0"); err != nil {
+		return err
+	}
+	if err := waitState(ctx, tb, "alpha", "dstate", "UpToDate/UpToDate"); err != nil {
+		return err
+	}
+	if err := waitState(ctx, tb, "beta", "cstate", "Connected"); err != nil {
+		return err
+	}
+	logA, _ := os.ReadFile(filepath.Join(dir, "alpha.log"))
+	fmt.Fprintf(out, "    from alpha's log:\n")
+	for _, l := range strings.Split(string(logA), "\n") {
+		if i := strings.Index(l, "msg="); i >= 0 && (strings.Contains(l, "uuid_compare") || strings.Contains(l, "Resync done") || strings.Contains(l, "bitmaps merged")) {
+			fmt.Fprintf(out, "      %s\n", l[i:])
+		}
+	}
+	if err := show("beta", "status", "r0"); err != nil {
+		return err
+	}
+	if err := verifyThrough(c, want); err != nil {
+		return err
 	}
 	if err := c.Close(); err != nil {
 		return err
 	}
 	step("down on both nodes, then the two data areas compared")
-	for _, n := range []string{"alpha", "beta"} {
+	for _, n := range []string{"beta", "alpha"} {
 		if err := show(n, "down", "r0"); err != nil {
 			return err
 		}
 	}
-	sums := map[string][32]byte{}
-	for node, p := range disks {
-		data, err := readDataArea(p)
+	for _, node := range []string{"alpha", "beta"} {
+		data, err := readDataArea(disks[node])
 		if err != nil {
 			return err
 		}
 		if !bytes.Equal(data, want) {
 			return fmt.Errorf("demo: %s's data area differs from what was written", node)
 		}
-		sums[node] = sha256.Sum256(data)
-		fmt.Fprintf(out, "    %s %s: data area sha256 %x\n", node, p, sums[node])
+		fmt.Fprintf(out, "    %s %s: data area sha256 %x\n", node, disks[node], sha256.Sum256(data))
 	}
 	for _, d := range daemons {
 		if err := d.stop(); err != nil {
 			return err
 		}
 	}
-	step("demo OK: every write reached both nodes' disks; beta's data equals alpha's")
-	fmt.Fprintln(out, "    (beta stays Inconsistent until a resync: the initial sync arrives with the resync issue)")
+	step("demo OK: initial sync, failover without losing an acknowledged write, resync of what changed; both data areas equal")
 	return nil
+}
+
+// existingData is what alpha's disk holds before create-md in the demo.
+const existingData = 32 << 20
+
+// writeMiB writes n MiB of random data at off through c (1 MiB requests,
+// 8 in flight) and records it in want.
+func writeMiB(ctx context.Context, c *client.Client, want []byte, rng *rand.ChaCha8, off, n int) error {
+	_, _ = rng.Read(want[off : off+n<<20])
+	g, _ := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for o := off; o < off+n<<20; o += 1 << 20 {
+		g.Go(func() error { return c.WriteAt(want[o:o+1<<20], int64(o), false) })
+	}
+	return g.Wait()
+}
+
+func writeFileAt(path string, b []byte, off int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // readDataArea reads what the export shows of a disk with internal
