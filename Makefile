@@ -51,6 +51,7 @@ demo: build
 
 bench: build
 	BENCH_EXTRA="integration/bench/replicated.sh $$BENCH_EXTRA" bash integration/bench/bench.sh $(BIN)
+	bash integration/bench/resync.sh $(BIN)
 	$(GO) run ./integration/bench/mdscale -twinblock $(BIN)
 
 clean:
