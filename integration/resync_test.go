@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -165,11 +166,20 @@ func TestResyncInitialFullSync(t *testing.T) {
 	p.tb(t, "a", "primary", "--force", "r0")
 
 	var seen []procDRBD
+	var watched string
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		st := p.procDRBD(t, "a")
 		if st.syncing {
 			seen = append(seen, st)
+			if watched == "" {
+				// status --watch redraws with a progress bar.
+				ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+				out, _ := exec.CommandContext(ctx, twinblockBin, "--config", p.confs["a"], "--node", "a",
+					"--control", p.control("a"), "status", "--watch", "r0").Output()
+				cancel()
+				watched = string(out)
+			}
 		}
 		if st.cs == "Connected" && st.ds == "UpToDate/UpToDate" {
 			break
@@ -191,6 +201,8 @@ func TestResyncInitialFullSync(t *testing.T) {
 		require.Equal(t, wantPermil, st.permil, "the per-mille")
 	}
 	t.Logf("%d status samples during the sync; last: %+v", len(seen), seen[len(seen)-1])
+	require.Regexp(t, `replication:SyncSource peer-disk:Inconsistent done:\d+\.\d\d`, watched)
+	require.Regexp(t, `r0 SyncSource \[#*\.*\] +\d+\.\d\d% +\d+\.\d MiB/s +eta `, watched)
 	p.waitSynced(t, 60*time.Second)
 
 	// twinblock status (DRBD 9's layout) and the log of the target.

@@ -125,7 +125,17 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if asJSON {
 					return status.WriteJSON(cmd.OutOrStdout(), resp.Resources)
 				}
-				return status.WriteStatus(cmd.OutOrStdout(), resp.Resources, verbose)
+				if err := status.WriteStatus(cmd.OutOrStdout(), resp.Resources, verbose); err != nil {
+					return err
+				}
+				if watch {
+					for _, r := range resp.Resources {
+						if bar := status.ProgressBar(r, 40); bar != "" {
+							fmt.Fprintln(cmd.OutOrStdout(), bar)
+						}
+					}
+				}
+				return nil
 			}
 			if !watch {
 				return show()
@@ -145,7 +155,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
-	cmd.Flags().BoolVar(&watch, "watch", false, "redraw every second until interrupted")
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw every second until interrupted, with a progress bar while a resync runs")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "add the statistics")
 	return cmd
 }
