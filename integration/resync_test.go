@@ -234,11 +234,12 @@ func TestResyncAfterSecondaryKilled(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	// 1% of the device, in random blocks.
-	blocks := make([]int64, size/4096/100)
+	nblocks := c.Size() / 4096
+	blocks := make([]int64, nblocks/100)
 	for i := range blocks {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
-		blocks[i] = int64(uint64(b[0])|uint64(b[1])<<8|uint64(b[2])<<16) % (size / 4096)
+		blocks[i] = int64(uint64(b[0])|uint64(b[1])<<8|uint64(b[2])<<16) % nblocks
 	}
 	last := writeBlocks(t, c, blocks, 8)
 	require.NoError(t, c.Flush())
