@@ -84,6 +84,7 @@ resource r0 {
   protocol C;
   meta-disk internal;
   net { ping-int 2; connect-int 1; }
+  disk { ${BENCH_RESYNC_DISK:-} }
   on a { address 127.0.0.1:$pa; disk $da; nbd-listen 127.0.0.1:$na; }
   on b { address 127.0.0.2:$pb; disk $db; }
 }
@@ -108,7 +109,7 @@ wait_synced() {
 	die "no resync end after 300 s: $(tb a status r0)"
 }
 # wire_bytes: the last "Resync done" line's wire-bytes on b.
-wire_bytes() { grep 'Resync done' "$dir/b.log" | tail -1 | sed -n 's/.*wire-bytes=\([0-9]*\).*/\1/p'; }
+wire_bytes() { grep 'Resync done (total' "$dir/b.log" | tail -1 | sed -n 's/.*wire-bytes=\([0-9]*\).*/\1/p'; }
 
 log "twinblock: full sync of $MIB MiB (primary --force, then invalidate-remote for the next rounds)"
 sync_times=()
@@ -127,7 +128,9 @@ tb b disconnect r0
 for _ in $(seq 100); do [[ $(tb a cstate r0) == WFConnection ]] && break; sleep 0.05; done
 blocks=$(((MIB << 20) / 4096 / 100))
 fio --name=dirty --ioengine=nbd --uri="nbd://127.0.0.1:$na/r0" --rw=randwrite --bs=4k \
-	--number_ios="$blocks" --size=$((MIB << 20)) --iodepth=8 --randrepeat=0 --output-format=terse >/dev/null
+	--number_ios="$blocks" --size=$((MIB << 20)) --iodepth=8 --randrepeat=0 --output="$WORK/dirty.out" >"$WORK/fio.stderr" 2>&1 ||
+	{ cat "$WORK/fio.stderr" >&2; die "fio failed"; }
+sleep 1.2 # the status file is rewritten once a second
 oos_kib=$(sed -n 's/.*oos:\([0-9]*\).*/\1/p' "$dir/a.status")
 t0=$(now)
 tb b connect r0
@@ -139,8 +142,10 @@ dirty_wire=$(wire_bytes)
 # ---------------------------------------------------------------- application writes during a resync
 fio_iops() {
 	fio --name=app --ioengine=nbd --uri="nbd://127.0.0.1:$na/r0" --rw=randwrite --bs=4k --iodepth=8 \
-		--size=$((MIB << 20)) --time_based --runtime=5 --output-format=json | python3 -c \
-		'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["iops"]))'
+		--size=$((MIB << 20)) --time_based --runtime=5 --norandommap --randrepeat=0 \
+		--output-format=json --output="$WORK/fio.json" >"$WORK/fio.stderr" 2>&1 ||
+		{ cat "$WORK/fio.stderr" >&2; die "fio failed"; }
+	python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["write"]["iops"]))' "$WORK/fio.json"
 }
 idle_iops=$(fio_iops)
 tb a invalidate-remote r0

@@ -134,6 +134,7 @@ type Engine struct {
 	ctrl           *Controller
 	progress       *Progress
 	credit         int64           // bytes this tick may still request; negative: debt from rounding up to a block
+	tickIssued     int64           // bytes requested since the last tick (bounded by c-max-rate in fill mode)
 	cursor         int64           // next offset to look at in this pass
 	inflight       map[int64]int64 // offset → length of the requests in flight
 	inflightBytes  int64
@@ -397,6 +398,7 @@ func (e *Engine) onTick() {
 	// Unused budget does not carry over (a tick with nothing to request must
 	// not save up a burst); the debt of rounding a request up does.
 	e.credit = min(e.credit, 0)
+	e.tickIssued = 0
 	if e.throttled {
 		e.stats.ThrottledTicks++
 	} else {
@@ -459,10 +461,18 @@ func (e *Engine) issue() {
 // charges it to the credit. A request is at most MaxRequest, at most the
 // credit rounded up to a block, and fits under MaxInFlight.
 func (e *Engine) nextRequestLocked() (off, n int64, ok bool) {
-	if e.err != nil || e.finished || e.paused || e.throttled || e.credit <= 0 || e.cursor >= e.cfg.Size {
+	if e.err != nil || e.finished || e.paused || e.throttled || e.cursor >= e.cfg.Size {
 		return 0, 0, false
 	}
-	limit := min(e.cfg.MaxRequest, (e.credit+BlockSize-1)/BlockSize*BlockSize)
+	var limit int64
+	switch fill := e.fillRoomLocked(); {
+	case e.credit > 0:
+		limit = min(e.cfg.MaxRequest, (e.credit+BlockSize-1)/BlockSize*BlockSize)
+	case fill > 0:
+		limit = min(e.cfg.MaxRequest, (fill+BlockSize-1)/BlockSize*BlockSize)
+	default:
+		return 0, 0, false
+	}
 	avail := (e.cfg.MaxInFlight - e.inflightBytes) / BlockSize * BlockSize
 	if avail <= 0 {
 		return 0, 0, false
@@ -484,11 +494,32 @@ func (e *Engine) nextRequestLocked() (off, n int64, ok bool) {
 		off, n = e.cursor, min(limit, e.cfg.Size-e.cursor)
 	}
 	e.cursor = off + n
-	e.credit -= n
+	if e.credit > 0 {
+		e.credit -= n
+	}
+	e.tickIssued += n
 	e.inflight[off] = n
 	e.inflightBytes += n
 	e.stats.Requested += n
 	return off, n, true
+}
+
+// fillRoomLocked is how much more the engine may request now, between
+// ticks, to keep c-fill-target bytes in flight (the dynamic controller
+// only; 0 otherwise). DRBD samples the fill once per tick and grows its
+// per-tick request by at most fill-target/plan-ahead per tick, which on a
+// link that answers in a millisecond caps the resync at ten requests'
+// worth per second and ramps up over many seconds. twinblock keeps the
+// fill target topped up as completions arrive, within c-max-rate per
+// tick; the controller's per-tick amount remains the floor, and the
+// c-min-rate throttle still stops everything.
+func (e *Engine) fillRoomLocked() int64 {
+	cc := e.ctrl.Config()
+	if e.mode != ModeResync || cc.PlanAhead <= 0 || cc.FillTarget <= 0 {
+		return 0
+	}
+	perTick := cc.MaxRate / int64(time.Second/TickInterval)
+	return max(0, min(cc.FillTarget-e.inflightBytes, perTick-e.tickIssued))
 }
 
 // request is one request in flight.

@@ -117,8 +117,10 @@ func TestResyncFetchFailure(t *testing.T) {
 		h.startResync(cfg)
 		require.Equal(t, runs[:3], h.tr.requests(), "three fit under MaxInFlight")
 
+		// The failure first: a success first would let the engine, woken
+		// by it, issue the next run before the failure arrives.
+		h.tr.complete(1, Result{Err: errLink}) // [128K, 192K) fails
 		h.tr.complete(0, Result{})             // [0, 64K) arrives
-		h.tr.complete(0, Result{Err: errLink}) // [128K, 192K) fails
 		h.e.sync()
 		h.tick()
 		assert.Len(t, h.tr.requests(), 3, "nothing new after a failure")
@@ -659,13 +661,14 @@ func TestEngineStatsAndProgress(t *testing.T) {
 }
 
 func TestDynamicControllerStartsAtRate(t *testing.T) {
-	// The dynamic controller's first tick requests Rate·0.1 s.
+	// The dynamic controller's first tick requests Rate·0.1 s; with a
+	// fill target above it, the engine fills up to the fill target.
 	cfg := EngineConfig{Size: 64 * mib, MaxRequest: mib, MaxInFlight: 64 * mib,
-		Controller: ControllerConfig{Rate: 40 * mib, PlanAhead: 20, FillTarget: 8 * mib, MaxRate: 1 << 30}}
+		Controller: ControllerConfig{Rate: 80 * mib, PlanAhead: 20, FillTarget: 4 * mib, MaxRate: 1 << 30}}
 	h := newHarness(t, cfg)
 	h.mark(0, 64*mib)
 	h.startResync(cfg)
-	assert.Equal(t, 4*mib, h.e.Stats().Requested)
+	assert.Equal(t, 8*mib, h.e.Stats().Requested)
 	for i := 0; !isClosed(h.e.Done()) && i < 1000; i++ {
 		h.tr.completeAll(Result{})
 		h.tick()
@@ -777,4 +780,37 @@ func TestVerifyWithoutBitmapCounts(t *testing.T) {
 	h.waitDone()
 	require.NoError(t, h.e.Err())
 	assert.Equal(t, int64(1), h.e.Stats().Mismatch)
+}
+
+// Between ticks the dynamic engine keeps c-fill-target in flight as
+// completions arrive (a fast link is not held to ten requests' worth per
+// second), but never requests more than c-max-rate·0.1 s in one tick, and
+// not at all while throttled or in fixed-rate mode.
+func TestFillTargetKeptBetweenTicks(t *testing.T) {
+	cfg := EngineConfig{Size: 256 * mib, MaxRequest: mib, MaxInFlight: 64 * mib,
+		Controller: ControllerConfig{Rate: 10 * mib, PlanAhead: 20, FillTarget: 4 * mib, MaxRate: 100 * mib}}
+	h := newHarness(t, cfg)
+	h.mark(0, 256*mib)
+	h.startResync(cfg)
+	require.Equal(t, 4*mib, h.e.Stats().Requested, "the first tick fills to the fill target")
+	// Completions within the tick: the fill is topped up, to 10 MiB
+	// (c-max-rate 100 MiB/s × 0.1 s) in this tick at most.
+	for range 20 {
+		h.tr.completeAll(Result{})
+		h.e.sync()
+	}
+	require.Equal(t, 10*mib, h.e.Stats().Requested)
+	require.LessOrEqual(t, h.e.Stats().InFlight, 4*mib)
+
+	// Fixed rate: no filling between ticks.
+	fixed := EngineConfig{Size: 64 * mib, MaxRequest: mib, MaxInFlight: 64 * mib,
+		Controller: ControllerConfig{Rate: 10 * mib, PlanAhead: 0, FillTarget: 4 * mib, MaxRate: 100 * mib}}
+	h2 := newHarness(t, fixed)
+	h2.mark(0, 64*mib)
+	h2.startResync(fixed)
+	for range 5 {
+		h2.tr.completeAll(Result{})
+		h2.e.sync()
+	}
+	require.Equal(t, mib, h2.e.Stats().Requested, "fixed rate: Rate·0.1 s per tick, nothing more")
 }
