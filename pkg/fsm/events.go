@@ -80,8 +80,8 @@ type (
 	// out of sync and made them durable (data flushed, bitmap written).
 	ResyncDone struct{}
 	// ResyncFailed: the resync engine stopped on an error (the link or a
-	// disk failed): the connection is renegotiated and the resync
-	// resumes from the bitmap.
+	// disk failed), or the peer's bitmap could not be merged: the
+	// connection is renegotiated and the resync resumes from the bitmap.
 	ResyncFailed struct{ Err error }
 	// VerifyDone: the online verify this node started (VerifyS) covered
 	// the whole device.

@@ -231,7 +231,7 @@ func (n *Node) step(e Event) error {
 	case ResyncDone:
 		n.resyncDone()
 	case ResyncFailed:
-		if n.conn.Syncing() {
+		if n.conn.Established() {
 			n.dropLink(NetworkFailure, fmt.Sprintf("resync failed: %v", e.Err))
 		}
 	case VerifyDone:

@@ -373,8 +373,7 @@ func (r *Resource) event(ev any) {
 		}
 		if err != nil {
 			r.log.Error("peer's bitmap rejected", "err", err)
-			_ = r.fsm.Step(fsm.ResyncFailed{Err: err})
-			r.action(fsm.Action{Kind: fsm.ActCloseLink, Reason: "bad bitmap: " + err.Error()})
+			_ = r.fsm.Step(fsm.ResyncFailed{Err: fmt.Errorf("peer's bitmap: %w", err)})
 			return
 		}
 		r.log.Info("bitmaps merged", "out-of-sync KB", r.md.OutOfSync()*uint64(r.md.Layout().Granularity)>>10)
