@@ -19,7 +19,6 @@ import (
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
-	"github.com/twinblock/twinblock/pkg/resync"
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
 )
@@ -68,7 +67,6 @@ type Resource struct {
 	nbdLn      net.Listener
 	attachErr  error // why the last attach failed
 	sync       *syncRun
-	lastResync resync.EngineStats // the last finished resync, for the log and tests
 
 	verifyFound atomic.Uint64 // 4 KiB blocks online verify found out of sync (this run)
 

@@ -104,7 +104,7 @@ func (r *Resource) startSync(conn fsm.ConnState) {
 		r.log.Info("Began resync as SyncSource", "will sync KB", s.total>>10)
 	case fsm.VerifyS:
 		s.total = size
-		s.engine = resync.NewVerify(r.engineConfig(true), linkTransport{r.link}, mdBitmap{r.md, size}, 0)
+		s.engine = resync.NewVerify(r.engineConfig(true), linkTransport{r.link}, resync.BitmapOf(size, r.md.WithBitmap), 0)
 	case fsm.VerifyT:
 		// The peer's requests may have arrived before this state did:
 		// verifyFound counts from the last report on.
@@ -216,7 +216,6 @@ func (r *Resource) engineDone(e evEngineDone) {
 		dt := time.Since(s.started).Round(time.Second)
 		r.log.Info(fmt.Sprintf("Resync done (total %s; paused %s; %d K/sec)", dt, st.Paused.Round(time.Second), kibPerSec(s.total, time.Since(s.started)-st.Paused)),
 			"same-csum-blocks", st.SameCsum, "wire-bytes", st.Wire)
-		r.lastResync = st
 		_ = r.fsm.Step(fsm.ResyncDone{})
 	case fsm.VerifyS:
 		r.verifyFound.Store(uint64(e.engine.Stats().Mismatch))
@@ -343,26 +342,6 @@ func (t linkTransport) Verify(off, n int64, digests []byte, done func([]byte, er
 	return t.l.Verify(off, n, digests, func(res replication.VerifyResult) {
 		done(res.Mismatch, res.Err)
 	})
-}
-
-// mdBitmap is the metadata's bitmap as the verify engine sees it.
-type mdBitmap struct {
-	md   *meta.Meta
-	size int64
-}
-
-func (b mdBitmap) NextDirty(off, max int64) (int64, int64, bool) {
-	var runOff, runLen int64
-	var ok bool
-	b.md.WithBitmap(func(bm *bitmap.Bitmap) {
-		runOff, runLen, ok = nextRun(bm, nil, off, max, b.size)
-	})
-	return runOff, runLen, ok
-}
-func (b mdBitmap) SetInSync(off, n int64)     { b.md.SetInSync(off, n) }
-func (b mdBitmap) MarkOutOfSync(off, n int64) { b.md.MarkOutOfSync(off, n) }
-func (b mdBitmap) OutOfSyncBytes() int64 {
-	return int64(b.md.OutOfSync()) * int64(b.md.Layout().Granularity)
 }
 
 // nextRun finds the first run of bits set in bm and clear in skip (may
