@@ -11,6 +11,13 @@ type Side struct {
 	GI             meta.GI
 	CrashedPrimary bool // MDF_CRASHED_PRIMARY: it crashed while Primary
 	Primary        bool // it is Primary now
+
+	// What Negotiate needs beyond Compare:
+
+	Inconsistent  bool   // its disk is Inconsistent
+	Changed       uint64 // blocks set in its bitmap when the connection came up
+	DiscardMyData bool   // connect --discard-my-data
+	InUse         bool   // a Primary whose device is open: it cannot demote
 }
 
 // Decision is drbd_uuid_compare's result, from the point of view of self.

@@ -13,7 +13,7 @@ type PeerInfo struct {
 	Disk           DiskState
 	GI             meta.GI
 	CrashedPrimary bool
-	DiscardMyData  bool
+	DiscardMyData  bool   // the peer connected with --discard-my-data
 	OutOfSync      uint64 // bits set in the peer's bitmap
 	UserPaused     bool   // the peer's administrator paused the resync (pause-sync)
 	VerifySource   bool   // the peer runs online verify as VerifyS
@@ -50,8 +50,12 @@ type (
 		Fatal bool
 	}
 	// LinkUp: a connection passed the handshake; Peer is the peer's
-	// State from it.
-	LinkUp struct{ Peer PeerInfo }
+	// State from it, OutOfSync the bits set in this node's bitmap now
+	// (the "changes" the after-sb policies weigh against the peer's).
+	LinkUp struct {
+		Peer      PeerInfo
+		OutOfSync uint64
+	}
 	// PeerChanged: the peer sent a new State while connected.
 	PeerChanged struct{ Peer PeerInfo }
 	// LinkDown: the connection ended. Cause is the state to report

@@ -27,6 +27,8 @@ type Config struct {
 	OnIOError   IOErrorPolicy
 	// VerifyAlg: verify-alg is configured (online verify may start).
 	VerifyAlg bool
+	// SplitBrain: the after-sb policies and rr-conflict (net section).
+	SplitBrain splitbrain.Policies
 	// NewUUID returns a fresh random UUID for a new data generation.
 	// Tests pass a deterministic source.
 	NewUUID func() uint64
@@ -61,8 +63,10 @@ type Node struct {
 	crashedPrimary bool
 	discardMyData  bool
 	openCount      int
-	userPaused     bool // pause-sync here; kept across connections
-	peerPaused     bool // pause-sync on the peer
+	handshake      *Handshake // the last sync handshake, for explain
+	splitBrain     bool       // the last handshake ended in an unresolved split brain
+	userPaused     bool       // pause-sync here; kept across connections
+	peerPaused     bool       // pause-sync on the peer
 
 	// connecting
 	wantConnect bool
@@ -127,6 +131,18 @@ func (n *Node) CrashedPrimary() bool { return n.crashedPrimary }
 
 // DiscardMyData reports the --discard-my-data of the last connect.
 func (n *Node) DiscardMyData() bool { return n.discardMyData }
+
+// LastHandshake returns the last sync handshake (nil before the first).
+func (n *Node) LastHandshake() *Handshake { return n.handshake }
+
+// SplitBrain reports that the last handshake found a split brain that
+// nothing resolved; it returns the rule that found it.
+func (n *Node) SplitBrain() (bool, int) {
+	if !n.splitBrain || n.handshake == nil {
+		return false, 0
+	}
+	return true, n.handshake.Outcome.Rule
+}
 
 // IOMode returns the I/O mode for the current state.
 func (n *Node) IOMode() IOMode { return n.ioMode() }
@@ -206,7 +222,7 @@ func (n *Node) step(e Event) error {
 			n.act(ActCloseLink, "not connecting")
 			return nil
 		}
-		n.linkUp(e.Peer)
+		n.linkUp(e.Peer, e.OutOfSync)
 	case PeerChanged:
 		if n.conn.Established() {
 			n.peerChanged(e.Peer)
@@ -448,6 +464,7 @@ func (n *Node) promote(force bool) error {
 		return ErrNoUpToDateDisk
 	}
 	n.role = Primary
+	n.gi.SetPrimary(true)
 	n.exposed = n.gi[meta.Current]
 	if n.disk == Diskless {
 		n.exposed = n.peerGI[meta.Current]
@@ -470,6 +487,7 @@ func (n *Node) demote() error {
 		return ErrDeviceInUse
 	}
 	n.role = Secondary
+	n.gi.SetPrimary(false)
 	return nil
 }
 
@@ -508,60 +526,55 @@ func (n *Node) lostPeer(cause ConnState) {
 }
 
 // linkUp runs the sync handshake on a fresh connection
-// (drbd_sync_handshake; the split-brain policies are not here yet).
-func (n *Node) linkUp(p PeerInfo) {
+// (drbd_sync_handshake, splitbrain.Negotiate) and acts on its outcome:
+// the handlers it names, a demotion, the connection refused, or the
+// resync it decided.
+func (n *Node) linkUp(p PeerInfo, outOfSync uint64) {
 	n.resetLiveness()
-	if n.role == Primary && p.Role == Primary {
-		n.logf("both nodes are Primary: dropping the connection")
-		n.refuse(StandAlone, "both nodes are Primary")
+	if n.disk == Diskless || p.Disk == Diskless {
+		if n.role == Primary && p.Role == Primary {
+			n.refuse(StandAlone, "both nodes are Primary (twinblock allows one Primary at a time)")
+			return
+		}
+		// Nothing to compare: the one with data serves.
+		n.established(p)
 		return
 	}
-	n.conn = Connected
-	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
-	n.peerPaused = p.UserPaused
-	if n.role == Primary && n.disk == Diskless {
-		n.exposed = p.GI[meta.Current]
+	self := splitbrain.Side{GI: n.gi, CrashedPrimary: n.crashedPrimary, Primary: n.role == Primary,
+		Inconsistent: n.disk == Inconsistent, Changed: outOfSync, DiscardMyData: n.discardMyData, InUse: n.openCount > 0}
+	peer := splitbrain.Side{GI: p.GI, CrashedPrimary: p.CrashedPrimary, Primary: p.Role == Primary,
+		Inconsistent: p.Disk == Inconsistent, Changed: p.OutOfSync, DiscardMyData: p.DiscardMyData}
+	o := splitbrain.Negotiate(self, peer, n.cfg.SplitBrain, n.cfg.Self < n.cfg.Peer)
+	n.handshake = &Handshake{Self: self, Peer: peer, Policies: n.cfg.SplitBrain, Outcome: o, ResolveConflicts: n.cfg.Self < n.cfg.Peer}
+	for _, l := range o.Log {
+		n.logf("%s", l)
 	}
-	if n.disk == Diskless || p.Disk == Diskless {
-		return // nothing to compare: the one with data serves
+	n.ready.Handlers = append(n.ready.Handlers, o.Handlers...)
+	n.splitBrain = o.Decision == splitbrain.SplitBrainDrop
+	if o.Refuse != "" {
+		n.refuse(StandAlone, o.Refuse)
+		return
 	}
-	d, rule := splitbrain.Compare(
-		splitbrain.Side{GI: n.gi, CrashedPrimary: n.crashedPrimary, Primary: n.role == Primary},
-		splitbrain.Side{GI: p.GI, CrashedPrimary: p.CrashedPrimary, Primary: p.Role == Primary},
-		n.cfg.Self < n.cfg.Peer)
-	switch rule {
+	if o.Demote {
+		n.role = Secondary
+		n.gi.SetPrimary(false)
+	}
+	switch o.Rule {
 	case 34, 71:
-		n.gi, _ = splitbrain.Correct(rule, n.gi, p.GI)
-		n.logf("was SyncSource, corrected myself (rule %d): %s", rule, n.gi)
+		n.gi, _ = splitbrain.Correct(o.Rule, n.gi, p.GI)
+		n.logf("was SyncSource, corrected myself (rule %d): %s", o.Rule, n.gi)
 	case 35, 51:
-		_, n.peerGI = splitbrain.Correct(rule, n.gi, p.GI)
-		n.logf("corrected the peer's tuple (rule %d): %s", rule, n.peerGI)
+		_, p.GI = splitbrain.Correct(o.Rule, n.gi, p.GI)
+		n.logf("corrected the peer's tuple (rule %d): %s", o.Rule, p.GI)
 	}
-	// Disk states override the generation identifiers (drbd_sync_handshake).
-	switch {
-	case n.disk == Inconsistent && p.Disk == Inconsistent:
-		d = splitbrain.NoSync
-	case n.disk == Inconsistent && p.Disk > Inconsistent:
-		if d != splitbrain.TargetFull {
-			d = splitbrain.TargetBitmap
-		}
-		if d.SplitBrain() || d == splitbrain.Unrelated {
-			d = splitbrain.TargetFull
-		}
-	case p.Disk == Inconsistent && n.disk > Inconsistent:
-		if d != splitbrain.SourceFull {
-			d = splitbrain.SourceBitmap
-		}
-		if d.SplitBrain() || d == splitbrain.Unrelated {
-			d = splitbrain.SourceFull
-		}
+	if o.PeerDemotes {
+		p.Role = Secondary // it demotes before it sends its next State
 	}
-	n.logf("uuid_compare()=%d by rule %d (%s)", int(d), rule, d)
+	n.established(p)
+	// DRBD clears --discard-my-data once a connection is established.
+	n.discardMyData = false
+	d := o.Decision
 	switch {
-	case d == splitbrain.Unrelated:
-		n.refuse(StandAlone, "unrelated data, aborting")
-	case d.SplitBrain():
-		n.refuse(StandAlone, "Split-Brain detected but unresolved, dropping connection")
 	case d == splitbrain.NoSync:
 		// Same data generation: whoever is UpToDate makes both so.
 		if n.disk >= Outdated && p.Disk == UpToDate {
@@ -571,25 +584,30 @@ func (n *Node) linkUp(p PeerInfo) {
 			n.peerDisk = UpToDate
 		}
 	case d < 0: // this node is the sync target
-		if n.role == Primary && n.disk >= Consistent {
-			n.refuse(StandAlone, "I shall become SyncTarget, but I am primary (rr-conflict disconnect)")
-			return
-		}
 		n.disk = Inconsistent
 		n.peerDisk = UpToDate // DRBD's sanitize_state: a sync source is UpToDate
 		n.ready.SetAllOutOfSync = d.Full()
 		n.ready.SendBitmap = true
 		n.conn = WFBitMapT
 	default: // this node is the sync source
-		if p.Role == Primary && p.Disk >= Consistent {
-			n.refuse(StandAlone, "peer shall become SyncTarget but is primary (rr-conflict disconnect)")
-			return
-		}
 		n.peerDisk = Inconsistent
 		n.disk = UpToDate // an Outdated or Consistent source becomes UpToDate (sanitize_state)
 		n.ready.SetAllOutOfSync = d.Full()
 		n.ready.SendBitmap = true
 		n.conn = WFBitMapS
+	}
+	if d.Full() {
+		n.logf("Writing the whole bitmap, full sync required after drbd_sync_handshake.")
+	}
+}
+
+// established enters Connected with the peer's state.
+func (n *Node) established(p PeerInfo) {
+	n.conn = Connected
+	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
+	n.peerPaused = p.UserPaused
+	if n.role == Primary && n.disk == Diskless {
+		n.exposed = p.GI[meta.Current]
 	}
 }
 

@@ -1,6 +1,9 @@
 package fsm
 
-import "github.com/twinblock/twinblock/pkg/meta"
+import (
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/splitbrain"
+)
 
 // ManagedFlags are the superblock flags the state machine owns; the
 // driver keeps the others (FlagALClean, FlagFullSync, …) as they are
@@ -100,6 +103,8 @@ type Action struct {
 //     so the peer knows this node's disk state when the bitmap arrives).
 //  6. SyncUUID, if non-zero, goes to the peer (the sync source, after
 //     its rotated generation identifiers were persisted in step 1).
+//  7. Handlers are started, in order (in the background, as drbdadm
+//     runs them: a handler never blocks the node).
 //
 // Log holds lines for the log, in DRBD's style ("conn( WFConnection ->
 // Connected )").
@@ -113,11 +118,24 @@ type Ready struct {
 	SendState       bool
 	SendBitmap      bool
 	SyncUUID        uint64
-	Log             []string
+	// Handlers names the handlers section's commands to run
+	// (split-brain, initial-split-brain, pri-lost-after-sb, pri-lost).
+	Handlers []string
+	Log      []string
 }
 
 // Empty reports a Ready with nothing to do.
 func (r *Ready) Empty() bool {
 	return !r.SetAllOutOfSync && r.Meta == nil && len(r.Actions) == 0 && r.IOMode == nil && !r.SendState &&
-		!r.SendBitmap && r.SyncUUID == 0 && len(r.Log) == 0
+		!r.SendBitmap && r.SyncUUID == 0 && len(r.Handlers) == 0 && len(r.Log) == 0
+}
+
+// Handshake is the last sync handshake's inputs and outcome, kept for
+// explain: both sides as this node saw them, the policies, and what
+// splitbrain.Negotiate decided.
+type Handshake struct {
+	Self, Peer       splitbrain.Side
+	Policies         splitbrain.Policies
+	ResolveConflicts bool
+	Outcome          splitbrain.Outcome
 }

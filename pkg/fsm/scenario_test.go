@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/splitbrain"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output of testdata/*.txt")
@@ -30,10 +31,13 @@ type cluster struct {
 	out    *strings.Builder
 	uuids  uint64
 	opened map[string]int
+	// changed is each node's count of bits in its bitmap (the after-sb
+	// policies' "changes"); the harness keeps no bitmap of its own.
+	changed map[string]uint64
 }
 
 func newCluster(out *strings.Builder) *cluster {
-	c := &cluster{nodes: map[string]*Node{}, disks: map[string]*MetaState{}, out: out, opened: map[string]int{}, closed: map[string]bool{}}
+	c := &cluster{nodes: map[string]*Node{}, disks: map[string]*MetaState{}, out: out, opened: map[string]int{}, closed: map[string]bool{}, changed: map[string]uint64{}}
 	for _, name := range []string{"a", "b"} {
 		peer := map[string]string{"a": "b", "b": "a"}[name]
 		c.nodes[name] = New(Config{Name: "r0@" + name, Self: name, Peer: peer, Protocol: 'C', Dialer: name == "a",
@@ -50,6 +54,7 @@ func (c *cluster) other(name string) string { return map[string]string{"a": "b",
 func (c *cluster) peerInfo(name string) PeerInfo {
 	n := c.nodes[name]
 	return PeerInfo{Role: n.role, Disk: n.disk, GI: n.gi, CrashedPrimary: n.crashedPrimary,
+		DiscardMyData: n.discardMyData, OutOfSync: c.changed[name],
 		UserPaused: n.userPaused, VerifySource: n.conn == VerifyS}
 }
 
@@ -77,6 +82,9 @@ func (c *cluster) settle() {
 			}
 			for _, a := range rd.Actions {
 				c.do(name, a)
+			}
+			for _, h := range rd.Handlers {
+				fmt.Fprintf(c.out, "%s: handler %s\n", name, h)
 			}
 			o := c.other(name)
 			if rd.SendState && c.link && !c.cut {
@@ -115,8 +123,8 @@ func (c *cluster) do(name string, a Action) {
 		}
 		c.link = true
 		pa, pb := c.peerInfo(name), c.peerInfo(c.other(name))
-		c.step(name, LinkUp{Peer: pb})
-		c.step(c.other(name), LinkUp{Peer: pa})
+		c.step(name, LinkUp{Peer: pb, OutOfSync: c.changed[name]})
+		c.step(c.other(name), LinkUp{Peer: pa, OutOfSync: c.changed[c.other(name)]})
 	case ActCloseLink:
 		switch {
 		case !c.link:
@@ -260,6 +268,31 @@ func (c *cluster) run(t *testing.T, line string) {
 		c.step(f[1], ResyncFailed{Err: fmt.Errorf("link failed")})
 	case "verify-done":
 		c.step(f[1], VerifyDone{})
+	case "changed":
+		// changed NODE N: N blocks set in the node's bitmap.
+		n, _ := strconv.ParseUint(arg(2), 10, 64)
+		c.changed[f[1]] = n
+	case "policy":
+		// policy KEYWORD VALUE: both nodes' net section.
+		for _, name := range []string{"a", "b"} {
+			cfg := &c.nodes[name].cfg.SplitBrain
+			var err error
+			switch f[1] {
+			case "rr-conflict":
+				cfg.RRConflict, err = splitbrain.ParseRRConflict(arg(2))
+			case "always-asbp":
+				cfg.AlwaysASBP = arg(2) == "yes"
+			case "after-sb-0pri":
+				cfg.After0p, err = splitbrain.ParsePolicy(f[1], arg(2), name, c.other(name))
+			case "after-sb-1pri":
+				cfg.After1p, err = splitbrain.ParsePolicy(f[1], arg(2), name, c.other(name))
+			case "after-sb-2pri":
+				cfg.After2p, err = splitbrain.ParsePolicy(f[1], arg(2), name, c.other(name))
+			default:
+				t.Fatalf("unknown policy keyword %q", f[1])
+			}
+			require.NoError(t, err)
+		}
 	case "status":
 		c.status()
 	default:

@@ -49,6 +49,17 @@ func (g *GI) setCurrent(val uint64, primary bool) {
 	g[Current] = val
 }
 
+// SetPrimary sets or clears bit 0 of the current UUID: DRBD sets it when
+// the node is promoted and clears it when it is demoted, so that the
+// bitmap UUID taken from it by NewCurrent tells whether the node was
+// Primary before a split (discard-younger-primary, discard-older-primary).
+func (g *GI) SetPrimary(primary bool) {
+	if g[Current] == 0 || g[Current] == UUIDJustCreated {
+		return
+	}
+	g.setCurrent(g[Current], primary)
+}
+
 // setBitmap stores val as the bitmap UUID, first moving a non-zero old
 // bitmap UUID into the history (drbd_uuid_set(UI_BITMAP)).
 func (g *GI) setBitmap(val uint64) {
@@ -66,7 +77,7 @@ func (g *GI) setBitmap(val uint64) {
 // promoted, and on new-current-uuid. The caller persists the result
 // before any write of the new generation is acknowledged.
 func (g *GI) NewCurrent(val uint64, primary bool) {
-	g[Bitmap] = g[Current] &^ UUIDPrimaryBit
+	g[Bitmap] = g[Current] // with its bit 0: Primary when it began
 	g.setCurrent(val, primary)
 }
 

@@ -287,7 +287,8 @@ func TestNewCurrentUUID(t *testing.T) {
 	// bits only.
 	require.NoError(t, m.NewCurrentUUID(false, true))
 	g2 := m.Superblock().GI
-	assert.Equal(t, GI{g2[Current], g[Current] &^ UUIDPrimaryBit, UUIDJustCreated, 0}, g2)
+	// The bitmap UUID keeps bit 0: this node was Primary when it began.
+	assert.Equal(t, GI{g2[Current], g[Current], UUIDJustCreated, 0}, g2)
 	assert.Zero(t, g2[Current]&UUIDPrimaryBit)
 	assert.NotEqual(t, g[Current]&^UUIDPrimaryBit, g2[Current])
 	assert.Zero(t, m.OutOfSync())
@@ -439,7 +440,10 @@ func TestGIRotations(t *testing.T) {
 		want GI
 		ret  uint64
 	}{
-		{"new current (peer lost), as Primary", GI{a | 1, 0, c, d}, func(g *GI) uint64 { g.NewCurrent(r, true); return 0 }, GI{r | 1, a, c, d}, 0},
+		{"new current (peer lost), as Primary", GI{a | 1, 0, c, d}, func(g *GI) uint64 { g.NewCurrent(r, true); return 0 }, GI{r | 1, a | 1, c, d}, 0},
+		{"promotion sets bit 0", GI{a, b, c, d}, func(g *GI) uint64 { g.SetPrimary(true); return 0 }, GI{a | 1, b, c, d}, 0},
+		{"demotion clears bit 0", GI{a | 1, b, c, d}, func(g *GI) uint64 { g.SetPrimary(false); return 0 }, GI{a, b, c, d}, 0},
+		{"fresh metadata keeps its marker", GI{UUIDJustCreated, 0, 0, 0}, func(g *GI) uint64 { g.SetPrimary(true); return 0 }, GI{UUIDJustCreated, 0, 0, 0}, 0},
 		{"new current as Secondary", GI{a, 0, c, d}, func(g *GI) uint64 { g.NewCurrent(r, false); return 0 }, GI{r, a, c, d}, 0},
 		{"resync start on the source", GI{a, b, c, d}, func(g *GI) uint64 { return g.StartResyncSource(r) }, GI{a, b + UUIDNewBMOffset, b, c}, b + UUIDNewBMOffset},
 		{"resync start, no bitmap UUID", GI{a, 0, c, d}, func(g *GI) uint64 { return g.StartResyncSource(r) }, GI{a, r, c, d}, r},

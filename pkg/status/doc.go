@@ -35,6 +35,12 @@
 //   - The two tab-indented progress lines appear in SyncSource, SyncTarget,
 //     VerifyS and VerifyT when Sync is set (DRBD prints none in PausedSync*).
 //     "verified:" replaces "sync'ed:" in Verify* or when Sync.Verify is set.
+//   - Not DRBD's: while Resource.SplitBrain is set, the resource's last line
+//     (after the counter line and any progress lines) is the tab-indented
+//     "\tsplit-brain: unresolved (uuid_compare rule 90); see: twinblock
+//     explain r0" (without the parenthesis when the rule is 0, and absent
+//     from a resource shown as cs:Unconfigured), which the cs:/ro:/ds: and
+//     counter scrapers skip as they skip the progress lines.
 //
 // Progress arithmetic: DRBD's formulas, computed on bytes and nanoseconds
 // instead of DRBD's 4 KiB bitmap bits and whole seconds:
@@ -86,7 +92,7 @@
 //	  [volume:0 minor:N] disk:D [client:no] [quorum:yes] [open:yes|no]
 //	      [read: written: al-writes: bm-writes: upper-pending: lower-pending:
 //	       al-suspended:no blocked:no]
-//	  PEER [connection:C] role:PR [tls:no congested:no]
+//	  PEER [connection:C] [split-brain:yes] role:PR [tls:no congested:no]
 //	    [volume:0] [replication:S] peer-disk:PD [peer-client:no] [done:P]
 //	    [resync-suspended:user,peer,dependency]
 //	        [received: sent: out-of-sync: pending: unacked: [dbdt1: eta:]]
@@ -112,6 +118,8 @@
 //     progress) during a resync. DRBD's size:, ap-in-flight: and
 //     rs-in-flight: are not printed: Resource has no such values.
 //   - DRBD 9 connection states come from DRBD9Conn.
+//   - split-brain:yes, twinblock's own field, follows the connection state
+//     while Resource.SplitBrain is set (never "no", even with verbose).
 //   - A resource that is not up prints "NAME: No such resource" in its place
 //     (drbdsetup writes it to stderr and exits 10); no resource at all prints
 //     "# No currently configured DRBD found.".
@@ -131,7 +139,10 @@
 // estimated-seconds-to-finish (987654321 without recent progress, as
 // drbdsetup), "db/dt [MiB/s]", percent-resync-done]]). Twinblock's own
 // fields are under "twinblock": node, cstate (the 8.4 state), protocol,
-// nbd-clients, epochs and sync (the raw progress in bytes and ms).
+// nbd-clients, epochs and sync (the raw progress in bytes and ms); the one
+// exception is split-brain (true) and split-brain-rule in the connection
+// object, present only while Resource.SplitBrain is set, since a split
+// brain belongs to a connection.
 //
 // Left out because twinblock cannot fill them truthfully: node-id,
 // peer-node-id, the suspended-* reasons, size, percent-in-sync (needs the

@@ -139,6 +139,9 @@ func writeStatusResource(p *wrapPrinter, r Resource, verbose bool) {
 		if verbose || connection != connConnected {
 			p.printf(6, " connection:%s", connection)
 		}
+		if r.SplitBrain {
+			p.printf(6, " split-brain:yes") // twinblock's own field
+		}
 		if verbose || connection == connConnected {
 			p.printf(6, " role:%s", role(r.PeerRole))
 		}

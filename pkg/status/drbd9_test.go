@@ -69,6 +69,12 @@ func TestStatusLayout(t *testing.T) {
 	suspended.Suspended = true
 	noPeer := secondary
 	noPeer.Peer = ""
+	sbNoRule := splitBrained()
+	sbNoRule.SplitBrainRule = 0
+	sbCleared := splitBrained()
+	sbCleared.SplitBrain = false
+	sbNoPeer := splitBrained()
+	sbNoPeer.Peer = ""
 
 	tests := []struct {
 		name string
@@ -94,6 +100,14 @@ func TestStatusLayout(t *testing.T) {
 		{"suspended", []Resource{suspended},
 			"r0 role:Secondary suspended:yes\n  disk:UpToDate\n  alpha role:Primary\n    peer-disk:UpToDate\n\n"},
 		{"no peer configured", []Resource{noPeer}, "r0 role:Secondary\n  disk:UpToDate\n\n"},
+		{"split brain", []Resource{splitBrained()},
+			"r0 role:Primary\n  disk:UpToDate open:yes\n  b connection:StandAlone split-brain:yes\n\n"},
+		{"split brain, rule not known", []Resource{sbNoRule},
+			"r0 role:Primary\n  disk:UpToDate open:yes\n  b connection:StandAlone split-brain:yes\n\n"},
+		{"a rule without SplitBrain prints nothing", []Resource{sbCleared},
+			"r0 role:Primary\n  disk:UpToDate open:yes\n  b connection:StandAlone\n\n"},
+		{"split brain, no peer configured: no peer line", []Resource{sbNoPeer},
+			"r0 role:Primary\n  disk:UpToDate open:yes\n\n"},
 		{"name order, not up in place", []Resource{secondary, {Name: "a"}, diskless},
 			"a: No such resource\n" +
 				"r0 role:Secondary\n  disk:UpToDate\n  alpha role:Primary\n    peer-disk:UpToDate\n\n" +
@@ -136,6 +150,36 @@ func TestStatusVerbose(t *testing.T) {
 		"        received:0 sent:1048576 out-of-sync:2048 pending:2 unacked:0\n" +
 		"\n"
 	assert.Equal(t, want, statusText(t, true, r))
+}
+
+// TestStatusSplitBrainVerbose: with verbose, split-brain:yes still follows
+// the connection state, before the verbose-only fields.
+func TestStatusSplitBrainVerbose(t *testing.T) {
+	tests := []struct {
+		name string
+		r    func() Resource
+		want string // the peer line
+	}{
+		{"standalone", splitBrained,
+			"  b connection:StandAlone split-brain:yes role:Unknown tls:no congested:no\n"},
+		{"reconnecting, not resolved yet", func() Resource {
+			r := splitBrained()
+			r.Conn = "WFConnection"
+			return r
+		}, "  b connection:Connecting split-brain:yes role:Unknown tls:no congested:no\n"},
+		{"cleared", func() Resource {
+			r := splitBrained()
+			r.SplitBrain = false
+			return r
+		}, "  b connection:StandAlone role:Unknown tls:no congested:no\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := statusText(t, true, tt.r())
+			assert.Contains(t, got, "\n"+tt.want)
+			assert.Equal(t, strings.Contains(tt.want, "split-brain"), strings.Contains(got, "split-brain"))
+		})
+	}
 }
 
 func TestStatusEtaWithoutProgress(t *testing.T) {

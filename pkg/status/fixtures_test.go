@@ -70,6 +70,24 @@ const designProcDRBD = "version: twinblock 0.1.0 (api:1/proto:1)\n" +
 	"\t[===================>] sync'ed: 99.9% (2/1048576)K\n" +
 	"\tfinish: 0:00:01 speed: 524,288 (524,288) want: 102,400 K/sec\n"
 
+// splitBrained is a Primary left StandAlone by a split brain that no policy
+// resolved: drbd_uuid_compare rule 90 (both bitmap UUIDs equal), after-sb
+// policies "disconnect". It wrote 64 MiB alone since the split.
+func splitBrained() Resource {
+	return Resource{
+		Name: "r0", Minor: 0, Configured: true,
+		Self: "a", Peer: "b",
+		Role: "Primary", PeerRole: "Unknown",
+		Conn: "StandAlone", Disk: "UpToDate", PeerDisk: "DUnknown",
+		Protocol: 'C', WriteOrder: 'f',
+		DiskWritten: 64 * miB, ALWrites: 12, BMWrites: 3, Epochs: 1,
+		OutOfSync:  64 * miB,
+		NBDClients: 1,
+		Address:    "10.0.0.1:7789", PeerAddress: "10.0.0.2:7789",
+		SplitBrain: true, SplitBrainRule: 90,
+	}
+}
+
 // scenario is one snapshot rendered into every golden form.
 type scenario struct {
 	name string
@@ -186,6 +204,7 @@ func scenarios() []scenario {
 		{"verify", []Resource{verify}},
 		{"sync-start-flags", []Resource{start}},
 		{"several", []Resource{large, wfc, {Name: "r9", Minor: 4}, standalone}},
+		{"split-brain", []Resource{splitBrained()}},
 	}
 }
 

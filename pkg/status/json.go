@@ -48,10 +48,16 @@ type JSONDevice struct {
 	LowerPending int64  `json:"lower-pending"` // lo: local disk requests in flight
 }
 
-// JSONConnection is the link to the peer.
+// JSONConnection is the link to the peer. SplitBrain and SplitBrainRule are
+// twinblock's own (drbdsetup has no such field), kept here rather than under
+// "twinblock" because a split brain belongs to one connection: both appear
+// only while an unresolved split brain is reported, the rule only when it
+// is known (not 0).
 type JSONConnection struct {
-	Name            string           `json:"name"`             // the peer's node name
-	ConnectionState string           `json:"connection-state"` // DRBD 9 name, see DRBD9Conn
+	Name            string           `json:"name"`                       // the peer's node name
+	ConnectionState string           `json:"connection-state"`           // DRBD 9 name, see DRBD9Conn
+	SplitBrain      bool             `json:"split-brain,omitempty"`      // twinblock's own: unresolved split brain
+	SplitBrainRule  int              `json:"split-brain-rule,omitempty"` // the drbd_uuid_compare rule that found it
 	Congested       bool             `json:"congested"`
 	PeerRole        string           `json:"peer-role"`
 	TLS             bool             `json:"tls"`
@@ -202,6 +208,9 @@ func jsonResource(r Resource) JSONResource {
 		ConnectionState: connection,
 		PeerRole:        role(r.PeerRole),
 		Paths:           []JSONPath{},
+	}
+	if r.SplitBrain {
+		c.SplitBrain, c.SplitBrainRule = true, r.SplitBrainRule
 	}
 	if r.Address != "" || r.PeerAddress != "" {
 		c.Paths = append(c.Paths, JSONPath{

@@ -3,6 +3,7 @@ package status
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,5 +152,58 @@ func TestJSONEdgeCases(t *testing.T) {
 		} {
 			assert.Equal(t, want, jsonHost(addr), addr)
 		}
+	})
+}
+
+// TestJSONSplitBrain: "split-brain" and "split-brain-rule" appear in the
+// connection object only while a split brain is reported, the rule only
+// when known.
+func TestJSONSplitBrain(t *testing.T) {
+	tests := []struct {
+		name      string
+		sb        bool
+		rule      int
+		wantLines []string // exact lines of the indented output
+		noKeys    []string
+	}{
+		{"rule 90", true, 90, []string{
+			`        "connection-state": "StandAlone",`,
+			`        "split-brain": true,`,
+			`        "split-brain-rule": 90,`,
+		}, nil},
+		{"rule not known", true, 0, []string{
+			`        "connection-state": "StandAlone",`,
+			`        "split-brain": true,`,
+		}, []string{`"split-brain-rule"`}},
+		{"no split brain, stale rule", false, 90, []string{
+			`        "connection-state": "StandAlone",`,
+			`        "congested": false,`,
+		}, []string{`"split-brain"`, `"split-brain-rule"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := splitBrained()
+			r.SplitBrain, r.SplitBrainRule = tt.sb, tt.rule
+			var b bytes.Buffer
+			require.NoError(t, WriteJSON(&b, []Resource{r}))
+			text := b.String()
+			assert.Contains(t, text, "\n"+strings.Join(tt.wantLines, "\n")+"\n")
+			for _, k := range tt.noKeys {
+				assert.NotContains(t, text, k)
+			}
+
+			c := jsonRoundTrip(t, r)[0].Connections[0]
+			assert.Equal(t, tt.sb, c.SplitBrain)
+			if tt.sb {
+				assert.Equal(t, tt.rule, c.SplitBrainRule)
+			} else {
+				assert.Zero(t, c.SplitBrainRule)
+			}
+		})
+	}
+	t.Run("no peer: no connection to carry it", func(t *testing.T) {
+		r := splitBrained()
+		r.Peer = ""
+		assert.Empty(t, jsonRoundTrip(t, r)[0].Connections)
 	})
 }

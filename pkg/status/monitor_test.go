@@ -158,3 +158,75 @@ func TestMonitoringScriptsParse(t *testing.T) {
 
 	assert.Equal(t, "Unconfigured", got[3].cs)
 }
+
+// scanWords is the Prometheus node_exporter drbd collector's reading of
+// /proc/drbd: every blank-separated word split on ':'; "N:" starts device
+// N; the known keys give a metric of the current device; everything else
+// is skipped.
+func scanWords(text string) map[string]string {
+	known := map[string]bool{"cs": true, "ro": true, "ds": true, "ns": true, "nr": true, "dw": true,
+		"dr": true, "al": true, "bm": true, "lo": true, "pe": true, "ua": true, "ap": true, "ep": true, "oos": true}
+	out := map[string]string{}
+	device := "unknown"
+	for _, field := range strings.Fields(text) {
+		kv := strings.Split(field, ":")
+		if len(kv) != 2 {
+			continue
+		}
+		if id, err := strconv.ParseUint(kv[0], 10, 64); err == nil && kv[1] == "" {
+			device = "drbd" + strconv.FormatUint(id, 10)
+			continue
+		}
+		if known[kv[0]] {
+			out[device+" "+kv[0]] = kv[1]
+		}
+	}
+	return out
+}
+
+// TestMonitoringScriptsSkipSplitBrainLine: the split-brain line changes
+// nothing that the scripts above, or node_exporter's word scanner, read:
+// each resource parses the same with and without it, including the one
+// that follows a split-brained resource.
+func TestMonitoringScriptsSkipSplitBrainLine(t *testing.T) {
+	primary, _ := connectedPair()
+	primary.Minor = 1
+	syncing := designExample()
+	syncing.Name, syncing.Minor = "r2", 2
+	tests := []struct {
+		name string
+		rs   []Resource
+		line string // the split-brain line expected in the text
+	}{
+		{"alone", []Resource{splitBrained()},
+			"\tsplit-brain: unresolved (uuid_compare rule 90); see: twinblock explain r0\n"},
+		{"followed by another resource", []Resource{splitBrained(), primary},
+			"\tsplit-brain: unresolved (uuid_compare rule 90); see: twinblock explain r0\n"},
+		{"after progress lines, minor 10", []Resource{func() Resource {
+			r := syncing
+			r.Minor, r.SplitBrain, r.SplitBrainRule = 10, true, 100
+			return r
+		}(), primary}, "\tsplit-brain: unresolved (uuid_compare rule 100); see: twinblock explain r2\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			with := procText(t, tt.rs...)
+			require.Contains(t, with, tt.line)
+			without := make([]Resource, len(tt.rs))
+			for i, r := range tt.rs {
+				r.SplitBrain = false
+				without[i] = r
+			}
+			plain := procText(t, without...)
+			require.NotContains(t, plain, "split-brain")
+
+			assert.Equal(t, parseProcDRBD(t, plain), parseProcDRBD(t, with))
+			assert.Equal(t, scanWords(plain), scanWords(with))
+			line := strings.TrimSuffix(tt.line, "\n")
+			for _, re := range []*regexp.Regexp{reCheckDRBD, rePyLoose, rePyStrict, reFlags, reAwkResource,
+				reCounter, reSynced, reFinish, reVersion} {
+				assert.False(t, re.MatchString(line), "%s matches %q", re, line)
+			}
+		})
+	}
+}

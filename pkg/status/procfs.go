@@ -19,7 +19,12 @@ import (
 // resources whose minors are not consecutive (and precedes the first one when
 // its minor is not 0). The two progress lines (tab-indented, as DRBD's)
 // follow the counter line in SyncSource, SyncTarget, VerifyS and VerifyT when
-// r.Sync is set. See doc.go for every difference from DRBD's text.
+// r.Sync is set. A resource with r.SplitBrain set ends with one more line,
+// twinblock's own, a tab and then:
+//
+//	split-brain: unresolved (uuid_compare rule 90); see: twinblock explain r0
+//
+// See doc.go for every difference from DRBD's text.
 //
 // The whole text goes to w in one Write.
 func WriteProcDRBD(w io.Writer, version string, rs []Resource) error {
@@ -77,6 +82,25 @@ func writeProcResource(b *strings.Builder, r Resource) {
 	if r.Sync != nil && isSyncing(r.Conn) {
 		writeProgress(b, *r.Sync, isVerify(r))
 	}
+	if r.SplitBrain {
+		writeSplitBrain(b, r)
+	}
+}
+
+// writeSplitBrain writes twinblock's split-brain line, which DRBD does not
+// have (DRBD 8.4 shows an unresolved split brain only as cs:StandAlone and
+// in the kernel log). It is tab-indented like the progress lines and has no
+// "key:value" pair without a blank after the colon, so the regex scrapers of
+// cs:, ro:, ds: and the counters and node_exporter's word scanner read
+// nothing new from it (monitor_test.go). Parsers that reject unknown lines
+// do not: collectd's drbd plugin warns about it, a strict grammar fails.
+// A rule of 0 (not known) leaves out the parenthesis.
+func writeSplitBrain(b *strings.Builder, r Resource) {
+	b.WriteString("\tsplit-brain: unresolved")
+	if r.SplitBrainRule != 0 {
+		fmt.Fprintf(b, " (uuid_compare rule %d)", r.SplitBrainRule)
+	}
+	fmt.Fprintf(b, "; see: twinblock explain %s\n", r.Name)
 }
 
 func flagChar(on bool, yes, no byte) byte {

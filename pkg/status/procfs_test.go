@@ -71,6 +71,54 @@ func TestProcDRBDLines(t *testing.T) {
 			" 0: cs:PausedSyncS ro:Primary/Secondary ds:UpToDate/Inconsistent C r--u--",
 			"    ns:1048576 nr:0 dw:0 dr:1049600 al:0 bm:0 lo:0 pe:2 ua:0 ap:0 ep:1 wo:f oos:2048",
 		}},
+		{"split brain: one line after the counters", splitBrained(), []string{
+			" 0: cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown C r-----",
+			"    ns:0 nr:0 dw:65536 dr:0 al:12 bm:3 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:65536",
+			"\tsplit-brain: unresolved (uuid_compare rule 90); see: twinblock explain r0",
+		}},
+		{"split brain, rule 100, resource name filled in", func() Resource {
+			r := splitBrained()
+			r.Name, r.Minor, r.Role, r.SplitBrainRule = "web-data", 1, "Secondary", 100
+			return r
+		}(), []string{
+			"",
+			" 1: cs:StandAlone ro:Secondary/Unknown ds:UpToDate/DUnknown C r-----",
+			"    ns:0 nr:0 dw:65536 dr:0 al:12 bm:3 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:65536",
+			"\tsplit-brain: unresolved (uuid_compare rule 100); see: twinblock explain web-data",
+		}},
+		{"split brain, rule not known", func() Resource {
+			r := splitBrained()
+			r.SplitBrainRule = 0
+			return r
+		}(), []string{
+			" 0: cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown C r-----",
+			"    ns:0 nr:0 dw:65536 dr:0 al:12 bm:3 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:65536",
+			"\tsplit-brain: unresolved; see: twinblock explain r0",
+		}},
+		{"a rule without SplitBrain prints nothing", func() Resource {
+			r := splitBrained()
+			r.SplitBrain = false
+			return r
+		}(), []string{
+			" 0: cs:StandAlone ro:Primary/Unknown ds:UpToDate/DUnknown C r-----",
+			"    ns:0 nr:0 dw:65536 dr:0 al:12 bm:3 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:65536",
+		}},
+		{"split brain comes after the progress lines", func() Resource {
+			r := designExample()
+			r.SplitBrain, r.SplitBrainRule = true, 41
+			return r
+		}(), []string{
+			" 0: cs:SyncSource ro:Primary/Secondary ds:UpToDate/Inconsistent C r-----",
+			"    ns:1048576 nr:0 dw:0 dr:1049600 al:0 bm:0 lo:0 pe:2 ua:0 ap:0 ep:1 wo:f oos:2048",
+			"\t[===================>] sync'ed: 99.9% (2/1048576)K",
+			"\tfinish: 0:00:01 speed: 524,288 (524,288) want: 102,400 K/sec",
+			"\tsplit-brain: unresolved (uuid_compare rule 41); see: twinblock explain r0",
+		}},
+		{"no split-brain line without a counter line (cs:Unconfigured)", func() Resource {
+			r := splitBrained()
+			r.Role, r.Disk = "Secondary", "Diskless"
+			return r
+		}(), []string{" 0: cs:Unconfigured"}},
 		{"no progress lines without Sync", func() Resource {
 			r := designExample()
 			r.Sync = nil

@@ -57,6 +57,14 @@ type Resource struct {
 	NBDClients int // open NBD sessions (DRBD 9 status shows "open:yes")
 
 	Address, PeerAddress string // "host:port" of this node and of the peer
+
+	// SplitBrain: the last connection attempt found split brain that no
+	// policy resolved ("Split-Brain detected but unresolved, dropping
+	// connection!"); the node stays StandAlone until the administrator
+	// resolves it. Cleared by the next handshake that completes.
+	SplitBrain bool
+	// SplitBrainRule is the drbd_uuid_compare rule that found it (41, 90 or 100).
+	SplitBrainRule int
 }
 
 // SyncProgress is resync or verify progress (filled by the resync code).
