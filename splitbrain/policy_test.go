@@ -2,6 +2,7 @@ package splitbrain
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -289,4 +290,46 @@ func TestNegotiateAgrees(t *testing.T) {
 		sign := func(d Decision) int { return max(-1, min(1, int(d))) }
 		require.Equal(t, -sign(oa.Decision), sign(ob.Decision), "case %d: %+v %+v %+v\n%q\n%q", i, a, b, ps, oa.Log, ob.Log)
 	}
+}
+
+func TestExplain(t *testing.T) {
+	self, peer := sbSides(true, false, 3, 2, true)
+	ps := Policies{}
+	o := Negotiate(self, peer, ps, true)
+	var b strings.Builder
+	require.NoError(t, Explain(&b, Report{Resource: "r0", Self: "alpha", Peer: "beta", SelfSide: self, PeerSide: peer,
+		Policies: ps, ResolveConflicts: true, Outcome: o, BlockSize: 4096, When: " (3s ago)"}))
+	out := b.String()
+	for _, want := range []string{
+		"r0: last handshake with beta (3s ago)",
+		"alpha (this node) 0000000000000301 0000000000000101",
+		"uuid_compare()=100 by rule 90 (split-brain-auto-recover)",
+		"both wrote while apart (split brain)",
+		"split brain, not resolved (after-sb-1pri disconnect)",
+		"Keep alpha's data (beta is the victim):",
+		"on beta:  twinblock connect --discard-my-data r0",
+		"on alpha:  twinblock connect r0",
+		"-> beta becomes SyncTarget of alpha, bitmap-based",
+		"at most 5 blocks (3 blocks here + 2 blocks on beta, 20 KiB)",
+		"Keep beta's data (alpha is the victim):",
+		"on alpha:  twinblock secondary r0",
+	} {
+		require.Contains(t, out, want)
+	}
+
+	// Rule 100: the manual resolution is a full resync.
+	self.GI, peer.GI = meta.GI{0x301, 0x200, 0x100}, meta.GI{0x401, 0x500, 0x100}
+	o = Negotiate(self, peer, ps, true)
+	b.Reset()
+	require.NoError(t, Explain(&b, Report{Resource: "r0", Self: "alpha", Peer: "beta", SelfSide: self, PeerSide: peer,
+		Policies: ps, Outcome: o, BlockSize: 4096}))
+	require.Contains(t, b.String(), "becomes SyncTarget of a full resync from alpha")
+
+	// Unrelated data says how to make one a copy of the other.
+	self.GI, peer.GI = meta.GI{0x301, 0x200}, meta.GI{0x401, 0x500}
+	o = Negotiate(self, peer, ps, true)
+	b.Reset()
+	require.NoError(t, Explain(&b, Report{Resource: "r0", Self: "alpha", Peer: "beta", SelfSide: self, PeerSide: peer, Outcome: o, BlockSize: 4096}))
+	require.Contains(t, b.String(), "unrelated data")
+	require.Contains(t, b.String(), "twinblock create-md r0")
 }

@@ -78,7 +78,7 @@ func newStateVerb(g *globals, verb, short string) *cobra.Command {
 		cmd.Flags().BoolVar(&force, "force", false, "promote even without UpToDate data: this node's data becomes the good copy")
 		cmd.Flags().BoolVar(&force, "overwrite-data-of-peer", false, "alias of --force (DRBD 8.3)")
 	case "connect", "up":
-		cmd.Flags().BoolVar(&discard, "discard-my-data", false, "volunteer to lose a split brain (resolution arrives with the split-brain issue)")
+		cmd.Flags().BoolVar(&discard, "discard-my-data", false, "this node is the split brain's victim: its changes since the split are replaced by the peer's (bitmap-based resync)")
 	}
 	return cmd
 }
@@ -180,5 +180,24 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newQueryVerb(g, "cstate", "Print the connection state", func(r status.Resource) string { return r.Conn }),
 		newQueryVerb(g, "dstate", "Print Disk/PeerDisk", func(r status.Resource) string { return r.Disk + "/" + r.PeerDisk }),
 		newStatusCmd(g),
+		newExplainCmd(g),
+	}
+}
+
+// newExplainCmd is twinblock explain: the last sync handshake in words,
+// and for a split brain the commands that resolve it.
+func newExplainCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "explain RESOURCE|all",
+		Short: "Explain the last connection handshake: both generation tuples, the rule, what happens, how to resolve a split brain",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := call(g, daemon.Request{Verb: "explain", Resource: args[0]})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), resp.Text)
+			return err
+		},
 	}
 }

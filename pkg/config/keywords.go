@@ -316,7 +316,7 @@ func keywordList() []keyword {
 		name string
 		impl bool
 	}{
-		{"pri-on-incon-degr", false}, {"pri-lost-after-sb", true}, {"pri-lost", false},
+		{"pri-on-incon-degr", false}, {"pri-lost-after-sb", true}, {"pri-lost", true},
 		{"fence-peer", true}, {"unfence-peer", false}, {"local-io-error", true},
 		{"initial-split-brain", true}, {"split-brain", true},
 		{"before-resync-target", true}, {"after-resync-target", true},

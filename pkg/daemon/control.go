@@ -11,7 +11,7 @@ import (
 
 // Request is one admin command sent over the control socket.
 type Request struct {
-	Verb          string `json:"verb"`     // up, down, attach, detach, connect, disconnect, primary, secondary, status
+	Verb          string `json:"verb"`     // up, down, attach, detach, connect, disconnect, primary, secondary, status, explain, …
 	Resource      string `json:"resource"` // a resource name; "" or "all" for all of them
 	Force         bool   `json:"force,omitempty"`
 	DiscardMyData bool   `json:"discard_my_data,omitempty"`
@@ -24,6 +24,8 @@ type Response struct {
 	Error string `json:"error,omitempty"`
 	// Resources is the status of the resources the request named.
 	Resources []status.Resource `json:"resources,omitempty"`
+	// Text is a verb's report for people (explain).
+	Text string `json:"text,omitempty"`
 	// Version is the daemon's version.
 	Version string `json:"version,omitempty"`
 }

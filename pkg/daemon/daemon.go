@@ -185,6 +185,9 @@ func (d *Daemon) handle(ctx context.Context, req Request) Response {
 	resp := Response{Version: Version}
 	for _, r := range targets {
 		resp.Resources = append(resp.Resources, r.Status())
+		if req.Verb == "explain" {
+			resp.Text += r.Explain()
+		}
 	}
 	return resp
 }
@@ -199,7 +202,7 @@ func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error
 		return err
 	}
 	switch req.Verb {
-	case "status", "role", "cstate", "dstate":
+	case "status", "role", "cstate", "dstate", "explain":
 		return nil
 	case "up":
 		if r.Status().Disk == "Diskless" && r.HasDisk() {

@@ -70,8 +70,17 @@ type Resource struct {
 
 	verifyFound atomic.Uint64 // 4 KiB blocks online verify found out of sync (this run)
 
-	mu   sync.Mutex // guards snap
+	mu   sync.Mutex // guards snap and explain
 	snap status.Resource
+	// explain is what Explain reports, copied by publish.
+	explain struct {
+		hs   *fsm.Handshake
+		at   time.Time // when hs ran
+		gi   meta.GI
+		oos  uint64
+		gran int64
+	}
+	handshakeAt time.Time // owned by run
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,6 +146,10 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 	if cfg.Disk.String("on-io-error") == "pass_on" {
 		policy = fsm.OnErrorPassOn
 	}
+	sb, err := splitBrainPolicies(cfg, me.Name, peer.Name)
+	if err != nil {
+		return nil, err
+	}
 	ticks := func(d time.Duration) int { return int(d / TickInterval) }
 	r.fsm = fsm.New(fsm.Config{
 		Name: cfg.Name, Self: me.Name, Peer: peer.Name, Protocol: proto,
@@ -148,6 +161,7 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 		ConnectInt:  ticks(cfg.Net.Duration("connect-int")),
 		OnIOError:   policy,
 		VerifyAlg:   knownDigest(cfg.Net.String("verify-alg")),
+		SplitBrain:  sb,
 		NewUUID:     randomUUID,
 	})
 	r.snap = r.snapshotLocked()
@@ -297,13 +311,8 @@ func (r *Resource) command(ev fsm.Event) error {
 			return fmt.Errorf("host %s has no disk (disk none)", r.self.Name)
 		}
 	case fsm.Demote:
-		// DRBD refuses to demote a device that is open; the NBD
-		// sessions are our opens.
-		n := 0
-		if r.nbdSrv != nil {
-			n = r.nbdSrv.Sessions(r.name)
-		}
-		_ = r.fsm.Step(fsm.OpenCount{N: n})
+		// DRBD refuses to demote a device that is open.
+		r.stepOpenCount()
 	}
 	if err := r.fsm.Step(ev); err != nil {
 		return err
@@ -314,6 +323,16 @@ func (r *Resource) command(ev fsm.Event) error {
 		return r.attachErr
 	}
 	return nil
+}
+
+// stepOpenCount tells the state machine how many NBD sessions (the
+// device's opens) there are now.
+func (r *Resource) stepOpenCount() {
+	n := 0
+	if r.nbdSrv != nil {
+		n = r.nbdSrv.Sessions(r.name)
+	}
+	_ = r.fsm.Step(fsm.OpenCount{N: n})
 }
 
 func (r *Resource) event(ev any) {
@@ -338,7 +357,15 @@ func (r *Resource) event(ev any) {
 			return
 		}
 		r.link = e.link
-		_ = r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState())})
+		// The handshake weighs this node's changes (after-sb policies)
+		// and whether a Primary can demote (call-pri-lost-after-sb).
+		r.stepOpenCount()
+		var oos uint64
+		if r.md != nil {
+			oos = r.md.OutOfSync()
+		}
+		r.handshakeAt = time.Now()
+		_ = r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), OutOfSync: oos})
 	case evLinkClosed:
 		if e.link == nil || e.link != r.link {
 			return
@@ -429,6 +456,9 @@ func (r *Resource) process() {
 		if rd.SyncUUID != 0 && r.link != nil {
 			_ = r.link.SendSyncUUID(rd.SyncUUID)
 		}
+		for _, h := range rd.Handlers {
+			r.runHandler(h)
+		}
 		r.reconcileSync()
 		r.publish()
 	}
@@ -467,6 +497,10 @@ func (r *Resource) shutdown() {
 func (r *Resource) publish() {
 	r.mu.Lock()
 	r.snap = r.snapshotLocked()
+	r.explain.hs, r.explain.at, r.explain.gi = r.fsm.LastHandshake(), r.handshakeAt, r.fsm.GI()
+	if r.md != nil {
+		r.explain.oos, r.explain.gran = r.md.OutOfSync(), int64(r.md.Layout().Granularity)
+	}
 	r.mu.Unlock()
 	if r.changed != nil {
 		r.changed()
@@ -499,6 +533,7 @@ func (r *Resource) snapshotLocked() status.Resource {
 		s.NBDClients = r.nbdSrv.Sessions(r.name)
 	}
 	s.PausedByUser, s.PausedByPeer = r.fsm.UserPaused(), r.fsm.PeerPaused()
+	s.SplitBrain, s.SplitBrainRule = r.fsm.SplitBrain()
 	r.syncStatus(&s)
 	return s
 }
