@@ -143,7 +143,7 @@ func TestKeywordTable(t *testing.T) {
 		secDisk: {"on-io-error", "al-extents", "resync-rate", "c-plan-ahead", "c-fill-target", "c-delay-target",
 			"c-max-rate", "c-min-rate", "disk-flushes", "md-flushes", "al-updates"},
 		secStartup:  {"wfc-timeout", "degr-wfc-timeout", "outdated-wfc-timeout", "become-primary-on"},
-		secHandlers: {"split-brain", "out-of-sync", "initial-split-brain", "pri-lost-after-sb", "local-io-error", "before-resync-target", "after-resync-target", "fence-peer"},
+		secHandlers: {"split-brain", "out-of-sync", "initial-split-brain", "pri-lost-after-sb", "pri-lost", "local-io-error", "before-resync-target", "after-resync-target", "fence-peer"},
 		secGlobal:   {"usage-count", "disable-ip-verification", "dialog-refresh", "minor-count", "nbd-listen", "device", "meta-disk"},
 		secResource: {"protocol", "device", "disk", "meta-disk", "nbd-listen"},
 		secOn:       {"address", "device", "disk", "meta-disk", "nbd-listen"},
