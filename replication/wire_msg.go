@@ -555,6 +555,11 @@ type State struct {
 	MDFlags   uint32     // the superblock's MDF_* flags (pkg/meta)
 	OutOfSync uint64     // bits set in the sender's bitmap
 	Flags     StateFlags // DRBD's uuid_flags
+	// AfterSB is the sender's split-brain configuration (after-sb-0pri,
+	// -1pri, -2pri, rr-conflict, always-asbp) as splitbrain.Policies
+	// encodes it; 0 if the sender has none. The two nodes must agree,
+	// as DRBD checks at connect time.
+	AfterSB uint16
 }
 
 func (*State) Type() Type { return TypeState }
@@ -567,7 +572,8 @@ func (m *State) check() error {
 }
 
 func (m *State) appendFixed(dst []byte) []byte {
-	dst = append(dst, m.Role, m.Disk, 0, 0)
+	dst = append(dst, m.Role, m.Disk)
+	dst = be.AppendUint16(dst, m.AfterSB)
 	dst = be.AppendUint32(dst, m.MDFlags)
 	for _, g := range m.GI {
 		dst = be.AppendUint64(dst, g)
@@ -579,10 +585,8 @@ func (m *State) appendFixed(dst []byte) []byte {
 func (*State) bulk() []byte { return nil }
 
 func (m *State) parse(b, _ []byte) error {
-	if r := be.Uint16(b[2:]); r != 0 {
-		return violation(TypeState, "reserved bytes %#04x", r)
-	}
 	m.Role, m.Disk = b[0], b[1]
+	m.AfterSB = be.Uint16(b[2:])
 	m.MDFlags = be.Uint32(b[4:])
 	for i := range m.GI {
 		m.GI[i] = be.Uint64(b[8+8*i:])

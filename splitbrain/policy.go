@@ -137,6 +137,51 @@ func (ps Policies) Mirror() Policies {
 	return ps
 }
 
+// Encode packs the policies for the wire (replication.State.AfterSB):
+// bits 0–3, 4–7, 8–11 the three after-sb values, 12–13 rr-conflict, 14
+// always-asbp, 15 always set (0 means "none sent").
+func (ps Policies) Encode() uint16 {
+	v := uint16(ps.After0p) | uint16(ps.After1p)<<4 | uint16(ps.After2p)<<8 | uint16(ps.RRConflict)<<12 | 1<<15
+	if ps.AlwaysASBP {
+		v |= 1 << 14
+	}
+	return v
+}
+
+// DecodePolicies reverses Encode; ok is false for 0 (none sent) or a
+// value Encode cannot produce.
+func DecodePolicies(v uint16) (ps Policies, ok bool) {
+	if v&(1<<15) == 0 {
+		return ps, false
+	}
+	ps = Policies{After0p: Policy(v & 15), After1p: Policy(v >> 4 & 15), After2p: Policy(v >> 8 & 15),
+		RRConflict: RRConflict(v >> 12 & 3), AlwaysASBP: v&(1<<14) != 0}
+	if ps.After0p > ViolentlyAs0p || ps.After1p > ViolentlyAs0p || ps.After2p > ViolentlyAs0p || ps.RRConflict > RRViolently {
+		return Policies{}, false
+	}
+	return ps, true
+}
+
+// Incompatible compares this node's policies with the peer's (as the
+// peer sent them) and names the first setting that differs, "" if they
+// agree; DRBD refuses such a peer ("incompatible after-sb-0pri settings").
+func (ps Policies) Incompatible(peer Policies) string {
+	peer = peer.Mirror()
+	switch {
+	case ps.After0p != peer.After0p:
+		return "after-sb-0pri"
+	case ps.After1p != peer.After1p:
+		return "after-sb-1pri"
+	case ps.After2p != peer.After2p:
+		return "after-sb-2pri"
+	case ps.RRConflict != peer.RRConflict:
+		return "rr-conflict"
+	case ps.AlwaysASBP != peer.AlwaysASBP:
+		return "always-asbp"
+	}
+	return ""
+}
+
 // Verdict is what an after-sb policy decided for this node.
 type Verdict struct {
 	// Decision is SourceBitmap or TargetBitmap when the policy resolved

@@ -333,3 +333,33 @@ func TestExplain(t *testing.T) {
 	require.Contains(t, b.String(), "unrelated data")
 	require.Contains(t, b.String(), "twinblock create-md r0")
 }
+
+func TestPoliciesOnTheWire(t *testing.T) {
+	tests := []struct {
+		name       string
+		a, b       Policies
+		mismatched string
+	}{
+		{"defaults", Policies{}, Policies{}, ""},
+		{"discard-node names the same node", Policies{After0p: DiscardLocal}, Policies{After0p: DiscardRemote}, ""},
+		{"discard-node names different nodes", Policies{After0p: DiscardLocal}, Policies{After0p: DiscardLocal}, "after-sb-0pri"},
+		{"1pri differs", Policies{After1p: Consensus}, Policies{After1p: DiscardSecondary}, "after-sb-1pri"},
+		{"2pri differs", Policies{After2p: CallPriLost}, Policies{}, "after-sb-2pri"},
+		{"rr-conflict differs", Policies{RRConflict: RRViolently}, Policies{}, "rr-conflict"},
+		{"always-asbp differs", Policies{AlwaysASBP: true}, Policies{}, "always-asbp"},
+		{"all set alike", Policies{After0p: DiscardZeroChanges, After1p: CallPriLost, After2p: ViolentlyAs0p, RRConflict: RRCallPriLost, AlwaysASBP: true},
+			Policies{After0p: DiscardZeroChanges, After1p: CallPriLost, After2p: ViolentlyAs0p, RRConflict: RRCallPriLost, AlwaysASBP: true}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := DecodePolicies(tt.b.Encode())
+			require.True(t, ok)
+			require.Equal(t, tt.b, got)
+			require.Equal(t, tt.mismatched, tt.a.Incompatible(got))
+		})
+	}
+	_, ok := DecodePolicies(0)
+	require.False(t, ok)
+	_, ok = DecodePolicies(1<<15 | 15)
+	require.False(t, ok)
+}

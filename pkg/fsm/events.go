@@ -1,6 +1,9 @@
 package fsm
 
-import "github.com/twinblock/twinblock/pkg/meta"
+import (
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/splitbrain"
+)
 
 // Event is an input to Node.Step: an administrator's command, or
 // something the driver observed (a connection, a disk error).
@@ -17,6 +20,10 @@ type PeerInfo struct {
 	OutOfSync      uint64 // bits set in the peer's bitmap
 	UserPaused     bool   // the peer's administrator paused the resync (pause-sync)
 	VerifySource   bool   // the peer runs online verify as VerifyS
+	// Policies is the peer's split-brain configuration, if it sent one
+	// (PoliciesSent); the handshake refuses a peer whose differs.
+	Policies     splitbrain.Policies
+	PoliciesSent bool
 }
 
 type (

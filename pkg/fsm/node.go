@@ -132,6 +132,9 @@ func (n *Node) CrashedPrimary() bool { return n.crashedPrimary }
 // DiscardMyData reports the --discard-my-data of the last connect.
 func (n *Node) DiscardMyData() bool { return n.discardMyData }
 
+// Policies returns the split-brain configuration (sent to the peer).
+func (n *Node) Policies() splitbrain.Policies { return n.cfg.SplitBrain }
+
 // LastHandshake returns the last sync handshake (nil before the first).
 func (n *Node) LastHandshake() *Handshake { return n.handshake }
 
@@ -539,6 +542,12 @@ func (n *Node) linkUp(p PeerInfo, outOfSync uint64) {
 		// Nothing to compare: the one with data serves.
 		n.established(p)
 		return
+	}
+	if p.PoliciesSent {
+		if k := n.cfg.SplitBrain.Incompatible(p.Policies); k != "" {
+			n.refuse(StandAlone, fmt.Sprintf("incompatible %s settings: the two nodes' net sections must agree", k))
+			return
+		}
 	}
 	self := splitbrain.Side{GI: n.gi, CrashedPrimary: n.crashedPrimary, Primary: n.role == Primary,
 		Inconsistent: n.disk == Inconsistent, Changed: outOfSync, DiscardMyData: n.discardMyData, InUse: n.openCount > 0}

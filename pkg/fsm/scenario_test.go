@@ -55,6 +55,7 @@ func (c *cluster) peerInfo(name string) PeerInfo {
 	n := c.nodes[name]
 	return PeerInfo{Role: n.role, Disk: n.disk, GI: n.gi, CrashedPrimary: n.crashedPrimary,
 		DiscardMyData: n.discardMyData, OutOfSync: c.changed[name],
+		Policies: n.cfg.SplitBrain, PoliciesSent: true,
 		UserPaused: n.userPaused, VerifySource: n.conn == VerifyS}
 }
 
@@ -272,9 +273,14 @@ func (c *cluster) run(t *testing.T, line string) {
 		// changed NODE N: N blocks set in the node's bitmap.
 		n, _ := strconv.ParseUint(arg(2), 10, 64)
 		c.changed[f[1]] = n
-	case "policy":
-		// policy KEYWORD VALUE: both nodes' net section.
-		for _, name := range []string{"a", "b"} {
+	case "policy", "policy-on":
+		// policy KEYWORD VALUE: both nodes' net section;
+		// policy-on NODE KEYWORD VALUE: one node's.
+		nodes := []string{"a", "b"}
+		if f[0] == "policy-on" {
+			nodes, f = []string{f[1]}, f[1:]
+		}
+		for _, name := range nodes {
 			cfg := &c.nodes[name].cfg.SplitBrain
 			var err error
 			switch f[1] {

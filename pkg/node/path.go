@@ -15,6 +15,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/replication"
+	"github.com/twinblock/twinblock/splitbrain"
 )
 
 // applyPath publishes an IOMode to the data path, with the disk and link
@@ -357,7 +358,8 @@ func (r *Resource) dial() {
 func (r *Resource) stateMsg() replication.State {
 	st := r.fsm.State()
 	gi := r.fsm.GI()
-	m := replication.State{Role: byte(st.Role), Disk: byte(st.Disk), GI: gi, MDFlags: uint32(r.fsm.Flags())}
+	m := replication.State{Role: byte(st.Role), Disk: byte(st.Disk), GI: gi, MDFlags: uint32(r.fsm.Flags()),
+		AfterSB: r.fsm.Policies().Encode()}
 	if r.md != nil {
 		m.OutOfSync = r.md.OutOfSync()
 	}
@@ -380,7 +382,9 @@ func (r *Resource) stateMsg() replication.State {
 }
 
 func peerInfo(s replication.State) fsm.PeerInfo {
+	ps, sent := splitbrain.DecodePolicies(s.AfterSB)
 	return fsm.PeerInfo{
+		Policies: ps, PoliciesSent: sent,
 		Role: fsm.Role(s.Role), Disk: fsm.DiskState(s.Disk), GI: s.GI,
 		CrashedPrimary: s.Flags&replication.StateCrashedPrimary != 0,
 		DiscardMyData:  s.Flags&replication.StateDiscardMyData != 0,
