@@ -32,6 +32,7 @@ type pair struct {
 	confs map[string]string
 	nbd   map[string]string // NBD listen address per node
 	procs map[string]*daemonProc
+	proxy *cutProxy // between a and b when pairOpts.proxy is set
 }
 
 type daemonProc struct {
@@ -71,6 +72,9 @@ type pairOpts struct {
 	protocol            string
 	net, disk, handlers string
 	fill                func(node string, f *os.File)
+	// proxy puts a cutProxy (splitbrain_test.go) on the link: a's
+	// config names the proxy as b's address, b's config b's real one.
+	proxy bool
 }
 
 func newPairOpts(t *testing.T, o pairOpts) *pair {
@@ -85,6 +89,11 @@ func newPairOpts(t *testing.T, o pairOpts) *pair {
 	p := &pair{dir: t.TempDir(), disks: map[string]string{}, confs: map[string]string{}, nbd: map[string]string{}, procs: map[string]*daemonProc{}}
 	addr := map[string]string{"a": freePort(t, "127.0.0.1"), "b": freePort(t, "127.0.0.2")}
 	p.nbd["a"], p.nbd["b"] = freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2")
+	bAddr := map[string]string{"a": addr["b"], "b": addr["b"]} // b's address in each node's config
+	if o.proxy {
+		p.proxy = newCutProxy(t, "127.0.0.2", addr["b"], "127.0.0.1")
+		bAddr["a"] = p.proxy.Addr()
+	}
 	for _, n := range []string{"a", "b"} {
 		p.disks[n] = filepath.Join(p.dir, n+".img")
 		f, err := os.Create(p.disks[n])
@@ -105,7 +114,7 @@ func newPairOpts(t *testing.T, o pairOpts) *pair {
   on a { address %s; disk %s; nbd-listen %s; }
   on b { address %s; disk %s; nbd-listen %s; }
 }
-`, protocol, secrets[n], o.net, o.disk, o.handlers, addr["a"], p.disks["a"], p.nbd["a"], addr["b"], p.disks["b"], p.nbd["b"])
+`, protocol, secrets[n], o.net, o.disk, o.handlers, addr["a"], p.disks["a"], p.nbd["a"], bAddr[n], p.disks["b"], p.nbd["b"])
 		p.confs[n] = filepath.Join(p.dir, n+".conf")
 		require.NoError(t, os.WriteFile(p.confs[n], []byte(conf), 0o644))
 		p.tb(t, n, "create-md", "r0")
