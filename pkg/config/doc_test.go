@@ -139,7 +139,7 @@ func TestKeywordTable(t *testing.T) {
 	implemented := map[string][]string{
 		secNet: {"cram-hmac-alg", "shared-secret", "timeout", "connect-int", "ping-int", "ping-timeout", "ko-count",
 			"max-buffers", "after-sb-0pri", "after-sb-1pri", "after-sb-2pri", "always-asbp", "rr-conflict", "csums-alg",
-			"verify-alg", "use-rle", "allow-two-primaries", "compression", "compress-replication"},
+			"verify-alg", "use-rle", "allow-two-primaries", "compression", "compress-replication", "backup-discarded"},
 		secDisk: {"on-io-error", "al-extents", "resync-rate", "c-plan-ahead", "c-fill-target", "c-delay-target",
 			"c-max-rate", "c-min-rate", "disk-flushes", "md-flushes", "al-updates"},
 		secStartup:  {"wfc-timeout", "degr-wfc-timeout", "outdated-wfc-timeout", "become-primary-on"},

@@ -246,6 +246,11 @@ func keywordList() []keyword {
 			k.twinblock = true
 			return k
 		}(),
+		func() keyword {
+			k := yesNo(secNet, "backup-discarded", "no", true, "a split brain's victim saves every block its resync overwrites to RES-discarded-TIME.img (+ .blocks index) in the metadata directory; twinblock restore-discarded writes them back")
+			k.twinblock = true
+			return k
+		}(),
 	)
 	// disk
 	ks = append(ks,
