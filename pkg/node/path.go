@@ -70,6 +70,7 @@ func (r *Resource) action(a fsm.Action) {
 			r.log.Warn(w)
 		}
 		_ = r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags})
+		r.resumeBackup()
 	case fsm.ActCloseDisk:
 		r.stopSync() // its checkpoints write the metadata
 		r.closeDisk()
@@ -178,6 +179,7 @@ func (r *Resource) closeDisk() {
 	if r.md == nil {
 		return
 	}
+	r.closeBackup()
 	r.dev.mu.Lock()
 	r.dev.path.data, r.dev.path.md = nil, nil
 	r.dev.path.mode.Local = false
@@ -210,7 +212,7 @@ func (r *Resource) linkConfig() replication.LinkConfig {
 		SharedSecret:     r.cfg.Net.String("shared-secret"),
 		DataSize:         size,
 		Features:         replication.FeatureRLE | replication.FeatureTrim | replication.FeatureWriteZeroes,
-		Disk:             r.data,
+		Disk:             r.linkDisk(),
 		Logger:           r.log,
 		HandshakeTimeout: 10 * time.Second,
 		MaxBuffers:       int(r.cfg.Net.Int("max-buffers")),
@@ -247,6 +249,10 @@ func (r *Resource) linkConfig() replication.LinkConfig {
 // handshake runs the connection setup on nc in the background; the
 // result comes back to run as evLink.
 func (r *Resource) handshake(nc net.Conn) {
+	// backup-discarded: armed before the link exists, since the peer may
+	// write through it before run sees evLink (backup.go).
+	r.armBackup()
+	r.handshakes++
 	cfg := r.linkConfig()
 	local := r.stateMsg()
 	linkCh := make(chan *replication.Link, 1)
@@ -281,7 +287,7 @@ func (r *Resource) handshake(nc net.Conn) {
 		}
 		// evLink first: the callbacks wait for linkCh, so what the
 		// peer sends right after the handshake reaches run after it.
-		r.post(evLink{link: l, err: err})
+		r.post(evLink{link: l, err: err, hs: true})
 		linkCh <- l
 	}()
 }

@@ -67,6 +67,12 @@ type Resource struct {
 	nbdLn      net.Listener
 	attachErr  error // why the last attach failed
 	sync       *syncRun
+	handshakes int // connection setups running (handshake .. evLink)
+
+	// backup is the armed discarded-blocks journal (backup.go): set and
+	// cleared by run, read by the link's cowDisk.
+	backup     atomic.Pointer[journal]
+	backupNews []func() // log lines for after the Ready's own (run's)
 
 	verifyFound atomic.Uint64 // 4 KiB blocks online verify found out of sync (this run)
 
@@ -99,6 +105,7 @@ type (
 	evLink struct {
 		link *replication.Link
 		err  error
+		hs   bool // from handshake (not a failed dial)
 	}
 	evLinkClosed struct {
 		link *replication.Link
@@ -346,14 +353,19 @@ func (r *Resource) event(ev any) {
 		}
 		r.handshake(e.nc)
 	case evLink:
+		if e.hs {
+			r.handshakes--
+		}
 		if e.err != nil {
 			r.log.Warn("connection attempt failed", "err", e.err)
 			fatal := errors.Is(e.err, replication.ErrAuth) || errors.Is(e.err, replication.ErrHandshake)
 			_ = r.fsm.Step(fsm.DialFailed{Err: e.err, Fatal: fatal})
+			r.backupIdle()
 			return
 		}
 		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
 			_ = e.link.Close("already connected")
+			r.backupIdle()
 			return
 		}
 		r.link = e.link
@@ -365,7 +377,12 @@ func (r *Resource) event(ev any) {
 			oos = r.md.OutOfSync()
 		}
 		r.handshakeAt = time.Now()
+		// backup-discarded: the journal armed for this connection
+		// (handshake) is kept if the handshake discards this node.
+		r.armBackup()
+		prev := r.fsm.LastHandshake()
 		_ = r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), OutOfSync: oos})
+		r.backupDecide(prev)
 	case evLinkClosed:
 		if e.link == nil || e.link != r.link {
 			return
@@ -460,6 +477,7 @@ func (r *Resource) process() {
 			r.runHandler(h)
 		}
 		r.reconcileSync()
+		r.reconcileBackup()
 		r.publish()
 	}
 }
