@@ -181,6 +181,7 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newQueryVerb(g, "dstate", "Print Disk/PeerDisk", func(r status.Resource) string { return r.Disk + "/" + r.PeerDisk }),
 		newStatusCmd(g),
 		newExplainCmd(g),
+		newRestoreDiscardedCmd(g),
 	}
 }
 
