@@ -209,6 +209,9 @@ func (j *journal) blocks() uint64 {
 // createLocked creates the image (sparse, the data area's size) and the
 // index (its header and notes), and makes both names durable.
 func (j *journal) createLocked() error {
+	if err := os.MkdirAll(filepath.Dir(j.img), 0o700); err != nil {
+		return err
+	}
 	img, err := os.OpenFile(j.img, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -440,13 +443,23 @@ func (j *journal) closeFiles() {
 func (r *Resource) backupEnabled() bool { return r.cfg.Net.Bool("backup-discarded") }
 
 // metaDir is the metadata directory: the meta-disk file's, or with
-// internal metadata the backing disk's.
+// internal metadata the backing disk's; for a device under /dev (a
+// tmpfs, gone at reboot) it is DeviceBackupDir.
 func (r *Resource) metaDir() string {
-	if r.self.MetaDisk.Internal || r.self.MetaDisk.Path == "" {
-		return filepath.Dir(r.self.Disk)
+	p := r.self.Disk
+	if !r.self.MetaDisk.Internal && r.self.MetaDisk.Path != "" {
+		p = r.self.MetaDisk.Path
 	}
-	return filepath.Dir(r.self.MetaDisk.Path)
+	dir := filepath.Dir(p)
+	if dir == "/dev" || strings.HasPrefix(dir, "/dev/") {
+		return DeviceBackupDir
+	}
+	return dir
 }
+
+// DeviceBackupDir holds the backup-discarded files of resources whose
+// metadata lives on a block device.
+const DeviceBackupDir = "/var/lib/twinblock"
 
 // linkDisk is the disk the peer link writes to: the data area, through
 // cowDisk when backup-discarded is on (nil while diskless).
