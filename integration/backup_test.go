@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -15,34 +14,16 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/nbd/client"
 	"github.com/twinblock/twinblock/pkg/node"
 )
-
-// bkLiveData reads node n's data area (the first size bytes of its disk:
-// internal metadata sits at the end) while its daemon runs.
-func (p *pair) bkLiveData(t *testing.T, n string, size int64) []byte {
-	t.Helper()
-	f, err := os.Open(p.disks[n])
-	require.NoError(t, err)
-	defer f.Close()
-	buf := make([]byte, size)
-	_, err = f.ReadAt(buf, 0)
-	require.NoError(t, err)
-	return buf
-}
 
 // bkWrite writes a random block at each of blocks through node n's
 // export, flushes, closes, and returns what each block received.
 func (p *pair) bkWrite(t *testing.T, n string, blocks []int64) map[int64][]byte {
 	t.Helper()
-	c, err := client.Dial(context.Background(), p.nbd[n], client.Options{Export: "r0"})
-	require.NoError(t, err, "NBD client on %s", n)
+	c := p.dialNBD(t, n)
 	defer c.Close()
-	wrote := writeBlocks(t, c, blocks, 8)
-	require.Len(t, wrote, len(blocks))
-	require.NoError(t, c.Flush())
-	return wrote
+	return writeAndFlush(t, c, blocks)
 }
 
 func bkBlock(data []byte, b int64) []byte { return data[b*4096 : (b+1)*4096] }
@@ -94,7 +75,7 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	p.waitFor(t, "b", "role", "Primary/Unknown", 5*time.Second)
 	wroteA := p.bkWrite(t, "a", onA)
 	wroteB := p.bkWrite(t, "b", onB)
-	victim := p.bkLiveData(t, "b", dataSize) // b's data before the discard
+	victim := p.liveData(t, "b", dataSize) // b's data before the discard
 	for _, b := range onlyA {
 		require.Equal(t, pre[b], bkBlock(victim, b), "block %d: b holds the pre-split content", b)
 	}
@@ -110,7 +91,7 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	assert.Contains(t, p.procs["a"].Log()[markA:], "Split-Brain detected, manually solved. Sync from this node")
 
 	// The survivor's data on both nodes.
-	da, db := p.bkLiveData(t, "a", dataSize), p.bkLiveData(t, "b", dataSize)
+	da, db := p.liveData(t, "a", dataSize), p.liveData(t, "b", dataSize)
 	require.True(t, bytes.Equal(da, db), "the data areas differ after the recovery")
 	for _, b := range onA {
 		require.Equal(t, wroteA[b], bkBlock(db, b), "block %d: a's write won on b", b)
@@ -177,7 +158,7 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	assert.Equal(t, "restored "+strconv.Itoa(blocks)+" blocks ("+strconv.Itoa(blocks*4096)+" bytes) from "+img+"\n", out)
 	p.waitSynced(t, 10*time.Second)
 
-	da, db = p.bkLiveData(t, "a", dataSize), p.bkLiveData(t, "b", dataSize)
+	da, db = p.liveData(t, "a", dataSize), p.liveData(t, "b", dataSize)
 	for _, b := range onB {
 		require.Equal(t, wroteB[b], bkBlock(db, b), "block %d: b's write is back on b", b)
 		require.Equal(t, wroteB[b], bkBlock(da, b), "block %d: b's write is back on a", b)

@@ -64,7 +64,6 @@ type Node struct {
 	discardMyData  bool
 	openCount      int
 	handshake      *Handshake // the last sync handshake, for explain
-	splitBrain     bool       // the last handshake ended in an unresolved split brain
 	userPaused     bool       // pause-sync here; kept across connections
 	peerPaused     bool       // pause-sync on the peer
 
@@ -141,7 +140,7 @@ func (n *Node) LastHandshake() *Handshake { return n.handshake }
 // SplitBrain reports that the last handshake found a split brain that
 // nothing resolved; it returns the rule that found it.
 func (n *Node) SplitBrain() (bool, int) {
-	if !n.splitBrain || n.handshake == nil {
+	if n.handshake == nil || n.handshake.Outcome.Decision != splitbrain.SplitBrainDrop {
 		return false, 0
 	}
 	return true, n.handshake.Outcome.Rule
@@ -559,7 +558,6 @@ func (n *Node) linkUp(p PeerInfo, outOfSync uint64) {
 		n.logf("%s", l)
 	}
 	n.ready.Handlers = append(n.ready.Handlers, o.Handlers...)
-	n.splitBrain = o.Decision == splitbrain.SplitBrainDrop
 	if o.Refuse != "" {
 		n.refuse(StandAlone, o.Refuse)
 		return
