@@ -72,6 +72,15 @@ type (
 		Err   error
 	}
 
+	// PeerWriteFailed: the peer refused or failed a write or flush the
+	// data path mirrored over the established connection (a NegAck, a
+	// request the link could not carry, the link ending under it). The
+	// data path acknowledges such a write with its blocks marked out of
+	// sync only after this step, so the node leaves the connected
+	// states first (DRBD's peer-disk-failed on a negative ack; twinblock
+	// drops the connection, and the reconnect resyncs what was marked).
+	PeerWriteFailed struct{ Err error }
+
 	// Promote: drbdadm primary [--force].
 	Promote struct{ Force bool }
 	// Demote: drbdadm secondary.
@@ -113,20 +122,21 @@ type (
 	StartVerify struct{}
 )
 
-func (AttachBegin) isEvent()  {}
-func (Attached) isEvent()     {}
-func (AttachFailed) isEvent() {}
-func (Detach) isEvent()       {}
-func (DiskFailed) isEvent()   {}
-func (Connect) isEvent()      {}
-func (Disconnect) isEvent()   {}
-func (DialFailed) isEvent()   {}
-func (LinkUp) isEvent()       {}
-func (PeerChanged) isEvent()  {}
-func (LinkDown) isEvent()     {}
-func (Promote) isEvent()      {}
-func (Demote) isEvent()       {}
-func (OpenCount) isEvent()    {}
+func (AttachBegin) isEvent()     {}
+func (Attached) isEvent()        {}
+func (AttachFailed) isEvent()    {}
+func (Detach) isEvent()          {}
+func (DiskFailed) isEvent()      {}
+func (Connect) isEvent()         {}
+func (Disconnect) isEvent()      {}
+func (DialFailed) isEvent()      {}
+func (LinkUp) isEvent()          {}
+func (PeerChanged) isEvent()     {}
+func (LinkDown) isEvent()        {}
+func (PeerWriteFailed) isEvent() {}
+func (Promote) isEvent()         {}
+func (Demote) isEvent()          {}
+func (OpenCount) isEvent()       {}
 
 func (BitmapReceived) isEvent()   {}
 func (SyncUUIDReceived) isEvent() {}

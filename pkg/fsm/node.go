@@ -229,6 +229,14 @@ func (n *Node) step(e Event) error {
 		if n.conn.Established() {
 			n.peerChanged(e.Peer)
 		}
+	case PeerWriteFailed:
+		if n.conn.Established() {
+			// The peer did not take a write (or flush) this node is
+			// about to acknowledge with its blocks marked out of sync:
+			// Connected with an UpToDate peer would now be a lie. The
+			// connection is dropped; the reconnect resyncs the marks.
+			n.dropLink(NetworkFailure, fmt.Sprintf("peer did not take a write: %v", e.Err))
+		}
 	case LinkDown:
 		if !n.conn.Established() && n.conn != WFReportParams {
 			return nil
@@ -683,6 +691,7 @@ func (n *Node) ioMode() IOMode {
 	m := IOMode{Protocol: n.cfg.Protocol, PassOn: n.cfg.OnIOError == OnErrorPassOn}
 	m.Serve = n.role == Primary
 	m.Local = n.disk.hasData()
+	m.UpToDate = n.disk == UpToDate
 	m.Mirror = n.conn.Established() && n.peerDisk.hasData()
 	m.PeerReads = n.disk != UpToDate && n.conn.Established() && n.peerDisk == UpToDate
 	if m.PeerReads && m.Local && (n.conn == SyncTarget || n.conn == PausedSyncT) {

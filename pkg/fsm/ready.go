@@ -28,8 +28,13 @@ type MetaState struct {
 //   - Serve implies Local or Mirror or a refusal of every request: a
 //     Primary that has neither fails I/O with EIO.
 type IOMode struct {
-	Serve     bool // the NBD export accepts clients and writes (Primary)
-	Local     bool // the local disk is read and written
+	Serve bool // the NBD export accepts clients and writes (Primary)
+	Local bool // the local disk is read and written
+	// UpToDate: the local disk is UpToDate, so a write the peer did not
+	// take may be acknowledged with its blocks marked out of sync (the
+	// bitmap then says "the peer lacks this"). Without it, such a write
+	// fails: the mark would mean "fetch this from the peer".
+	UpToDate  bool
 	Mirror    bool // writes are sent to the peer
 	PeerReads bool // reads are sent to the peer (no usable local disk)
 	// ReadDirtyFromPeer: a sync target with UpToDate peer reads the

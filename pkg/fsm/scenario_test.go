@@ -194,6 +194,9 @@ func (c *cluster) run(t *testing.T, line string) {
 		c.step(f[1], Detach{})
 	case "disk-error":
 		c.step(f[1], DiskFailed{Err: fmt.Errorf("EIO")})
+	case "peer-write-failed":
+		// The data path of f[1] mirrored a write the peer did not take.
+		c.step(f[1], PeerWriteFailed{Err: fmt.Errorf("%s", strings.Join(f[2:], " "))})
 	case "connect":
 		c.step(f[1], Connect{DiscardMyData: arg(2) == "--discard-my-data"})
 	case "disconnect":

@@ -28,22 +28,39 @@ type ioPath struct {
 // Invariant (the data-path half of "never lose an acknowledged write"):
 // a write is acknowledged only if
 //
-//	(a) it completed on the local disk and the peer acknowledged it as
-//	    its protocol requires (C: completed on the peer's disk), or
-//	(b) it completed on the local disk, the peer did not take it (no
-//	    connection, or the link failed it), and its blocks are marked out
-//	    of sync in the bitmap while the activity log covers them, so the
-//	    mark survives a crash (meta.BeginWrite .. EndWrite), or
+//	(a) it completed on the local disk and the peer acknowledged every
+//	    piece of it as its protocol requires (C: completed on the
+//	    peer's disk), or
+//	(b) it completed on the local disk, which is UpToDate, the peer did
+//	    not take it (no connection, or the link refused or failed it),
+//	    and its blocks are marked out of sync in the bitmap while the
+//	    activity log covers them, so the mark survives a crash
+//	    (meta.BeginWrite .. EndWrite), or
 //	(c) the local disk is gone (Diskless Primary) and the peer
 //	    acknowledged it under protocol C semantics.
 //
 // A write that meets none of these fails with EIO. Overlapping writes are
 // serialized (rangeLock), so both disks see them in the same order.
 //
+// Invariant (the honest status): while the state machine says Connected
+// with the peer's disk UpToDate, outside a resync, every acknowledged
+// application write is on the peer. So before (b) marks a write that
+// was mirrored (the link was in the path and refused or failed it), it
+// fences: the state machine steps PeerWriteFailed and leaves the
+// connected states (fence returns only once it has), and only then are
+// the blocks marked. The marks therefore never appear behind a
+// Connected, UpToDate/UpToDate status: the status is a snapshot taken
+// by the state machine's goroutine, after the step.
+//
+// A write is sent to the peer in pieces of at most Link.MaxPayload
+// bytes, all submitted before any is waited for (the link keeps their
+// order); it is acknowledged under (a) only if every piece was.
+//
 // Mode changes take mu for writing, which waits for the requests in
 // flight: after setPath returns, no request uses the old path. Requests
 // hold mu for reading; no lock is held across a network round trip
-// except this read lock, which only a mode change waits for.
+// except this read lock, which only a mode change waits for (and the
+// resource serves fences while it waits, see Resource.await).
 type device struct {
 	mu      sync.RWMutex
 	path    ioPath
@@ -51,7 +68,11 @@ type device struct {
 	ranges  *rangeLock
 	reqs    sync.Pool
 	onError func(error) // posts DiskFailed to the state machine; never blocks
-	stats   *counters
+	// fence makes the state machine stop counting on link (see the
+	// honest-status invariant) and returns once it has; nil in tests
+	// of the device alone.
+	fence func(link *replication.Link, err error)
+	stats *counters
 }
 
 func newDevice(onError func(error), stats *counters) *device {
@@ -207,14 +228,10 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 		}
 	}
 
-	var req *replication.Request
-	if path.mode.Mirror && path.link != nil {
-		req = d.reqs.Get().(*replication.Request)
-		*req = replication.Request{Op: op, Offset: off, Data: p, Length: n, Flags: flags}
-		if err := path.link.Submit(req); err != nil {
-			d.reqs.Put(req)
-			req = nil
-		}
+	mirrored := path.mode.Mirror && path.link != nil
+	var peer pieces
+	if mirrored {
+		peer = d.submit(path.link, op, p, off, n, flags)
 	}
 
 	var localErr error
@@ -227,19 +244,28 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 		}
 	}
 	var peerErr error = errNoPeer
-	if req != nil {
-		peerErr = req.Wait()
-		*req = replication.Request{}
-		d.reqs.Put(req)
+	if mirrored {
+		peerErr = d.wait(&peer)
+		if peerErr != nil {
+			// The honest status: the state machine leaves the
+			// connected states before anything is marked.
+			d.fenceLink(path.link, peerErr)
+		}
 	}
 
 	switch {
 	case useLocal && localErr == nil:
-		if peerErr != nil {
-			// (b): the peer does not have it; the activity log holds
-			// the extent, so the mark survives a crash.
-			path.md.MarkOutOfSync(off, n)
+		if peerErr == nil {
+			return nil // (a)
 		}
+		if !path.mode.UpToDate {
+			// This disk is not UpToDate (a Primary sync target): a mark
+			// here would mean "fetch it from the peer", which lacks it.
+			return fmt.Errorf("node: write not taken by the peer and this disk is not UpToDate: %w: %w", peerErr, syscall.EIO)
+		}
+		// (b): the peer does not have it; the activity log holds
+		// the extent, so the mark survives a crash.
+		path.md.MarkOutOfSync(off, n)
 		return nil
 	case useLocal: // the local disk failed
 		d.localError(path, localErr)
@@ -252,6 +278,78 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 			return fmt.Errorf("node: write on the peer: %w: %w", peerErr, syscall.EIO)
 		}
 		return nil // (c)
+	}
+}
+
+// pieces are the requests one application write became on the link.
+// The first is inline, so that a write within MaxPayload (the common
+// case) allocates nothing.
+type pieces struct {
+	one  *replication.Request
+	more []*replication.Request
+	err  error // a piece the link refused (nothing after it was sent)
+}
+
+// submit sends a write-like request to the peer, a Write in pieces of
+// at most the link's MaxPayload and a Trim or WriteZeroes whole (the
+// caller keeps those within the wire's limit, see chunked). The link
+// keeps the pieces in order; submit does not wait for them.
+func (d *device) submit(l *replication.Link, op replication.Op, p []byte, off, n int64, flags replication.DataFlags) pieces {
+	var ps pieces
+	step := n
+	if op == replication.OpWrite {
+		step = int64(l.MaxPayload())
+	}
+	for done := int64(0); done < n; done += step {
+		c := min(step, n-done)
+		req := d.reqs.Get().(*replication.Request)
+		*req = replication.Request{Op: op, Offset: off + done, Length: c, Flags: flags}
+		if op == replication.OpWrite {
+			req.Data, req.Length = p[done:done+c], 0
+		}
+		if err := l.Submit(req); err != nil {
+			*req = replication.Request{}
+			d.reqs.Put(req)
+			ps.err = err
+			return ps
+		}
+		if ps.one == nil {
+			ps.one = req
+		} else {
+			ps.more = append(ps.more, req)
+		}
+	}
+	return ps
+}
+
+// wait waits for every piece submit sent and returns the first error
+// (a refused piece counts).
+func (d *device) wait(ps *pieces) error {
+	first := ps.err
+	put := func(req *replication.Request) {
+		if err := req.Wait(); err != nil && first == nil {
+			first = err
+		}
+		*req = replication.Request{}
+		d.reqs.Put(req)
+	}
+	if ps.one != nil {
+		put(ps.one)
+	}
+	for _, req := range ps.more {
+		put(req)
+	}
+	if ps.one == nil && first == nil {
+		first = errNoPeer
+	}
+	return first
+}
+
+// fenceLink reports a request the peer did not take on an established
+// link and returns once the state machine stopped counting on it.
+func (d *device) fenceLink(l *replication.Link, err error) {
+	if d.fence != nil {
+		d.fence(l, err)
 	}
 }
 
@@ -282,6 +380,9 @@ func outOfSync(md *meta.Meta, off, n int64) bool {
 
 // Flush makes every completed write durable on the local disk and, under
 // protocol C, on the peer (a Barrier answered after the peer's flush).
+// A flush the peer failed fences the link first (see device): the
+// writes of the epoch it should have made durable there are marked out
+// of sync when the link ends.
 func (d *device) Flush() error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -290,10 +391,12 @@ func (d *device) Flush() error {
 		return errNotPrimary
 	}
 	var req *replication.Request
-	if path.mode.Mirror && path.link != nil {
+	var submitErr error
+	mirrored := path.mode.Mirror && path.link != nil
+	if mirrored {
 		req = d.reqs.Get().(*replication.Request)
 		*req = replication.Request{Op: replication.OpFlush}
-		if err := path.link.Submit(req); err != nil {
+		if submitErr = path.link.Submit(req); submitErr != nil {
 			d.reqs.Put(req)
 			req = nil
 		}
@@ -303,16 +406,22 @@ func (d *device) Flush() error {
 		localErr = path.data.Flush()
 	}
 	var peerErr error = errNoPeer
-	if req != nil {
+	switch {
+	case req != nil:
 		peerErr = req.Wait()
 		*req = replication.Request{}
 		d.reqs.Put(req)
+	case submitErr != nil:
+		peerErr = submitErr
+	}
+	if mirrored && peerErr != nil {
+		d.fenceLink(path.link, peerErr)
 	}
 	switch {
 	case path.mode.Local && path.data != nil && localErr == nil:
-		// Writes the peer acknowledged but may not have flushed when the
-		// link failed are not known here; the peer's own flush at its
-		// detach or next barrier covers a peer that stays up.
+		if peerErr != nil && mirrored && !path.mode.UpToDate {
+			return fmt.Errorf("node: flush on the peer: %w: %w", peerErr, syscall.EIO)
+		}
 		return nil
 	case path.mode.Local && path.data != nil:
 		d.localError(path, localErr)

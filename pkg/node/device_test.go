@@ -40,15 +40,18 @@ type rig struct {
 	primary    *replication.Link
 	secondary  *replication.Link
 	diskErrors chan error
+	// fences records, for every fence the device asked for, the
+	// out-of-sync bits at that moment: the honest-status invariant
+	// wants the fence before the mark.
+	fences chan uint64
 }
 
 // newRig connects a Primary's device (local disk in memory, metadata
 // attached) to a Secondary whose disk is secDisk, over TCP on loopback.
 func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
 	t.Helper()
-	const size = 16 << 20
-	local := disk.NewMem(size, disk.MemOptions{})
-	l, err := meta.ComputeLayout(meta.InternalPlacement, size, size, meta.DefaultGranularity, meta.DefaultALExtents)
+	local := disk.NewMem(rigSize, disk.MemOptions{})
+	l, err := meta.ComputeLayout(meta.InternalPlacement, rigSize, rigSize, meta.DefaultGranularity, meta.DefaultALExtents)
 	require.NoError(t, err)
 	_, err = meta.Format(local, l)
 	require.NoError(t, err)
@@ -60,7 +63,7 @@ func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	r := &rig{md: md, diskErrors: make(chan error, 8)}
+	r := &rig{md: md, diskErrors: make(chan error, 8), fences: make(chan uint64, 64)}
 	base := replication.LinkConfig{Resource: "r0", Protocol: proto, DataSize: uint64(l.DataSize),
 		Features: replication.FeatureTrim | replication.FeatureWriteZeroes}
 	var wg sync.WaitGroup
@@ -92,9 +95,14 @@ func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
 		_ = md.Close()
 	})
 	r.dev = newDevice(func(error) {}, &counters{})
-	r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Local: true, Mirror: true, Protocol: proto}, data: data, md: md, link: r.primary}, l.DataSize)
+	r.dev.fence = func(*replication.Link, error) { r.fences <- md.OutOfSync() }
+	r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Local: true, UpToDate: true, Mirror: true, Protocol: proto}, data: data, md: md, link: r.primary}, l.DataSize)
 	return r
 }
+
+// rigSize is the rig's disks' size: room for a write of the NBD
+// export's largest payload (32 MiB) and the metadata.
+const rigSize = 40 << 20
 
 func block(b byte) []byte { return bytes.Repeat([]byte{b}, 4096) }
 
@@ -113,7 +121,7 @@ func TestProtocolCNoAckBeforePeer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := &gated{Disk: disk.NewMem(16<<20, disk.MemOptions{}), arrived: make(chan int64, 1), release: make(chan error, 1)}
+			g := &gated{Disk: disk.NewMem(rigSize, disk.MemOptions{}), arrived: make(chan int64, 1), release: make(chan error, 1)}
 			r := newRig(t, g, 'C')
 			done := make(chan error, 1)
 			go func() { done <- r.dev.WriteAt(block(0xc1), 8192, false) }()
@@ -128,7 +136,9 @@ func TestProtocolCNoAckBeforePeer(t *testing.T) {
 			require.Equal(t, tt.wantMark, r.md.OutOfSync() > 0, "out-of-sync bits: %d", r.md.OutOfSync())
 			if tt.outcome != nil {
 				require.Error(t, <-r.diskErrors)
+				require.Zero(t, <-r.fences, "the device fenced the link before it marked the block")
 			}
+			require.Empty(t, r.fences)
 		})
 	}
 }
@@ -136,7 +146,7 @@ func TestProtocolCNoAckBeforePeer(t *testing.T) {
 // TestProtocolCLinkCutInFlight: the link dies while a write waits for
 // the peer; the write completes on the Primary and is marked out of sync.
 func TestProtocolCLinkCutInFlight(t *testing.T) {
-	g := &gated{Disk: disk.NewMem(16<<20, disk.MemOptions{}), arrived: make(chan int64, 1), release: make(chan error, 1)}
+	g := &gated{Disk: disk.NewMem(rigSize, disk.MemOptions{}), arrived: make(chan int64, 1), release: make(chan error, 1)}
 	r := newRig(t, g, 'C')
 	done := make(chan error, 1)
 	go func() { done <- r.dev.WriteAt(block(0xd2), 1<<20, false) }()
@@ -147,6 +157,7 @@ func TestProtocolCLinkCutInFlight(t *testing.T) {
 	// holds it: the link is gone, the block is marked.
 	require.NoError(t, <-done)
 	require.Equal(t, uint64(1), r.md.OutOfSync())
+	require.Zero(t, <-r.fences, "the device fenced the link before it marked the block")
 	g.release <- nil
 	<-closed
 }
@@ -155,7 +166,7 @@ func TestProtocolCLinkCutInFlight(t *testing.T) {
 // FLUSH, survive a power loss of the Secondary that drops its whole
 // volatile cache the moment the client has its reply.
 func TestProtocolCDurableOnPeer(t *testing.T) {
-	sec := disk.NewCrash(16 << 20)
+	sec := disk.NewCrash(rigSize)
 	r := newRig(t, sec, 'C')
 	require.NoError(t, r.dev.WriteAt(block(0xf1), 0, true))
 	after := sec.CrashClone(rand.New(rand.NewPCG(1, 1)), 0)
@@ -174,7 +185,7 @@ func TestProtocolCDurableOnPeer(t *testing.T) {
 // TestDeviceWritesBothAndOrdersOverlaps: concurrent overlapping writes end
 // up identical on both disks.
 func TestDeviceWritesBothAndOrdersOverlaps(t *testing.T) {
-	sec := disk.NewMem(16<<20, disk.MemOptions{})
+	sec := disk.NewMem(rigSize, disk.MemOptions{})
 	r := newRig(t, sec, 'C')
 	var wg sync.WaitGroup
 	for w := range 8 {

@@ -25,7 +25,8 @@ func (r *Resource) applyPath(m fsm.IOMode) {
 	if m.Local {
 		p.data, p.md = r.data, r.md
 	}
-	r.dev.setPath(p, r.exportSize())
+	size := r.exportSize()
+	r.await(func() { r.dev.setPath(p, size) })
 	if m.Serve {
 		r.openExport()
 	} else {
@@ -36,9 +37,11 @@ func (r *Resource) applyPath(m fsm.IOMode) {
 // dropLinkFromPath takes a dead link out of the data path at once (the
 // state machine's IOMode follows).
 func (r *Resource) dropLinkFromPath() {
-	r.dev.mu.Lock()
-	r.dev.path.link = nil
-	r.dev.mu.Unlock()
+	r.await(func() {
+		r.dev.mu.Lock()
+		r.dev.path.link = nil
+		r.dev.mu.Unlock()
+	})
 }
 
 // exportSize is the size both nodes can hold: the smaller of the two
@@ -62,14 +65,14 @@ func (r *Resource) action(a fsm.Action) {
 		if err := r.openDisk(); err != nil {
 			r.log.Error("attach failed", "err", err)
 			r.attachErr = err
-			_ = r.fsm.Step(fsm.AttachFailed{Err: err})
+			r.stepped(r.fsm.Step(fsm.AttachFailed{Err: err}))
 			return
 		}
 		sb := r.md.Superblock()
 		for _, w := range r.md.Warnings() {
 			r.log.Warn(w)
 		}
-		_ = r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags})
+		r.stepped(r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags}))
 		r.resumeBackup()
 	case fsm.ActCloseDisk:
 		r.stopSync() // its checkpoints write the metadata
@@ -84,8 +87,9 @@ func (r *Resource) action(a fsm.Action) {
 		if r.link != nil {
 			l := r.link
 			r.link = nil
+			r.fenced.Store(l)
 			r.dropLinkFromPath()
-			_ = l.Close(a.Reason)
+			r.closeLink(l, a.Reason)
 		}
 	case fsm.ActSendPing:
 		if r.link != nil {
@@ -180,10 +184,12 @@ func (r *Resource) closeDisk() {
 		return
 	}
 	r.closeBackup()
-	r.dev.mu.Lock()
-	r.dev.path.data, r.dev.path.md = nil, nil
-	r.dev.path.mode.Local = false
-	r.dev.mu.Unlock()
+	r.await(func() {
+		r.dev.mu.Lock()
+		r.dev.path.data, r.dev.path.md = nil, nil
+		r.dev.path.mode.Local, r.dev.path.mode.UpToDate = false, false
+		r.dev.mu.Unlock()
+	})
 	r.curMD.Store(nil)
 	if err := r.md.Close(); err != nil {
 		r.log.Warn("metadata close", "err", err)
@@ -262,6 +268,16 @@ func (r *Resource) handshake(nc net.Conn) {
 		r.post(evPeerState{link: l, st: st})
 	}
 	cfg.OnDiskError = func(err error) { r.post(fsm.DiskFailed{Err: err}) }
+	// The state machine leaves the connection before the link marks
+	// what the peer may lack (fence), so the marks never show behind a
+	// Connected, UpToDate/UpToDate status.
+	mark := cfg.OnOutOfSync
+	cfg.OnOutOfSync = func(off, n int64) {
+		l := <-linkCh
+		linkCh <- l
+		r.fence(l, fmt.Errorf("%w: writes the peer may lack", replication.ErrLinkClosed), false)
+		mark(off, n)
+	}
 	cfg.OnClose = func(err error) {
 		l := <-linkCh
 		linkCh <- l
@@ -442,7 +458,8 @@ func (r *Resource) closeExport() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = r.nbdSrv.Shutdown(ctx)
+	srv := r.nbdSrv
+	r.await(func() { _ = srv.Shutdown(ctx) })
 	r.nbdSrv, r.nbdLn = nil, nil
 }
 

@@ -52,6 +52,14 @@ type Resource struct {
 	inboxMu sync.Mutex
 	inbox   []any
 	cmds    chan command
+	// fences carries the data path's and the link's requests to make
+	// the state machine stop counting on a link (device's honest-status
+	// invariant); run serves it, also while it waits (await).
+	fences chan fenceReq
+	// fenced is the last link the state machine stopped counting on
+	// (stepped out of the connected states for): a fence for it
+	// returns at once.
+	fenced atomic.Pointer[replication.Link]
 
 	// Owned by run.
 	backing    disk.Disk // the backing disk as opened
@@ -92,6 +100,16 @@ type Resource struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	done   chan struct{}
+}
+
+// fenceReq asks run to make the state machine leave the connected
+// states of link, because a mirrored write failed on it (write) or it
+// ended with writes the peer may lack; done is closed when it has.
+type fenceReq struct {
+	link  *replication.Link
+	err   error
+	write bool
+	done  chan struct{}
 }
 
 type command struct {
@@ -142,9 +160,10 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 		}
 	}
 	r := &Resource{name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
-		events: make(chan struct{}, 1), cmds: make(chan command), done: make(chan struct{})}
+		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{})}
 	onErr := func(err error) { r.post(fsm.DiskFailed{Err: err}) }
 	r.dev = newDevice(onErr, &r.stats)
+	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	proto := byte('C')
 	if cfg.Protocol != "" {
 		proto = cfg.Protocol[0]
@@ -247,6 +266,84 @@ func (r *Resource) post(ev any) {
 	}
 }
 
+// fence makes the state machine stop counting on link l before the
+// caller marks blocks out of sync that l did not carry, and returns once
+// it has (or the resource stopped). Any goroutine but run may call it;
+// run serves it even while it waits for the data path (await).
+func (r *Resource) fence(l *replication.Link, err error, write bool) {
+	if l == nil || r.fenced.Load() == l {
+		return
+	}
+	f := fenceReq{link: l, err: err, write: write, done: make(chan struct{})}
+	select {
+	case r.fences <- f:
+	case <-r.done:
+		return
+	}
+	<-f.done // run closes it before it looks at anything else
+}
+
+// onFence serves a fence (run only). It only steps the state machine;
+// what that Ready asks for (closing the link) follows in process.
+func (r *Resource) onFence(f fenceReq) {
+	defer close(f.done)
+	if f.link != r.link || r.fenced.Load() == f.link {
+		return // the state machine already left that connection
+	}
+	r.fenced.Store(f.link)
+	var err error
+	if f.write {
+		err = r.fsm.Step(fsm.PeerWriteFailed{Err: f.err})
+	} else {
+		err = r.fsm.Step(fsm.LinkDown{Cause: linkDownCause(f.err), Err: f.err})
+	}
+	r.stepped(err)
+}
+
+// stepped reports an event the state machine refused, where nothing
+// asked for it (the driver's own observations): a bug or a race the
+// log must show.
+func (r *Resource) stepped(err error) {
+	if err != nil {
+		r.log.Warn("state machine refused an event", "err", err)
+	}
+}
+
+// linkDownCause is the connection state a link's end reports.
+func linkDownCause(err error) fsm.ConnState {
+	if errors.Is(err, replication.ErrProtocol) {
+		return fsm.ProtocolError
+	}
+	return fsm.NetworkFailure
+}
+
+// await runs f, which may wait for the data path or for the link's
+// goroutines (a mode change draining requests, Link.Close, the export's
+// shutdown, the resync's workers), and serves fences meanwhile: a
+// request in flight may be waiting for one, and it would otherwise wait
+// for run, which waits for it. f must not touch the state machine.
+func (r *Resource) await(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		case fr := <-r.fences:
+			r.onFence(fr)
+		}
+	}
+}
+
+// closeLink ends link l, which the state machine already left.
+func (r *Resource) closeLink(l *replication.Link, reason string) {
+	r.fenced.Store(l)
+	r.await(func() { _ = l.Close(reason) })
+}
+
 // takeInbox returns the events posted so far.
 func (r *Resource) takeInbox() []any {
 	r.inboxMu.Lock()
@@ -291,6 +388,9 @@ func (r *Resource) run() {
 			err := r.command(c.ev)
 			r.process()
 			c.reply <- err
+		case f := <-r.fences:
+			r.onFence(f)
+			r.process()
 		case <-r.events:
 			for _, ev := range r.takeInbox() {
 				r.event(ev)
@@ -339,13 +439,13 @@ func (r *Resource) stepOpenCount() {
 	if r.nbdSrv != nil {
 		n = r.nbdSrv.Sessions(r.name)
 	}
-	_ = r.fsm.Step(fsm.OpenCount{N: n})
+	r.stepped(r.fsm.Step(fsm.OpenCount{N: n}))
 }
 
 func (r *Resource) event(ev any) {
 	switch e := ev.(type) {
 	case fsm.DiskFailed:
-		_ = r.fsm.Step(e)
+		r.stepped(r.fsm.Step(e))
 	case evAccepted:
 		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
 			_ = e.nc.Close()
@@ -359,12 +459,12 @@ func (r *Resource) event(ev any) {
 		if e.err != nil {
 			r.log.Warn("connection attempt failed", "err", e.err)
 			fatal := errors.Is(e.err, replication.ErrAuth) || errors.Is(e.err, replication.ErrHandshake)
-			_ = r.fsm.Step(fsm.DialFailed{Err: e.err, Fatal: fatal})
+			r.stepped(r.fsm.Step(fsm.DialFailed{Err: e.err, Fatal: fatal}))
 			r.backupIdle()
 			return
 		}
 		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
-			_ = e.link.Close("already connected")
+			r.closeLink(e.link, "already connected")
 			r.backupIdle()
 			return
 		}
@@ -381,13 +481,14 @@ func (r *Resource) event(ev any) {
 		// (handshake) is kept if the handshake discards this node.
 		r.armBackup()
 		prev := r.fsm.LastHandshake()
-		_ = r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), OutOfSync: oos})
+		r.stepped(r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), OutOfSync: oos}))
 		r.backupDecide(prev)
 	case evLinkClosed:
 		if e.link == nil || e.link != r.link {
 			return
 		}
 		r.link = nil
+		r.fenced.Store(e.link)
 		r.dropLinkFromPath()
 		if r.md != nil {
 			// The link marked what the peer may lack (OnOutOfSync).
@@ -395,14 +496,10 @@ func (r *Resource) event(ev any) {
 				r.log.Error("bitmap write failed", "err", err)
 			}
 		}
-		cause := fsm.NetworkFailure
-		if errors.Is(e.err, replication.ErrProtocol) {
-			cause = fsm.ProtocolError
-		}
-		_ = r.fsm.Step(fsm.LinkDown{Cause: cause, Err: e.err})
+		r.stepped(r.fsm.Step(fsm.LinkDown{Cause: linkDownCause(e.err), Err: e.err}))
 	case evPeerState:
 		if e.link == r.link {
-			_ = r.fsm.Step(fsm.PeerChanged{Peer: peerInfo(e.st)})
+			r.stepped(r.fsm.Step(fsm.PeerChanged{Peer: peerInfo(e.st)}))
 		}
 	case evBitmap:
 		if e.link != r.link || r.md == nil {
@@ -415,14 +512,14 @@ func (r *Resource) event(ev any) {
 		}
 		if err != nil {
 			r.log.Error("peer's bitmap rejected", "err", err)
-			_ = r.fsm.Step(fsm.ResyncFailed{Err: fmt.Errorf("peer's bitmap: %w", err)})
+			r.stepped(r.fsm.Step(fsm.ResyncFailed{Err: fmt.Errorf("peer's bitmap: %w", err)}))
 			return
 		}
 		r.log.Info("bitmaps merged", "out-of-sync KB", r.md.OutOfSync()*uint64(r.md.Layout().Granularity)>>10)
-		_ = r.fsm.Step(fsm.BitmapReceived{})
+		r.stepped(r.fsm.Step(fsm.BitmapReceived{}))
 	case evSyncUUID:
 		if e.link == r.link {
-			_ = r.fsm.Step(fsm.SyncUUIDReceived{UUID: e.uuid})
+			r.stepped(r.fsm.Step(fsm.SyncUUIDReceived{UUID: e.uuid}))
 		}
 	case evEngineDone:
 		r.engineDone(e)
@@ -452,7 +549,7 @@ func (r *Resource) process() {
 					sb.Flags = sb.Flags&^fsm.ManagedFlags | ms.Flags
 				}); err != nil {
 					r.log.Error("metadata update failed", "err", err)
-					_ = r.fsm.Step(fsm.DiskFailed{Err: err})
+					r.stepped(r.fsm.Step(fsm.DiskFailed{Err: err}))
 				}
 			}
 		}
@@ -503,10 +600,10 @@ func (r *Resource) shutdown() {
 	r.stopConnecting()
 	r.stopSync()
 	if r.link != nil {
-		_ = r.link.Close("shutting down")
+		r.closeLink(r.link, "shutting down")
 		r.link = nil
 	}
-	r.dev.setPath(ioPath{}, 0)
+	r.await(func() { r.dev.setPath(ioPath{}, 0) })
 	r.closeDisk()
 	r.publish()
 }

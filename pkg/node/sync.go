@@ -174,7 +174,7 @@ func (r *Resource) stopSync() {
 		s.engine.Close()
 	}
 	s.cancel()
-	s.wg.Wait()
+	r.await(s.wg.Wait)
 	if s.bm != nil && r.md != nil {
 		if err := s.bm.commit(); err != nil {
 			r.log.Error("resync checkpoint failed", "err", err)
@@ -203,24 +203,24 @@ func (r *Resource) engineDone(e evEngineDone) {
 	}
 	if e.err != nil {
 		r.log.Warn("resync stopped", "err", e.err)
-		_ = r.fsm.Step(fsm.ResyncFailed{Err: e.err})
+		r.stepped(r.fsm.Step(fsm.ResyncFailed{Err: e.err}))
 		return
 	}
 	switch s.conn {
 	case fsm.SyncTarget:
 		if err := s.bm.commit(); err != nil {
-			_ = r.fsm.Step(fsm.DiskFailed{Err: err})
+			r.stepped(r.fsm.Step(fsm.DiskFailed{Err: err}))
 			return
 		}
 		st := e.engine.Stats()
 		dt := time.Since(s.started).Round(time.Second)
 		r.log.Info(fmt.Sprintf("Resync done (total %s; paused %s; %d K/sec)", dt, st.Paused.Round(time.Second), kibPerSec(s.total, time.Since(s.started)-st.Paused)),
 			"same-csum-blocks", st.SameCsum, "wire-bytes", st.Wire)
-		_ = r.fsm.Step(fsm.ResyncDone{})
+		r.stepped(r.fsm.Step(fsm.ResyncDone{}))
 	case fsm.VerifyS:
 		r.verifyFound.Store(uint64(e.engine.Stats().Mismatch))
 		r.verifyReport()
-		_ = r.fsm.Step(fsm.VerifyDone{})
+		r.stepped(r.fsm.Step(fsm.VerifyDone{}))
 	}
 }
 
