@@ -101,11 +101,17 @@ func (r *Resource) action(a fsm.Action) {
 // openDisk opens the backing disk and its metadata (drbdadm attach).
 func (r *Resource) openDisk() error {
 	h := r.self
-	locks, err := lockDisks(h)
-	if err != nil {
-		return err
+	open := func(path string) (disk.Disk, error) { return disk.OpenFile(path, disk.FileOptions{}) }
+	var locks []*os.File
+	if r.env.OpenDisk != nil {
+		open = r.env.OpenDisk
+	} else {
+		var err error
+		if locks, err = lockDisks(h); err != nil {
+			return err
+		}
 	}
-	backing, err := disk.OpenFile(h.Disk, disk.FileOptions{})
+	backing, err := open(h.Disk)
 	if err != nil {
 		unlockAll(locks)
 		return fmt.Errorf("%s: %w", r.name, err)
@@ -114,7 +120,7 @@ func (r *Resource) openDisk() error {
 	placement := meta.InternalPlacement
 	if !h.MetaDisk.Internal {
 		placement = meta.ExternalPlacement(h.MetaDisk.Index)
-		if mdDisk, err = disk.OpenFile(h.MetaDisk.Path, disk.FileOptions{}); err != nil {
+		if mdDisk, err = open(h.MetaDisk.Path); err != nil {
 			_ = backing.Close()
 			unlockAll(locks)
 			return fmt.Errorf("%s: meta-disk: %w", r.name, err)
@@ -314,9 +320,14 @@ func (r *Resource) startConnecting() {
 	if r.accept != nil {
 		return
 	}
-	ln, err := net.Listen("tcp", r.self.Address)
+	ln, err := r.env.Net.Listen("tcp", r.self.Address)
 	if err != nil {
+		// The connection cannot come up: StandAlone, and the verb
+		// (connect, up) fails with the reason.
+		err = fmt.Errorf("%s: cannot listen for the peer on %s: %w", r.name, r.self.Address, err)
 		r.log.Error("cannot listen for the peer", "address", r.self.Address, "err", err)
+		r.listenErr = err
+		r.stepped(r.fsm.Step(fsm.DialFailed{Err: err, Fatal: true}))
 		return
 	}
 	r.accept = ln
@@ -324,11 +335,25 @@ func (r *Resource) startConnecting() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		backoff := time.Duration(0)
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
-				return
+				if errors.Is(err, net.ErrClosed) || r.ctx.Err() != nil {
+					return // stopConnecting or shutdown
+				}
+				// A transient failure (EMFILE, ECONNABORTED): back off
+				// from 5 ms to 1 s, as hashicorp/raft's accept loop.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				r.log.Warn("accepting the peer's connection failed; retrying", "in", backoff, "err", err)
+				select {
+				case <-time.After(backoff):
+					continue
+				case <-r.ctx.Done():
+					return
+				}
 			}
+			backoff = 0
 			host, _, _ := net.SplitHostPort(nc.RemoteAddr().String())
 			if !sameHost(host, peerHost) {
 				r.log.Warn("refusing a connection from an address that is not the peer's", "from", nc.RemoteAddr(), "peer", r.peer.Address)
@@ -358,16 +383,12 @@ func (r *Resource) stopConnecting() {
 // dial makes one connection attempt to the peer, from this node's
 // address, in the background.
 func (r *Resource) dial() {
-	localHost, _, _ := net.SplitHostPort(r.self.Address)
-	d := net.Dialer{Timeout: 5 * time.Second}
-	if ip := net.ParseIP(localHost); ip != nil {
-		d.LocalAddr = &net.TCPAddr{IP: ip}
-	}
-	ctx := r.ctx
+	ctx, cancel := context.WithTimeout(r.ctx, dialTimeout)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		nc, err := d.DialContext(ctx, "tcp", r.peer.Address)
+		defer cancel()
+		nc, err := r.env.Net.Dial(ctx, "tcp", r.self.Address, r.peer.Address)
 		if err != nil {
 			r.post(evLink{err: fmt.Errorf("connect to %s: %w", r.peer.Address, err)})
 			return
@@ -426,8 +447,9 @@ func (r *Resource) openExport() {
 	if strings.HasPrefix(addr, "unix:") {
 		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
 	}
-	ln, err := net.Listen(network, addr)
+	ln, err := r.env.Net.Listen(network, addr)
 	if err != nil {
+		r.exportErr = fmt.Errorf("%s: cannot serve the NBD export on %s: %w", r.name, r.self.NBDListen, err)
 		r.log.Error("cannot serve the NBD export", "listen", r.self.NBDListen, "err", err)
 		return
 	}
@@ -435,6 +457,7 @@ func (r *Resource) openExport() {
 	srv, err := nbd.NewServer(nbd.Options{Catalog: cat, Logger: r.log})
 	if err != nil {
 		_ = ln.Close()
+		r.exportErr = fmt.Errorf("%s: nbd server: %w", r.name, err)
 		r.log.Error("nbd server", "err", err)
 		return
 	}

@@ -45,6 +45,7 @@ type Resource struct {
 	log     *slog.Logger
 	changed func() // the status changed (the daemon rewrites the file)
 
+	env     Env
 	fsm     *fsm.Node
 	dev     *device
 	stats   counters
@@ -74,6 +75,8 @@ type Resource struct {
 	nbdSrv     *nbd.Server
 	nbdLn      net.Listener
 	attachErr  error // why the last attach failed
+	listenErr  error // why the last startConnecting could not listen
+	exportErr  error // why the last openExport failed
 	sync       *syncRun
 	handshakes int // connection setups running (handshake .. evLink)
 
@@ -144,9 +147,14 @@ type (
 	}
 )
 
-// NewResource prepares resource cfg for the node named self. Nothing
-// runs until Start.
+// NewResource prepares resource cfg for the node named self, in the
+// real environment. Nothing runs until Start.
 func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed func()) (*Resource, error) {
+	return NewResourceEnv(cfg, self, log, changed, Env{})
+}
+
+// NewResourceEnv is NewResource in the environment env.
+func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed func(), env Env) (*Resource, error) {
 	me, peer, err := cfg.Host(self)
 	if err != nil {
 		return nil, err
@@ -159,7 +167,7 @@ func NewResource(cfg *config.Resource, self string, log *slog.Logger, changed fu
 			return nil, fmt.Errorf("%s: %s: net { %s %s; }: unknown algorithm (twinblock has crc32c, md5, sha1, sha256)", cfg.Pos, cfg.Name, k, alg)
 		}
 	}
-	r := &Resource{name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
+	r := &Resource{env: env.withDefaults(), name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
 		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{})}
 	onErr := func(err error) { r.post(fsm.DiskFailed{Err: err}) }
 	r.dev = newDevice(onErr, &r.stats)
@@ -298,6 +306,9 @@ func (r *Resource) onFence(f fenceReq) {
 		err = r.fsm.Step(fsm.LinkDown{Cause: linkDownCause(f.err), Err: f.err})
 	}
 	r.stepped(err)
+	// The status shows the new state before the caller marks anything
+	// or acknowledges the write (the Ready's actions follow in process).
+	r.publish()
 }
 
 // stepped reports an event the state machine refused, where nothing
@@ -371,8 +382,8 @@ func (r *Resource) Close() error {
 }
 
 func (r *Resource) run() {
-	tick := time.NewTicker(TickInterval)
-	defer tick.Stop()
+	tick, stopTick := r.env.Clock.NewTicker(TickInterval)
+	defer stopTick()
 	var refresh int
 	for {
 		select {
@@ -396,7 +407,7 @@ func (r *Resource) run() {
 				r.event(ev)
 				r.process()
 			}
-		case <-tick.C:
+		case <-tick:
 			var a fsm.Activity
 			if r.link != nil {
 				a.Received = r.link.Received()
@@ -421,13 +432,27 @@ func (r *Resource) command(ev fsm.Event) error {
 		// DRBD refuses to demote a device that is open.
 		r.stepOpenCount()
 	}
+	r.listenErr, r.exportErr = nil, nil
 	if err := r.fsm.Step(ev); err != nil {
 		return err
 	}
-	if _, ok := ev.(fsm.AttachBegin); ok {
+	switch ev.(type) {
+	case fsm.AttachBegin:
 		r.attachErr = nil
 		r.process() // opens the disk
 		return r.attachErr
+	case fsm.Connect:
+		r.process() // listens for the peer
+		return r.listenErr
+	case fsm.Promote:
+		r.process() // opens the export
+		if err := r.exportErr; err != nil {
+			// A Primary nobody can reach is no Primary: back to
+			// Secondary, and the verb fails.
+			r.stepped(r.fsm.Step(fsm.Demote{}))
+			r.process()
+			return fmt.Errorf("%w; stays Secondary", err)
+		}
 	}
 	return nil
 }

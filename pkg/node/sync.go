@@ -278,6 +278,7 @@ func (r *Resource) engineConfig(verify bool) resync.EngineConfig {
 		MaxRequest:  int64(l.MaxPayload()),
 		MaxInFlight: 32 << 20,
 		Controller:  c,
+		Clock:       r.env.Clock,
 		ReadLocal:   r.data.ReadAt,
 		Lock:        r.dev.lockRange,
 		// c-min-rate's "foreign I/O": this node's own clients (a
