@@ -12,7 +12,7 @@ FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzH
 	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
 	./replication:FuzzDecode
 
-.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench clean
+.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture clean
 
 all: build
 
@@ -45,6 +45,14 @@ fuzz:
 
 fuzz-short:
 	$(MAKE) fuzz FUZZTIME=20000x
+
+# The in-process, model-based torture test (pkg/node TestTorture): two
+# nodes on crashable disks, the in-memory network and a fake clock, under
+# random faults. DURATION bounds the run; a failure prints the seed that
+# replays it. Not yet part of `make test`: see docs/torture.md.
+DURATION ?= 60s
+torture:
+	$(GO) test -count=1 -timeout 0 -run '^TestTorture$$' -v ./pkg/node -args -torture.duration=$(DURATION)
 
 demo: build
 	./$(BIN) demo

