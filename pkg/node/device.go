@@ -110,8 +110,13 @@ func (d *device) ReadAt(p []byte, off int64) error {
 	if !path.mode.Serve {
 		return errNotPrimary
 	}
-	if path.mode.ReadDirtyFromPeer && path.link != nil && path.md != nil && outOfSync(path.md, off, int64(len(p))) {
-		// A sync target: this range is not resynced yet; the peer has it.
+	if path.mode.ReadDirtyFromPeer && path.md != nil && outOfSync(path.md, off, int64(len(p))) {
+		// A sync target: this range is not resynced yet; the peer has
+		// it. Without the link (it just ended, the new mode follows)
+		// nothing here holds it.
+		if path.link == nil {
+			return errNoData
+		}
 		return readThrough(path.link, p, off)
 	}
 	// Local data serves reads only if UpToDate (a sync target's clean
