@@ -474,6 +474,11 @@ func (r *Resource) event(ev any) {
 	case evAccepted:
 		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
 			_ = e.nc.Close()
+			// If this was our own dial, the state machine must hear
+			// that it ended, or it waits for it and never dials again
+			// (found by the torture test, seed 13197219439396952314:
+			// a fenced link is still r.link until it has ended).
+			r.stepped(r.fsm.Step(fsm.DialFailed{Err: errors.New("connection dropped: the previous one has not ended yet")}))
 			return
 		}
 		r.handshake(e.nc)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -250,7 +251,11 @@ func (tt *torture) start(i int) {
 		}
 		return n.faulty, nil
 	}}
-	r, err := NewResourceEnv(tt.cfg, n.name, nil, nil, env)
+	var log *slog.Logger
+	if os.Getenv("TWINBLOCK_TORTURE_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", n.name)
+	}
+	r, err := NewResourceEnv(tt.cfg, n.name, log, nil, env)
 	if err != nil {
 		tt.t.Fatal(err)
 	}
