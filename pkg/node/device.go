@@ -268,8 +268,11 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 			return nil // (a)
 		}
 		if !path.mode.UpToDate {
-			// This disk is not UpToDate (a Primary sync target): a mark
-			// here would mean "fetch it from the peer", which lacks it.
+			// This disk is not UpToDate (a Primary sync target): the
+			// write cannot be acknowledged, since only this stale disk
+			// holds it. The mark makes the next resync fetch the
+			// peer's version, so the two disks agree again.
+			path.md.MarkOutOfSync(off, n)
 			return fmt.Errorf("node: write not taken by the peer and this disk is not UpToDate: %w: %w", peerErr, syscall.EIO)
 		}
 		// (b): the peer does not have it; the activity log holds

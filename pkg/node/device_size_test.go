@@ -88,7 +88,8 @@ func TestZeroesAndTrimAndPeerReadsEverySize(t *testing.T) {
 // TestRefusedWriteFencesBeforeMarking: a write the link refuses (here:
 // the link ended under a path that still holds it) is acknowledged only
 // after the device fenced the link, and then with its blocks marked; on
-// a disk that is not UpToDate it fails instead, with nothing marked.
+// a disk that is not UpToDate it fails instead (still marked: the next
+// resync brings the peer's version back).
 func TestRefusedWriteFencesBeforeMarking(t *testing.T) {
 	for _, upToDate := range []bool{true, false} {
 		for _, n := range []int{4096, 1<<20 + 4096, 32 << 20} {
@@ -102,7 +103,7 @@ func TestRefusedWriteFencesBeforeMarking(t *testing.T) {
 			require.Zero(t, <-r.fences, "the link was fenced before anything was marked")
 			if !upToDate {
 				require.ErrorIs(t, err, syscall.EIO)
-				require.Zero(t, r.md.OutOfSync())
+				require.Equal(t, uint64((n+4095)/4096), r.md.OutOfSync(), "marked, so the resync restores the peer's version")
 				continue
 			}
 			require.NoError(t, err)
