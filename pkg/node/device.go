@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/twinblock/twinblock/bitmap"
@@ -73,6 +74,10 @@ type device struct {
 	// of the device alone.
 	fence func(link *replication.Link, err error)
 	stats *counters
+	// failed: the local disk of the current path returned an error
+	// (on-io-error detach): reads go to the peer until the disk is
+	// detached (setPath without it clears it).
+	failed atomic.Bool
 }
 
 func newDevice(onError func(error), stats *counters) *device {
@@ -85,6 +90,9 @@ func newDevice(onError func(error), stats *counters) *device {
 // one finished.
 func (d *device) setPath(p ioPath, size int64) {
 	d.mu.Lock()
+	if p.data == nil {
+		d.failed.Store(false)
+	}
 	d.path = p
 	d.size = size
 	d.mu.Unlock()
@@ -123,7 +131,7 @@ func (d *device) ReadAt(p []byte, off int64) error {
 	// blocks came through ReadDirtyFromPeer above): an Inconsistent
 	// disk without its UpToDate peer holds stale blocks, and DRBD fails
 	// the I/O instead of returning them.
-	if path.mode.Local && !path.mode.PeerReads && (path.mode.UpToDate || path.mode.ReadDirtyFromPeer) {
+	if path.mode.Local && !path.mode.PeerReads && (path.mode.UpToDate || path.mode.ReadDirtyFromPeer) && !d.failed.Load() {
 		err := path.data.ReadAt(p, off)
 		if err == nil {
 			d.stats.diskRead.Add(uint64(len(p)))
@@ -154,8 +162,15 @@ func readThrough(l *replication.Link, p []byte, off int64) error {
 }
 
 func (d *device) localError(path ioPath, err error) {
-	if !path.mode.PassOn && d.onError != nil {
-		d.onError(err)
+	if !path.mode.PassOn {
+		// From now on the data path uses the peer, before the state
+		// machine has even heard of the failure: a write acknowledged
+		// through the peer must not be read back stale from this disk
+		// (found by the torture test, seed 1796505021171629551).
+		d.failed.Store(true)
+		if d.onError != nil {
+			d.onError(err)
+		}
 	}
 }
 

@@ -194,6 +194,7 @@ func (r *Resource) closeDisk() {
 		r.dev.mu.Lock()
 		r.dev.path.data, r.dev.path.md = nil, nil
 		r.dev.path.mode.Local, r.dev.path.mode.UpToDate = false, false
+		r.dev.failed.Store(false)
 		r.dev.mu.Unlock()
 	})
 	r.curMD.Store(nil)
