@@ -667,6 +667,14 @@ func (tt *torture) crash(i int) {
 	// Primary whose own disk was not UpToDate (its writes went through
 	// an UpToDate peer, or failed).
 	failover := before.Conn == "Connected" && before.PeerDisk == "UpToDate"
+	if !wasPrimary && tt.primary >= 0 && tt.status(tt.primary).Disk != "UpToDate" {
+		// The Primary's own disk is not UpToDate: the crashed node held
+		// the only good copy, and power loss takes what was not flushed
+		// (as NBD allows).
+		for _, m := range tt.model {
+			m.cands = slices.Clone(m.durable)
+		}
+	}
 	if wasPrimary {
 		tt.primary = -1
 		if failover {
