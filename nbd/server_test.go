@@ -353,10 +353,25 @@ func TestBackpressureBoundsInflight(t *testing.T) {
 		}
 		close(sent)
 	}()
-	time.Sleep(200 * time.Millisecond)
-	assert.LessOrEqual(t, int(g.active.Load()), maxInflight)
-	// net.Pipe has no buffer: once the server stops reading, the client
-	// cannot send more. One request may sit decoded in the reader.
+	// The gate holds every write, so nothing completes and no budget is
+	// freed: the server must admit exactly maxInflight writes, then its
+	// reader must wait for budget, and from then on nothing can move
+	// until the gate opens.
+	for i := 0; i < maxInflight; i++ {
+		select {
+		case <-g.entered:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of %d writes reached the device", i, maxInflight)
+		}
+	}
+	require.Eventually(t, func() bool { return readerWaitsForBudget(ts.srv) }, 5*time.Second, time.Millisecond,
+		"the reader never waited for budget")
+	assert.Equal(t, int32(maxInflight), g.active.Load())
+	assert.Zero(t, len(g.entered), "a write beyond the budget reached the device")
+	// net.Pipe has no buffer and the reader charges the budget before it
+	// reads a WRITE payload: the client finished sending maxInflight
+	// requests, and the header of one more at most (its payload waits).
+	assert.GreaterOrEqual(t, len(sent), maxInflight)
 	assert.LessOrEqual(t, len(sent), maxInflight+1, "the server kept reading while full")
 	g.open()
 	seen := map[uint64]bool{}
@@ -367,6 +382,22 @@ func TestBackpressureBoundsInflight(t *testing.T) {
 	}
 	assert.Len(t, seen, n)
 	assert.LessOrEqual(t, int(g.peak.Load()), maxInflight)
+}
+
+// readerWaitsForBudget reports whether the reader of srv's only
+// connection is blocked waiting for budget.
+func readerWaitsForBudget(srv *Server) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if len(srv.conns) != 1 {
+		return false
+	}
+	for c := range srv.conns {
+		c.budget.mu.Lock()
+		defer c.budget.mu.Unlock()
+		return c.budget.waiting
+	}
+	return false
 }
 
 func TestShutdownFinishesInflight(t *testing.T) {
@@ -383,7 +414,9 @@ func TestShutdownFinishesInflight(t *testing.T) {
 
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
-	time.Sleep(50 * time.Millisecond)
+	// Open the gate only once the shutdown has begun: Shutdown marks the
+	// server closed and stops the readers in one critical section.
+	require.Eventually(t, srv.isClosed, 5*time.Second, time.Millisecond)
 	g.open()
 	rep := r.readReply(0)
 	assert.Equal(t, uint32(0), rep.errno, "the in-flight write is answered")

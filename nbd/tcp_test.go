@@ -76,12 +76,14 @@ func TestTCPConcurrentClientsAndShutdown(t *testing.T) {
 }
 
 func TestTCPShutdownTimeoutAbortsBlockedConnection(t *testing.T) {
+	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	var once sync.Once
 	open := func() { once.Do(func() { close(release) }) }
 	defer open()
 	dev := disk.NewFaulty(disk.NewMem(1<<20, disk.MemOptions{}), func(op disk.Op) error {
 		if op.Kind == disk.OpWrite {
+			entered <- struct{}{}
 			<-release
 		}
 		return nil
@@ -91,16 +93,32 @@ func TestTCPShutdownTimeoutAbortsBlockedConnection(t *testing.T) {
 	require.NoError(t, err)
 	errc := make(chan error, 1)
 	go func() { errc <- c.WriteAt(make([]byte, 4096), 0, false) }()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write never reached the device")
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
-	time.Sleep(400 * time.Millisecond)
+	// A graceful shutdown waits for the held write and answers it, so the
+	// client can only fail while the device still holds the write if the
+	// expired ctx made Shutdown abort the connection.
+	select {
+	case err := <-errc:
+		assert.Error(t, err, "the connection was aborted before the reply")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not aborted when the shutdown's ctx expired")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v while the device still held a write", err)
+	default:
+	}
 	open() // the device returns only now; Shutdown waits for it
 	assert.ErrorIs(t, <-shut, context.DeadlineExceeded)
-	assert.Error(t, <-errc, "the connection was aborted before the reply")
 }
 
 func TestTCPClientGoneMidRequest(t *testing.T) {
