@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,8 +243,25 @@ func (p *pair) upConnected(t *testing.T) {
 // received (acknowledged writes only).
 func writeBlocks(t *testing.T, c *client.Client, blocks []int64, workers int) map[int64][]byte {
 	t.Helper()
+	return writeBlocksHooked(t, c, blocks, workers, writeHooks{})
+}
+
+// writeHooks let a test act at given points of writeBlocksHooked.
+type writeHooks struct {
+	// acked, if set, is called after each acknowledged write with the
+	// number acknowledged so far; each number is passed exactly once.
+	acked func(n int64)
+	// feed, if set, is called before blocks[i] is handed to a worker; it
+	// may block to hold the remaining writes back.
+	feed func(i int)
+}
+
+// writeBlocksHooked is writeBlocks with hooks.
+func writeBlocksHooked(t *testing.T, c *client.Client, blocks []int64, workers int, h writeHooks) map[int64][]byte {
+	t.Helper()
 	var mu sync.Mutex
 	last := map[int64][]byte{}
+	var acks atomic.Int64
 	ch := make(chan int64)
 	var wg sync.WaitGroup
 	for range workers {
@@ -260,10 +278,16 @@ func writeBlocks(t *testing.T, c *client.Client, blocks []int64, workers int) ma
 				mu.Lock()
 				last[b] = buf
 				mu.Unlock()
+				if n := acks.Add(1); h.acked != nil {
+					h.acked(n)
+				}
 			}
 		}()
 	}
-	for _, b := range blocks {
+	for i, b := range blocks {
+		if h.feed != nil {
+			h.feed(i)
+		}
 		ch <- b
 	}
 	close(ch)
@@ -342,11 +366,41 @@ func TestReplicationSecondaryKilled(t *testing.T) {
 	for i := range blocks {
 		blocks[i] = int64(i*104729) % (size / 4096 / 2)
 	}
+	// The kill lands after killAfter acknowledged writes, with the
+	// workers still writing; the writes from holdFrom on are held back
+	// until the Secondary is dead, so some are certainly issued after it.
+	const killAfter, holdFrom = 500, 3000
+	reached := make(chan struct{})
+	resume := make(chan struct{})
+	var resumeOnce sync.Once
+	release := func() { resumeOnce.Do(func() { close(resume) }) }
 	var last map[int64][]byte
 	done := make(chan struct{})
-	go func() { defer close(done); last = writeBlocks(t, c, blocks, 16) }()
-	time.Sleep(300 * time.Millisecond)
+	defer func() { release(); <-done }() // on a failure, before c.Close
+	go func() {
+		defer close(done)
+		last = writeBlocksHooked(t, c, blocks, 16, writeHooks{
+			acked: func(n int64) {
+				if n == killAfter {
+					close(reached)
+				}
+			},
+			feed: func(i int) {
+				if i == holdFrom {
+					<-resume
+				}
+			},
+		})
+	}()
+	select {
+	case <-reached:
+	case <-done:
+		t.Fatalf("the writer ended before %d writes were acknowledged", killAfter)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("fewer than %d writes acknowledged within 60 s", killAfter)
+	}
 	p.procs["b"].kill()
+	release()
 	<-done
 	require.NoError(t, c.Flush())
 	p.waitFor(t, "a", "cstate", "WFConnection", 5*time.Second)
@@ -367,7 +421,9 @@ func TestReplicationSecondaryKilled(t *testing.T) {
 		}
 	}
 	t.Logf("%d blocks written, %d differ after the kill, %d marked out of sync", len(last), differ, snap.Bitmap.Count())
-	require.NotZero(t, snap.Bitmap.Count(), "writes after the kill must be marked")
+	for _, b := range blocks[holdFrom:] {
+		require.True(t, snap.Bitmap.Test(uint64(b)), "block %d was written after the kill but is not marked out of sync", b)
+	}
 }
 
 // TestReplicationWrongSecret: a node with another shared secret never

@@ -440,19 +440,31 @@ func TestSplitBrainManualRecovery(t *testing.T) {
 	require.True(t, string(data) == string(model), "the final data is not what a wrote")
 }
 
-// waitHandshake waits until both nodes logged a sync handshake's
-// uuid_compare() after the log marks, and returns the logs since them.
-func (p *pair) waitHandshake(t *testing.T, markA, markB int) (string, string) {
+// waitHandshake waits until node a's log since markA holds every line of
+// wantA and node b's since markB every line of wantB, and returns both
+// logs since the marks. A sync handshake logs its lines one by one, so
+// the test waits for each line it checks, not for the first one.
+func (p *pair) waitHandshake(t *testing.T, markA, markB int, wantA, wantB []string) (string, string) {
 	t.Helper()
+	missing := func(log string, want []string) []string {
+		var m []string
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				m = append(m, w)
+			}
+		}
+		return m
+	}
 	var logA, logB string
+	var missA, missB []string
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		logA, logB = p.procs["a"].Log()[markA:], p.procs["b"].Log()[markB:]
-		if strings.Contains(logA, "uuid_compare()") && strings.Contains(logB, "uuid_compare()") {
-			time.Sleep(300 * time.Millisecond) // the rest of the handshake's lines
-			return p.procs["a"].Log()[markA:], p.procs["b"].Log()[markB:]
+		missA, missB = missing(logA, wantA), missing(logB, wantB)
+		if len(missA) == 0 && len(missB) == 0 {
+			return logA, logB
 		}
 	}
-	t.Fatalf("no sync handshake within 15 s\na:\n%s\nb:\n%s", logA, logB)
+	t.Fatalf("the sync handshake's lines did not all appear within 15 s\na lacks %q:\n%s\nb lacks %q:\n%s", missA, logA, missB, logB)
 	return "", ""
 }
 
@@ -492,11 +504,9 @@ func TestSplitBrainPolicyDiscardZeroChanges(t *testing.T) {
 	p.waitFor(t, "b", "role", "Secondary/Unknown", 2*time.Second)
 
 	p.proxy.Heal()
-	logA, logB := p.waitHandshake(t, markA, markB)
-	assert.Contains(t, logA, "uuid_compare()=100 by rule 90")
-	assert.Contains(t, logB, "uuid_compare()=100 by rule 90")
-	assert.Contains(t, logB, "Split-Brain detected, 0 primaries, automatically solved. Sync from peer node")
-	assert.Contains(t, logA, "Split-Brain detected, 0 primaries, automatically solved. Sync from this node")
+	logA, logB := p.waitHandshake(t, markA, markB,
+		[]string{"uuid_compare()=100 by rule 90", "Split-Brain detected, 0 primaries, automatically solved. Sync from this node"},
+		[]string{"uuid_compare()=100 by rule 90", "Split-Brain detected, 0 primaries, automatically solved. Sync from peer node"})
 	assert.NotContains(t, logA+logB, "Split-Brain detected but unresolved")
 	p.waitSynced(t, 30*time.Second)
 	logB = p.procs["b"].Log()[markB:]
@@ -541,11 +551,9 @@ func TestSplitBrainPolicyDiscardSecondary(t *testing.T) {
 	p.tb(t, "b", "secondary", "r0")
 
 	p.proxy.Heal()
-	logA, logB := p.waitHandshake(t, markA, markB)
-	assert.Contains(t, logA, "uuid_compare()=100 by rule 90")
-	assert.Contains(t, logB, "uuid_compare()=100 by rule 90")
-	assert.Contains(t, logB, "Split-Brain detected, 1 primaries, automatically solved. Sync from peer node")
-	assert.Contains(t, logA, "Split-Brain detected, 1 primaries, automatically solved. Sync from this node")
+	logA, logB := p.waitHandshake(t, markA, markB,
+		[]string{"uuid_compare()=100 by rule 90", "Split-Brain detected, 1 primaries, automatically solved. Sync from this node"},
+		[]string{"uuid_compare()=100 by rule 90", "Split-Brain detected, 1 primaries, automatically solved. Sync from peer node"})
 	assert.NotContains(t, logA+logB, "Split-Brain detected but unresolved")
 	p.waitSynced(t, 30*time.Second)
 	p.waitFor(t, "a", "role", "Primary/Secondary", 2*time.Second)
