@@ -316,6 +316,9 @@ func startLink(nc net.Conn, dec *Decoder, cfg LinkConfig, peer Hello, peerState 
 			}
 		}
 	}
+	if cb := cfg.OnPeerState; cb != nil {
+		cb(peerState)
+	}
 	l.ap.init(l, max(int64(cfg.MaxBuffers)*bufferPageSize, int64(maxPayload)))
 	dec.SetMaxFrame(int(maxPayload) + MaxFixed)
 	dec.SetPayloadBuffer(l.getPayload)

@@ -151,6 +151,14 @@ type LinkConfig struct {
 	// OnState is called with every State the peer sends after the
 	// handshake.
 	OnState func(State)
+	// OnPeerState, unlike OnState, also sees the State of the handshake:
+	// it is called with it before the link's goroutines start, and then
+	// with every later State on the receiver goroutine, before OnState.
+	// So a frame the peer sent after a State is handled after the call
+	// for it: a node that decides per peer write from the peer's disk
+	// state (DRBD marks the writes of a Diskless peer) sets that state
+	// here. It must not block.
+	OnPeerState func(State)
 	// OnDiskError is called when applying a peer write, serving a peer
 	// read or flushing for a peer Barrier failed on Disk (not for a
 	// request outside the disk or a read-only disk: those are the peer's

@@ -85,6 +85,9 @@ func (l *Link) handle(m Message) error {
 	case *VerifyReply:
 		return l.recvVerifyReply(m)
 	case *State:
+		if cb := l.cfg.OnPeerState; cb != nil {
+			cb(*m)
+		}
 		if cb := l.cfg.OnState; cb != nil {
 			cb(*m)
 		}

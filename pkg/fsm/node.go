@@ -62,6 +62,11 @@ type Node struct {
 	exposed        uint64  // a Primary: the current UUID of the data it serves
 	crashedPrimary bool
 	discardMyData  bool
+	// failedHere: a disk failed here (on-io-error detach) since the last
+	// attach. Neither its data nor its bitmap can be trusted (writes may
+	// have failed half-way and the bitmap may not have reached it), so
+	// the next disk attached in this run is resynced in full.
+	failedHere bool
 	openCount      int
 	handshake      *Handshake // the last sync handshake, for explain
 	userPaused     bool       // pause-sync here; kept across connections
@@ -372,12 +377,19 @@ func (n *Node) resetLiveness() {
 // fencing dont-care): consistent data that was UpToDate is UpToDate,
 // consistent data that was not is Outdated, the rest Inconsistent.
 func (n *Node) attached(e Attached) {
-	if n.role == Primary && !meta.Equal(e.GI[meta.Current], n.exposed) {
+	failed := n.failedHere
+	n.failedHere = false
+	if n.role == Primary && (failed || !meta.Equal(e.GI[meta.Current], n.exposed)) {
 		// A Primary serves generation n.exposed through its peer; this
 		// disk holds another one (drbd_adm_attach's ERR_DATA_NOT_CURRENT).
 		if !(n.conn.Established() && n.peerDisk == UpToDate) {
 			n.disk = Diskless
 			n.act(ActCloseDisk, "attach refused")
+			if failed {
+				n.logf("attach refused: this disk failed, and no UpToDate peer can resync it")
+				n.failedHere = true
+				return
+			}
 			n.ready.Log = append(n.ready.Log, fmt.Sprintf("%s: attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
 				n.cfg.Name, e.GI[meta.Current], n.exposed))
 			return
@@ -386,12 +398,29 @@ func (n *Node) attached(e Attached) {
 		n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
 		n.disk = Inconsistent
 		n.lastMeta, n.metaValid = MetaState{GI: n.gi, Flags: e.Flags & ManagedFlags}, true
-		n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced", e.GI[meta.Current], n.exposed)
+		if failed {
+			n.logf("attached disk failed before: Inconsistent until resynced in full")
+		} else {
+			n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced in full", e.GI[meta.Current], n.exposed)
+		}
+		// The writes this Primary made through its peer while it had no
+		// disk are in no bitmap this disk knows of, and the peer cannot
+		// tell them from older ones: the whole disk is resynced, in
+		// place (dropping the connection would leave the Primary
+		// without data). The peer becomes the source when it sees this
+		// disk turn Inconsistent (peerSync).
+		n.ready.SetAllOutOfSync = true
+		n.ready.SendBitmap = true
+		n.conn = WFBitMapT
 		return
 	}
 	n.gi = e.GI
 	n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
 	switch {
+	case failed:
+		n.disk = Inconsistent
+		n.ready.SetAllOutOfSync = true
+		n.logf("attached disk failed before: Inconsistent, every block out of sync")
 	case e.Flags&meta.FlagConsistent == 0:
 		n.disk = Inconsistent
 	case e.Flags&meta.FlagWasUpToDate != 0:
@@ -445,6 +474,7 @@ func (n *Node) diskFailed(err error) {
 		return
 	}
 	n.logf("local disk failed: %v; detaching (on-io-error detach)", err)
+	n.failedHere = true
 	n.disk = Diskless
 	n.metaValid = false
 	n.act(ActCloseDisk, "on-io-error detach")
@@ -623,6 +653,12 @@ func (n *Node) established(p PeerInfo) {
 	n.peerPaused = p.UserPaused
 	if n.role == Primary && n.disk == Diskless {
 		n.exposed = p.GI[meta.Current]
+	}
+	if p.Role == Primary && !p.Disk.hasData() && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
+		// A Diskless Primary writes through this disk alone: a new
+		// generation, so that its own disk, when it comes back, is
+		// told apart from this one (as in peerChanged).
+		n.newCurrentUUID()
 	}
 }
 

@@ -249,6 +249,10 @@ func (n *Node) peerSync(oldPeerDisk DiskState, p PeerInfo) {
 	case n.conn == Connected && n.disk == UpToDate && oldPeerDisk > Inconsistent && p.Disk == Inconsistent:
 		// The peer invalidated its data: this node is the source.
 		n.startSource(false, "peer invalidated its data")
+	case n.conn == Connected && n.disk == UpToDate && !oldPeerDisk.hasData() && p.Disk == Inconsistent && p.Role == Primary:
+		// The Diskless Primary attached a disk that is behind: it
+		// resyncs from this node in place (attached).
+		n.startSource(false, "the Diskless Primary attached a disk")
 	}
 }
 

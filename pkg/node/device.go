@@ -295,6 +295,12 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 		path.md.MarkOutOfSync(off, n)
 		return nil
 	case useLocal: // the local disk failed
+		// This disk may lack the write, or hold part of it: marked (in
+		// memory; written out if the disk still takes its bitmap), as
+		// DRBD marks a write that did not complete on both disks. The
+		// state machine resyncs a failed disk in full when it comes
+		// back in this run, so the mark matters after a restart.
+		path.md.MarkOutOfSync(off, n)
 		d.localError(path, localErr)
 		if path.mode.PassOn || peerErr != nil {
 			return localErr

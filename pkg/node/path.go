@@ -267,6 +267,9 @@ func (r *Resource) handshake(nc net.Conn) {
 	r.armBackup()
 	r.handshakes++
 	cfg := r.linkConfig()
+	pd := newPeerlessDisk(cfg.Disk, r.md)
+	cfg.Disk = pd.disk()
+	cfg.OnPeerState = pd.setPeer
 	local := r.stateMsg()
 	linkCh := make(chan *replication.Link, 1)
 	cfg.OnState = func(st replication.State) {
