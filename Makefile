@@ -23,7 +23,14 @@ build:
 # briefly on top of their checked-in corpus, and the integration tests
 # against real clients (nbdinfo, qemu-io, nbdcopy, fio, nbdfuse + ext4, the
 # kernel's nbd-client in a qemu VM).
-test: lint unit fuzz-short integration
+test: deps lint unit fuzz-short integration
+
+# The Debian packages the tests need (scripts/deps.sh, shared with .ci/run):
+# installed when run as root with apt-get, otherwise listed if missing (their
+# tests skip). A failed install does not stop the tests here; .ci/run stops.
+.PHONY: deps
+deps:
+	@bash scripts/deps.sh || echo "deps: installing the test packages failed; the tests that need them skip (or fail under TWINBLOCK_REQUIRE_TOOLS=1)" >&2
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
