@@ -146,12 +146,36 @@ func (d *Daemon) unlock() {
 	}
 }
 
+// The backoff of the control socket's accept loop after a failed Accept.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// serve answers the control socket until the daemon is closing: ctx
+// ended, or Run closed the listener. Any other Accept error (EMFILE,
+// ECONNABORTED) is logged and retried after a backoff that doubles from
+// minAcceptBackoff to maxAcceptBackoff, as pkg/node's peer accept loop
+// does (hashicorp/raft's shape): a loop that gave up would leave a
+// running daemon that no admin verb can reach, not even `down`.
 func (d *Daemon) serve(ctx context.Context) {
+	var backoff time.Duration
 	for {
 		nc, err := d.ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return // shutting down
+			}
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			d.log.Warn("control socket: accept failed; retrying", "in", backoff, "err", err)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ctx.Done():
+				return
+			}
 		}
+		backoff = 0
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()

@@ -7,7 +7,9 @@
 // connection, one JSON object each way (Request, Response). A second
 // daemon on the same socket is refused: the daemon holds an exclusive
 // flock on PATH.lock for its lifetime, and only the holder removes a
-// stale socket file.
+// stale socket file. The socket is served until the daemon closes: a
+// failing Accept (EMFILE, ECONNABORTED) is logged and retried with a
+// backoff from 5 ms doubling to 1 s.
 //
 // The status file is rewritten atomically (temporary file, fsync,
 // rename) on every state change and at least once a second.
