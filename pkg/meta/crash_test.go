@@ -40,6 +40,10 @@ type crashRig struct {
 	// noFlush: the application never flushes nor writes with FUA, so
 	// only the metadata's own flushes make data durable.
 	noFlush bool
+	// alDisabled: al-updates no, and the node is Primary (the superblock
+	// says so before the first write), so a crash costs a full resync.
+	alDisabled bool
+	fullSyncs  int
 	// armed: crash points inside the metadata's own I/O are live.
 	armed     bool
 	metaProb  float64
@@ -85,8 +89,13 @@ func (h *hookDisk) Trim(off, n int64, fua bool) error {
 const rigBlock = 4096
 
 func newCrashRig(t *testing.T, seed uint64, internal bool) *crashRig {
+	return newCrashRigAL(t, seed, internal, false)
+}
+
+// newCrashRigAL is newCrashRig with the activity log disabled or not.
+func newCrashRigAL(t *testing.T, seed uint64, internal, alDisabled bool) *crashRig {
 	r := &crashRig{t: t, rng: rand.New(rand.NewPCG(seed, seed*7+1)), internal: internal,
-		peer: map[int64][]byte{}, written: map[int64]bool{}}
+		peer: map[int64][]byte{}, written: map[int64]bool{}, alDisabled: alDisabled}
 	const dataBytes = 100 * ExtentSize // more extents than the 67-slot log holds
 	var err error
 	var l Layout
@@ -112,12 +121,15 @@ func newCrashRig(t *testing.T, seed uint64, internal bool) *crashRig {
 			r.crashAndCheck()
 		}
 	}
-	opts := Options{Name: "crash-md"}
+	opts := Options{Name: "crash-md", DisableAL: alDisabled}
 	if !internal {
 		opts.Data = &hookDisk{Disk: r.dataDev, before: hook}
 	}
 	r.m, err = Open(&hookDisk{Disk: r.md, before: hook}, r.placement(), opts)
 	require.NoError(t, err)
+	if alDisabled {
+		require.NoError(t, r.m.Update(func(s *Superblock) { s.Flags |= FlagPrimaryInd }))
+	}
 	r.extents = l.DataSize / ExtentSize
 	r.data = r.dataArea(r.md, r.dataDev)
 	for i := 0; i < 40; i++ { // fits in the log
@@ -141,11 +153,15 @@ func (r *crashRig) open(md disk.Disk, data *disk.Crash) *Meta {
 }
 
 func (r *crashRig) tryOpen(md disk.Disk, data *disk.Crash) (*Meta, error) {
-	opts := Options{Name: "crash-md"}
+	opts := Options{Name: "crash-md", DisableAL: r.alDisabled}
 	if data != nil {
 		opts.Data = data
 	}
-	return Open(md, r.placement(), opts)
+	m, err := Open(md, r.placement(), opts)
+	if err == nil && m.OutOfSync() == m.bm.Bits() && len(m.Warnings()) > 0 {
+		r.fullSyncs++
+	}
+	return m, err
 }
 
 func (r *crashRig) dataArea(md, data *disk.Crash) disk.Disk {
@@ -339,6 +355,32 @@ func TestCrashConsistency(t *testing.T) {
 				require.NoError(t, r.m.Close())
 				m := r.open(r.md, r.dataDev)
 				require.Empty(t, m.Recovered())
+			})
+		}
+	}
+}
+
+// TestCrashConsistencyWithoutALUpdates: with al-updates no, a Primary
+// writes no log transaction, and every crash still ends with every block
+// that differs from the peer marked out of sync: by a full resync.
+func TestCrashConsistencyWithoutALUpdates(t *testing.T) {
+	ops := 300
+	if testing.Short() {
+		ops = 100
+	}
+	for _, internal := range []bool{true, false} {
+		for seed := uint64(1); seed <= 2; seed++ {
+			t.Run(fmt.Sprintf("internal=%v/seed=%d", internal, seed), func(t *testing.T) {
+				r := newCrashRigAL(t, seed, internal, true)
+				for i := 0; i < ops; i++ {
+					r.step(0.15)
+				}
+				st := r.m.Stats()
+				t.Logf("%d ops, %d crash points checked, %d full resyncs", r.op, r.checks, r.fullSyncs)
+				require.Greater(t, r.checks, ops/3)
+				require.Positive(t, r.fullSyncs)
+				require.Zero(t, st.ALTransactions, "al-updates no writes no log transaction")
+				require.Zero(t, st.ALEvictions)
 			})
 		}
 	}

@@ -26,6 +26,12 @@
 // resyncs only those. Each attach starts a new log epoch, so older
 // transactions are never replayed.
 //
+// With Options.DisableAL (DRBD's al-updates no) no log transaction is
+// written; the superblock records FlagALDisabled, the bitmap is written
+// before the superblock stops saying Primary, and attaching after a
+// crash while Primary marks every block out of sync: a full resync, as
+// DRBD does.
+//
 // The invariants the replication layer relies on are on Meta; the crash
 // tests check them at thousands of crash points, between application
 // writes and at every write and flush of the metadata itself, including

@@ -18,6 +18,9 @@ type Snapshot struct {
 	// ALExtents are the extents a crash recovery would mark (the log is
 	// not clean), nil when it is clean.
 	ALExtents []uint32
+	// FullSync: attaching will mark every block out of sync (a crash
+	// while Primary with the log disabled, al-updates no).
+	FullSync bool
 }
 
 // Inspect reads the superblock, the bitmap and, if it is not clean, the
@@ -31,8 +34,8 @@ func Inspect(md disk.Disk, p Placement, name string) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Snapshot{Superblock: sb, Warning: warn, Bitmap: bm}
-	if sb.Flags&FlagALClean == 0 {
+	s := &Snapshot{Superblock: sb, Warning: warn, Bitmap: bm, FullSync: fullSyncAtAttach(sb.Flags)}
+	if sb.Flags&FlagALClean == 0 && !s.FullSync {
 		ring := make([]byte, sb.ALSize)
 		if err := md.ReadAt(ring, sb.ALOffset); err != nil {
 			return nil, fmt.Errorf("meta: read activity log of %s: %w", name, err)
@@ -77,6 +80,8 @@ func (s *Snapshot) WriteDump(w io.Writer, name string) error {
 	fmt.Fprintf(bw, "al-stripes 1;\nal-stripe-size-4k %d;\n", sb.ALSize/4096)
 	fmt.Fprintf(bw, "al-epoch %d;\n", sb.ALEpoch)
 	switch {
+	case s.FullSync:
+		fmt.Fprintf(bw, "# activity log: disabled (al-updates no) and not clean after a crash as Primary: attach marks every block out of sync\n")
 	case s.ALExtents == nil:
 		fmt.Fprintf(bw, "# activity log: clean\n")
 	default:

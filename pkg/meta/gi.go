@@ -150,7 +150,9 @@ const (
 	// FlagALClean: the activity log holds nothing to replay (set on a
 	// clean detach; clear while attached).
 	FlagALClean Flags = 1 << 7
-	// FlagALDisabled: al-updates no (not implemented: always clear).
+	// FlagALDisabled: al-updates no: the activity log is not written
+	// (set at attach from the configuration); with FlagPrimaryInd and
+	// without FlagALClean at attach, the whole disk is out of sync.
 	FlagALDisabled Flags = 1 << 8
 )
 

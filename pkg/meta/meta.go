@@ -43,6 +43,13 @@ type Options struct {
 	Data disk.Disk
 	// Logger receives warnings (a torn superblock slot, a recovery).
 	Logger *slog.Logger
+	// DisableAL is DRBD's `al-updates no`: BeginWrite writes no log
+	// transaction (a write costs no metadata I/O however scattered the
+	// writes are), and the superblock records FlagALDisabled. The price
+	// is DRBD's: attaching after a crash while Primary with the log
+	// disabled marks the whole disk out of sync (a full resync), since
+	// nothing says which extents had writes in flight.
+	DisableAL bool
 }
 
 // Meta is the attached metadata of one device: the superblock, the dirty
@@ -64,11 +71,21 @@ type Options struct {
 //     the peer lies in a durable-log extent or under a durable bit. Open
 //     after a crash (log not clean) marks the log's extents out of sync,
 //     which restores "differs from the peer ⇒ marked out of sync".
+//
+// With the log disabled (Options.DisableAL, al-updates no), 2 and 3 do
+// not hold; instead:
+//
+//  5. The superblock says FlagALDisabled, and FlagPrimaryInd whenever
+//     writes may be in flight (the node is Primary: the caller persists
+//     it before it writes); the bitmap is written before a superblock
+//     that clears FlagPrimaryInd. Open after a crash with both flags
+//     set marks every block out of sync, which restores 4's conclusion.
 type Meta struct {
-	md   disk.Disk
-	name string
-	data disk.Disk
-	log  *slog.Logger
+	md         disk.Disk
+	name       string
+	data       disk.Disk
+	log        *slog.Logger
+	alDisabled bool // al-updates no: no log transactions (invariant 5)
 
 	mu         sync.Mutex
 	cond       *sync.Cond
@@ -178,7 +195,8 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Meta{md: md, name: name, data: opts.Data, log: opts.Logger, sb: sb, sbBlock: make([]byte, SuperblockSize)}
+	m := &Meta{md: md, name: name, data: opts.Data, log: opts.Logger, sb: sb, sbBlock: make([]byte, SuperblockSize),
+		alDisabled: opts.DisableAL}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -196,7 +214,13 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 	if m.bm, err = loadBitmap(md, &sb, name); err != nil {
 		return nil, err
 	}
-	if sb.Flags&FlagALClean == 0 {
+	switch {
+	case sb.Flags&FlagALClean != 0:
+	case fullSyncAtAttach(sb.Flags):
+		if err := m.markAll(); err != nil {
+			return nil, err
+		}
+	default:
 		if err := m.recoverAL(); err != nil {
 			return nil, err
 		}
@@ -215,7 +239,10 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 	err = m.updateLocked(func(s *Superblock) {
 		s.ALExtents = uint32(n)
 		s.ALEpoch++
-		s.Flags &^= FlagALClean
+		s.Flags &^= FlagALClean | FlagALDisabled
+		if opts.DisableAL {
+			s.Flags |= FlagALDisabled
+		}
 		if s.Flags&FlagPrimaryInd != 0 {
 			s.Flags |= FlagCrashedPrimary
 		}
@@ -287,6 +314,23 @@ func (m *Meta) recoverAL() error {
 	return m.syncBitmapLocked()
 }
 
+// fullSyncAtAttach reports superblock flags after which attaching marks
+// every block out of sync: a crash (the log is not clean) while Primary
+// with the log disabled (DRBD's attach: CRASHED_PRIMARY and
+// MDF_AL_DISABLED, "Assuming that all blocks are out of sync").
+func fullSyncAtAttach(f Flags) bool {
+	return f&FlagALClean == 0 && f&FlagALDisabled != 0 && f&FlagPrimaryInd != 0
+}
+
+// markAll is recoverAL for a log that was disabled: every block is
+// marked out of sync, durably.
+func (m *Meta) markAll() error {
+	m.bm.SetAll()
+	m.warn(fmt.Sprintf("%s: crashed while Primary with the activity log disabled (al-updates no): all %d blocks marked out of sync (a full resync)",
+		m.name, m.bm.Bits()))
+	return m.syncBitmapLocked()
+}
+
 // Recovered returns the extents the activity log held at Open after a
 // crash (nil after a clean detach).
 func (m *Meta) Recovered() []uint32 { return append([]uint32(nil), m.recovered...) }
@@ -334,6 +378,13 @@ func (m *Meta) updateLocked(change func(*Superblock)) error {
 	}
 	next := m.sb
 	change(&next)
+	if m.alDisabled && m.sb.Flags&FlagPrimaryInd != 0 && next.Flags&FlagPrimaryInd == 0 {
+		// Invariant 5: once the superblock no longer says Primary, a
+		// crash replays nothing, so the marks must be on disk first.
+		if err := m.syncBitmapLocked(); err != nil {
+			return err
+		}
+	}
 	next.Seq = m.sb.Seq + 1
 	if err := next.validate(); err != nil {
 		return fmt.Errorf("meta: superblock update: %w", err)
@@ -490,12 +541,16 @@ func (m *Meta) closeLocked() error {
 // EndWrite of the same range once the write finished (on both nodes, or
 // its blocks were marked out of sync). It blocks while the log has no
 // free or releasable slot for the extents; concurrent callers share log
-// transactions.
+// transactions. With the log disabled (al-updates no) it only checks the
+// range and that the metadata is usable: see invariant 5.
 func (m *Meta) BeginWrite(off, n int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if off < 0 || n < 0 || off > m.sb.DataSize-n {
 		return fmt.Errorf("meta: write of %d bytes at %d outside the %d-byte data area: %w", n, off, m.sb.DataSize, disk.ErrOutOfRange)
+	}
+	if m.alDisabled {
+		return m.usable()
 	}
 	first, last := extentRange(off, n)
 	// Take a reference on every extent, all or nothing: a caller never
@@ -530,6 +585,9 @@ func (m *Meta) BeginWrite(off, n int64) error {
 // EndWrite releases what BeginWrite took; an extent no write holds may
 // leave the log later, least recently used first.
 func (m *Meta) EndWrite(off, n int64) {
+	if m.alDisabled {
+		return // BeginWrite took nothing
+	}
 	first, last := extentRange(off, n)
 	m.mu.Lock()
 	m.al.release(first, last)

@@ -510,3 +510,74 @@ func TestDump(t *testing.T) {
 	m.WithBitmap(func(b *bitmap.Bitmap) { bm = b })
 	assert.Equal(t, uint64(4), bm.Count())
 }
+
+// TestALUpdatesNo: with the activity log disabled a write costs no
+// metadata I/O, and only a crash while Primary costs a full resync
+// (DRBD's attach: CRASHED_PRIMARY with MDF_AL_DISABLED). The flag that
+// counts is the one recorded when the node crashed.
+func TestALUpdatesNo(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		primary  bool // the superblock says Primary while writing
+		demote   bool // ... and stops saying it before the crash
+		clean    bool // Close instead of a crash
+		reattach bool // the next attach has al-updates yes
+		fullSync bool
+		oos      uint64 // blocks out of sync after the attach, without a full sync
+	}{
+		{name: "crash as Primary", primary: true, fullSync: true},
+		{name: "crash as Primary, reattached with al-updates yes", primary: true, reattach: true, fullSync: true},
+		// Only a Primary writes through BeginWrite; a Secondary's marks
+		// are made durable by SyncBitmap, with or without the log.
+		{name: "crash as Secondary", primary: false, oos: 0},
+		{name: "crash after demotion", primary: true, demote: true, oos: 2},
+		{name: "clean detach as Primary", primary: true, clean: true, oos: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, _ := newInternal(t, 20<<20, 67)
+			m, err := Open(d, InternalPlacement, Options{Name: "d", DisableAL: true})
+			require.NoError(t, err)
+			require.NotZero(t, m.Superblock().Flags&FlagALDisabled)
+			if tc.primary {
+				require.NoError(t, m.Update(func(s *Superblock) { s.Flags |= FlagPrimaryInd }))
+			}
+			before := m.Stats()
+			for e := int64(0); e < 4; e++ { // four extents: four transactions with the log
+				require.NoError(t, m.BeginWrite(e*ExtentSize, 4096))
+				m.EndWrite(e*ExtentSize, 4096)
+			}
+			assert.Equal(t, before, m.Stats(), "no metadata I/O for a write")
+			assert.Empty(t, m.Active())
+			require.NoError(t, m.BeginWrite(ExtentSize, 8192))
+			m.MarkOutOfSync(ExtentSize, 8192) // the peer did not take it
+			m.EndWrite(ExtentSize, 8192)
+			if tc.demote {
+				require.NoError(t, m.Update(func(s *Superblock) { s.Flags &^= FlagPrimaryInd }))
+			}
+			if tc.clean {
+				require.NoError(t, m.Close())
+			}
+			crashed := d.CrashClone(rand.New(rand.NewPCG(1, 2)), 0)
+
+			s, err := Inspect(crashed, InternalPlacement, "d")
+			require.NoError(t, err)
+			assert.Equal(t, tc.fullSync, s.FullSync)
+			var dump bytes.Buffer
+			require.NoError(t, s.WriteDump(&dump, "d"))
+			if tc.fullSync {
+				assert.Contains(t, dump.String(), "# activity log: disabled (al-updates no) and not clean after a crash as Primary: attach marks every block out of sync\n")
+			}
+
+			m2, err := Open(crashed, InternalPlacement, Options{Name: "d", DisableAL: !tc.reattach})
+			require.NoError(t, err)
+			if tc.fullSync {
+				assert.EqualValues(t, m2.Layout().DataSize/4096, m2.OutOfSync(), "a full resync")
+				require.Len(t, m2.Warnings(), 1)
+				assert.Contains(t, m2.Warnings()[0], "al-updates no")
+			} else {
+				assert.Equal(t, tc.oos, m2.OutOfSync())
+			}
+			assert.Equal(t, !tc.reattach, m2.Superblock().Flags&FlagALDisabled != 0, "the flag follows the configuration")
+		})
+	}
+}
