@@ -36,6 +36,11 @@ type (
 	Attached struct {
 		GI    meta.GI
 		Flags meta.Flags
+		// Missed: since the last disk was closed, the data path
+		// acknowledged writes that no disk of this node holds (made
+		// through the peer while the local write failed, or while
+		// Diskless). Such a disk is resynced in full.
+		Missed bool
 	}
 	// AttachFailed: opening the disk or its metadata failed.
 	AttachFailed struct{ Err error }

@@ -67,6 +67,10 @@ type Node struct {
 	// have failed half-way and the bitmap may not have reached it), so
 	// the next disk attached in this run is resynced in full.
 	failedHere bool
+	// missed: the data path acknowledged writes no disk of this node
+	// holds (Attached.Missed), and no disk attached since was resynced
+	// in full. Kept across a refused attach.
+	missed bool
 	openCount      int
 	handshake      *Handshake // the last sync handshake, for explain
 	userPaused     bool       // pause-sync here; kept across connections
@@ -379,15 +383,16 @@ func (n *Node) resetLiveness() {
 func (n *Node) attached(e Attached) {
 	failed := n.failedHere
 	n.failedHere = false
-	if n.role == Primary && (failed || !meta.Equal(e.GI[meta.Current], n.exposed)) {
+	n.missed = n.missed || e.Missed
+	if n.role == Primary && (n.missed || !meta.Equal(e.GI[meta.Current], n.exposed)) {
 		// A Primary serves generation n.exposed through its peer; this
 		// disk holds another one (drbd_adm_attach's ERR_DATA_NOT_CURRENT).
 		if !(n.conn.Established() && n.peerDisk == UpToDate) {
 			n.disk = Diskless
 			n.act(ActCloseDisk, "attach refused")
-			if failed {
-				n.logf("attach refused: this disk failed, and no UpToDate peer can resync it")
-				n.failedHere = true
+			if n.missed {
+				n.logf("attach refused: this Primary acknowledged writes the disk does not hold, and no UpToDate peer can resync it")
+				n.failedHere = failed
 				return
 			}
 			n.ready.Log = append(n.ready.Log, fmt.Sprintf("%s: attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
@@ -398,8 +403,8 @@ func (n *Node) attached(e Attached) {
 		n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
 		n.disk = Inconsistent
 		n.lastMeta, n.metaValid = MetaState{GI: n.gi, Flags: e.Flags & ManagedFlags}, true
-		if failed {
-			n.logf("attached disk failed before: Inconsistent until resynced in full")
+		if n.missed {
+			n.logf("attached disk lacks writes this Primary acknowledged through its peer: Inconsistent until resynced in full")
 		} else {
 			n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced in full", e.GI[meta.Current], n.exposed)
 		}
@@ -412,15 +417,19 @@ func (n *Node) attached(e Attached) {
 		n.ready.SetAllOutOfSync = true
 		n.ready.SendBitmap = true
 		n.conn = WFBitMapT
+		n.missed = false
 		return
 	}
 	n.gi = e.GI
 	n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
 	switch {
-	case failed:
+	case (failed && n.role != Primary) || n.missed:
+		// (A Primary's failed disk with nothing missed holds every
+		// acknowledged write: the writes that failed on it failed.)
 		n.disk = Inconsistent
 		n.ready.SetAllOutOfSync = true
-		n.logf("attached disk failed before: Inconsistent, every block out of sync")
+		n.missed = false
+		n.logf("attached disk failed before, or lacks acknowledged writes: Inconsistent, every block out of sync")
 	case e.Flags&meta.FlagConsistent == 0:
 		n.disk = Inconsistent
 	case e.Flags&meta.FlagWasUpToDate != 0:
@@ -576,6 +585,14 @@ func (n *Node) linkUp(p PeerInfo, outOfSync uint64) {
 			n.refuse(StandAlone, "both nodes are Primary (twinblock allows one Primary at a time)")
 			return
 		}
+		if n.role == Primary && n.disk == Diskless && p.Disk.hasData() && !meta.Equal(p.GI[meta.Current], n.exposed) {
+			// The peer's data is another generation than the one this
+			// Primary served: serving it would make acknowledged
+			// writes vanish (DRBD: "Can only connect to data with
+			// current UUID").
+			n.refuse(StandAlone, fmt.Sprintf("can only connect to data with current UUID %016X; the peer has %016X", n.exposed, p.GI[meta.Current]))
+			return
+		}
 		// Nothing to compare: the one with data serves.
 		n.established(p)
 		return
@@ -668,8 +685,9 @@ func (n *Node) refuse(to ConnState, why string) {
 	n.act(ActCloseLink, why)
 	n.act(ActStopConnecting, why)
 	n.wantConnect = false
-	n.conn = to
-	n.peerRole, n.peerDisk = RoleUnknown, DUnknown
+	// Leaving an established connection is losing the peer (a Primary
+	// starts a new generation, as for any lost peer).
+	n.lostPeer(to)
 }
 
 func (n *Node) peerChanged(p PeerInfo) {

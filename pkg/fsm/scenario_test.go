@@ -34,10 +34,11 @@ type cluster struct {
 	// changed is each node's count of bits in its bitmap (the after-sb
 	// policies' "changes"); the harness keeps no bitmap of its own.
 	changed map[string]uint64
+	missed  map[string]bool // the next Attached of the node says Missed
 }
 
 func newCluster(out *strings.Builder) *cluster {
-	c := &cluster{nodes: map[string]*Node{}, disks: map[string]*MetaState{}, out: out, opened: map[string]int{}, closed: map[string]bool{}, changed: map[string]uint64{}}
+	c := &cluster{nodes: map[string]*Node{}, disks: map[string]*MetaState{}, out: out, opened: map[string]int{}, closed: map[string]bool{}, changed: map[string]uint64{}, missed: map[string]bool{}}
 	for _, name := range []string{"a", "b"} {
 		peer := map[string]string{"a": "b", "b": "a"}[name]
 		c.nodes[name] = New(Config{Name: "r0@" + name, Self: name, Peer: peer, Protocol: 'C', Dialer: name == "a",
@@ -115,7 +116,8 @@ func (c *cluster) do(name string, a Action) {
 			c.step(name, AttachFailed{Err: fmt.Errorf("no disk")})
 			return
 		}
-		c.step(name, Attached{GI: d.GI, Flags: d.Flags})
+		c.step(name, Attached{GI: d.GI, Flags: d.Flags, Missed: c.missed[name]})
+		c.missed[name] = false
 	case ActDial:
 		o := c.nodes[c.other(name)]
 		if c.cut || o.conn != WFConnection || c.link {
@@ -189,6 +191,9 @@ func (c *cluster) run(t *testing.T, line string) {
 	}
 	switch f[0] {
 	case "attach":
+		// attach X missed: X's data path acknowledged writes through
+		// the peer that no disk of X holds.
+		c.missed[f[1]] = arg(2) == "missed"
 		c.step(f[1], AttachBegin{})
 	case "detach":
 		c.step(f[1], Detach{})

@@ -78,6 +78,11 @@ type device struct {
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
 	failed atomic.Bool
+	// missed: a write was acknowledged that no local disk holds (the
+	// local write failed, or there was no local disk, and the peer took
+	// it). The next attach hands it to the state machine
+	// (fsm.Attached.Missed), which resyncs that disk in full.
+	missed atomic.Bool
 }
 
 func newDevice(onError func(error), stats *counters) *device {
@@ -305,11 +310,13 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 		if path.mode.PassOn || peerErr != nil {
 			return localErr
 		}
+		d.missed.Store(true)
 		return nil // (a) on the peer; this node's disk is being detached
 	default: // no local disk
 		if peerErr != nil {
 			return fmt.Errorf("node: write on the peer: %w: %w", peerErr, syscall.EIO)
 		}
+		d.missed.Store(true)
 		return nil // (c)
 	}
 }

@@ -72,7 +72,7 @@ func (r *Resource) action(a fsm.Action) {
 		for _, w := range r.md.Warnings() {
 			r.log.Warn(w)
 		}
-		r.stepped(r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags}))
+		r.stepped(r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags, Missed: r.dev.missed.Swap(false)}))
 		r.resumeBackup()
 	case fsm.ActCloseDisk:
 		r.stopSync() // its checkpoints write the metadata
@@ -85,6 +85,11 @@ func (r *Resource) action(a fsm.Action) {
 		r.dial()
 	case fsm.ActCloseLink:
 		if r.link != nil {
+			// The state machine left the connection: the status says
+			// so before a write failing on this link can be marked
+			// and acknowledged (the honest status; fence skips links
+			// already fenced).
+			r.publish()
 			l := r.link
 			r.link = nil
 			r.fenced.Store(l)
@@ -130,6 +135,7 @@ func (r *Resource) openDisk() error {
 	if !h.MetaDisk.Internal {
 		opts.Name, opts.Data = h.MetaDisk.Path, backing
 	}
+	dataIO, mdIO := r.diskOptions(backing, mdDisk, &opts) // disk-flushes, md-flushes, al-updates
 	closeAll := func() {
 		if mdDisk != disk.Disk(backing) {
 			_ = mdDisk.Close()
@@ -137,7 +143,7 @@ func (r *Resource) openDisk() error {
 		_ = backing.Close()
 		unlockAll(locks)
 	}
-	md, err := meta.Open(mdDisk, placement, opts)
+	md, err := meta.Open(mdIO, placement, opts)
 	if err != nil {
 		closeAll()
 		if errors.Is(err, meta.ErrNoMetadata) {
@@ -145,7 +151,7 @@ func (r *Resource) openDisk() error {
 		}
 		return fmt.Errorf("%s: %w", r.name, err)
 	}
-	data, err := disk.NewRegion(backing, 0, md.Layout().DataSize)
+	data, err := disk.NewRegion(dataIO, 0, md.Layout().DataSize)
 	if err != nil {
 		_ = md.Close()
 		closeAll()

@@ -219,7 +219,12 @@ func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
 }
 
 func (tt *torture) logf(format string, args ...any) {
-	tt.trace = append(tt.trace, fmt.Sprintf(format, args...))
+	line := fmt.Sprintf(format, args...)
+	if os.Getenv("TWINBLOCK_TORTURE_LOG") != "" {
+		// With the nodes' log: wall-clock times to interleave by.
+		line = time.Now().UTC().Format("15:04:05.000000 ") + line
+	}
+	tt.trace = append(tt.trace, line)
 }
 
 // fail records a violation of kind (lost, divergent, dishonest, bad).
@@ -818,8 +823,8 @@ func (tt *torture) check() {
 			continue
 		}
 		if inSync(sa) && inSync(sb) {
-			tt.fail("divergent", "block %d differs (a: tag %x, b: tag %x) while both say Connected UpToDate/UpToDate",
-				blk, binary.LittleEndian.Uint64(a), binary.LittleEndian.Uint64(b))
+			tt.fail("divergent", "block %d differs (a: tag %x, b: tag %x) while both say Connected UpToDate/UpToDate (now %s | %s)",
+				blk, binary.LittleEndian.Uint64(a), binary.LittleEndian.Uint64(b), line(tt.status(0)), line(tt.status(1)))
 			return
 		}
 		differ = append(differ, blk)
