@@ -14,6 +14,11 @@ const (
 	HandlerPriLost           = "pri-lost"
 )
 
+// Handlers lists every name Negotiate may put in Outcome.Handlers, no
+// more (TestNegotiate checks both ways). The node runs the ones the
+// handshake asks for; its keyword test counts these as read.
+var Handlers = []string{HandlerInitialSplitBrain, HandlerSplitBrain, HandlerPriLostAfterSB, HandlerPriLost}
+
 // Outcome is the sync handshake's result for one node.
 type Outcome struct {
 	Compare Decision // drbd_uuid_compare's result

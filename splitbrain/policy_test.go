@@ -216,6 +216,7 @@ func TestNegotiate(t *testing.T) {
 		{name: "no split brain: discard-my-data is ignored",
 			edit: func(s, p *Side) { s.GI, p.GI, s.DiscardMyData = meta.GI{0x100}, meta.GI{0x201, 0x100}, true }, want: tgt},
 	}
+	emitted := map[string]bool{}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			self, peer := diverged()
@@ -223,6 +224,9 @@ func TestNegotiate(t *testing.T) {
 				tt.edit(&self, &peer)
 			}
 			o := Negotiate(self, peer, tt.ps, false)
+			for _, h := range o.Handlers {
+				emitted[h] = true
+			}
 			require.Equal(t, tt.want, o.Decision, "%q", o.Log)
 			require.Equal(t, tt.sb, o.SplitBrain)
 			if tt.refuse == "" {
@@ -236,6 +240,12 @@ func TestNegotiate(t *testing.T) {
 			}
 		})
 	}
+	// Handlers is what Negotiate asks for: each of them, no other.
+	var names []string
+	for h := range emitted {
+		names = append(names, h)
+	}
+	require.ElementsMatch(t, Handlers, names)
 }
 
 // TestNegotiateAgrees: for random pairs of sides and random policies,
@@ -280,6 +290,8 @@ func TestNegotiateAgrees(t *testing.T) {
 		psB := ps.Mirror()
 		oa := Negotiate(a, b, ps, true)
 		ob := Negotiate(b, a, psB, false)
+		require.Subset(t, Handlers, oa.Handlers, "case %d", i)
+		require.Subset(t, Handlers, ob.Handlers, "case %d", i)
 		require.Equal(t, oa.Refuse == "", ob.Refuse == "", "case %d: one node goes on, the other refuses: %+v %+v %+v\n%q\n%q", i, a, b, ps, oa.Log, ob.Log)
 		if oa.Refuse != "" {
 			continue

@@ -376,8 +376,12 @@ func (b *builder) store(lv *level, sec string, kw *keyword, s *stmt) error {
 	if !target.implemented {
 		b.warn(s.pos, "keyword %q in section %s is not implemented by twinblock; ignored", s.name, kw.section)
 	}
-	if target.name == "allow-two-primaries" && v.num != 0 {
-		b.warn(s.pos, "allow-two-primaries yes is not supported by twinblock (one Primary at a time); ignored")
+	if target.ignored != "" {
+		// The loader is the consumer of an unsupported value.
+		noteRead(target)
+		if strings.Join(v.words, " ") == target.ignored {
+			b.warn(s.pos, "%s %s is not supported by twinblock (%s); ignored", target.name, target.ignored, target.ignoredWhy)
+		}
 	}
 	if lv.secs == nil {
 		lv.secs = map[string]Section{}
@@ -515,18 +519,22 @@ func (b *builder) resolve() (*Config, error) {
 
 // checkHostNames checks the options that name hosts against the
 // resource's two hosts.
+// It only validates: what it looks at is not read (ReadLog).
 func checkHostNames(r *Resource) error {
 	isHost := func(n string) bool { return n == r.Hosts[0].Name || n == r.Hosts[1].Name }
 	hosts := r.Hosts[0].Name + ", " + r.Hosts[1].Name
-	if v := r.Net.String("after-sb-0pri"); strings.HasPrefix(v, "discard-node-") {
-		if n := strings.TrimPrefix(v, "discard-node-"); !isHost(n) {
-			p, _ := r.Net.Pos("after-sb-0pri")
-			return errorf(p, "resource %s: after-sb-0pri %s: %q is not a host of the resource (hosts: %s)", r.Name, v, n, hosts)
+	peek := func(s Section, k string) (value, Pos) {
+		st, _ := s.find(s.keywordNoRead(k))
+		return s.get(s.keywordNoRead(k)), st.pos
+	}
+	if v, p := peek(r.Net, "after-sb-0pri"); strings.HasPrefix(v.words[0], "discard-node-") {
+		if n := strings.TrimPrefix(v.words[0], "discard-node-"); !isHost(n) {
+			return errorf(p, "resource %s: after-sb-0pri %s: %q is not a host of the resource (hosts: %s)", r.Name, v.words[0], n, hosts)
 		}
 	}
-	for _, n := range r.Startup.Words("become-primary-on") {
+	v, p := peek(r.Startup, "become-primary-on")
+	for _, n := range v.words {
 		if n != "both" && !isHost(n) {
-			p, _ := r.Startup.Pos("become-primary-on")
 			return errorf(p, "resource %s: become-primary-on %s: not a host of the resource (hosts: %s) nor both", r.Name, n, hosts)
 		}
 	}
@@ -538,7 +546,14 @@ func checkHostNames(r *Resource) error {
 func (b *builder) resolveHost(index int, rl *resourceLevel, hl *hostLevel) (*Host, error) {
 	on := hl.level.sec(secOn)
 	chain := []Section{on, rl.level.sec(secResource), b.common.sec(secResource), b.global.sec(secGlobal)}
+	// pick reads placement keyword k: every level it may come from is
+	// consulted (ReadLog), a volume 0 statement included (stored at the
+	// level the volume is written in).
 	pick := func(k string, levels []Section) (setting, bool) {
+		noteRead(keywords.lookup(secVolume, k))
+		for _, s := range levels {
+			noteRead(keywords.lookup(s.name, k))
+		}
 		for _, s := range levels {
 			kw := keywords.lookup(s.name, k)
 			if kw == nil {
@@ -552,6 +567,7 @@ func (b *builder) resolveHost(index int, rl *resourceLevel, hl *hostLevel) (*Hos
 	}
 	h := &Host{Name: hl.name, Pos: hl.pos, Minor: index, MetaDisk: internalMetaDisk, NBDListen: defaultNBDListen}
 	st, ok := on.find(keywords.lookup(secOn, "address"))
+	noteRead(keywords.lookup(secOn, "address"))
 	if !ok {
 		return nil, errorf(hl.pos, `resource %s, on %s: "address" keyword missing`, rl.name, hl.name)
 	}

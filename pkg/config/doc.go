@@ -43,6 +43,17 @@
 // when asked for a keyword their section does not have, or as the wrong
 // kind, which is a programming error.
 //
+// # No keyword is accepted silently
+//
+// A keyword the table does not mark implemented warns where it is
+// written ("not implemented by twinblock; ignored"); so does the one
+// value of an implemented keyword that twinblock does not support
+// (allow-two-primaries yes, use-rle no, usage-count yes). Every
+// implemented keyword must have a consumer: ReadLog records what the
+// program reads through the Section accessors and the placement
+// resolution, and pkg/node's TestEveryKeywordIsReadOrWarned runs the
+// resource's code paths and fails on an implemented keyword nothing read.
+//
 // Values are kept normalized: sizes in bytes (a bare number takes the
 // keyword's DRBD unit: KiB/s for rates, sectors for c-fill-target), times
 // in their DRBD unit (Section.Duration converts), booleans as yes/no. A

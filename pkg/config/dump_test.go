@@ -139,8 +139,8 @@ func TestGoodSources(t *testing.T) {
 
 	c, err = load(mapFS{}, "good.conf", []byte(goodSources["all the flags"]))
 	require.NoError(t, err)
-	assert.Len(t, c.Warnings, 9)
-	assert.Equal(t, `good.conf:7: section "proxy" is not implemented by twinblock; ignored`, c.Warnings[8].String())
+	assert.Len(t, c.Warnings, 11)
+	assert.Equal(t, `good.conf:7: section "proxy" is not implemented by twinblock; ignored`, c.Warnings[10].String())
 	r = c.Resources[0]
 	assert.Equal(t, "[fe80::1%eth0]:1", r.Hosts[1].Address)
 	assert.Equal(t, "16M", r.Disk.String("delay-probe-volume"), "deprecated 8.3 syncer options land in disk")

@@ -117,6 +117,11 @@ type keyword struct {
 	negate        bool // "no-X;" means "X no;"
 	maxLen        int  // kindString: longest value
 	note          string
+	// ignored is a value of an implemented keyword that twinblock does
+	// not support: it is accepted with a warning that gives ignoredWhy
+	// (allow-two-primaries yes: "one Primary at a time"). The builder
+	// is that value's consumer.
+	ignored, ignoredWhy string
 
 	// Filled in by newTable from def.
 	defVal value
@@ -163,6 +168,11 @@ func keywordList() []keyword {
 	flag := func(sec, name string, impl bool, note string) keyword {
 		return keyword{section: sec, name: name, kind: kindFlag, implemented: impl, note: note}
 	}
+	withNote := func(k keyword, note string) keyword {
+		k.note = note
+		return k
+	}
+	const waitConnect = "planned with the wait-connect verb (a later issue)"
 	const (
 		defListen = "127.0.0.1:10809"
 		secs      = "s"
@@ -184,10 +194,15 @@ func keywordList() []keyword {
 	var ks []keyword
 	// global
 	ks = append(ks,
-		enum(secGlobal, "usage-count", "ask", true, "yes", "no", "ask"),
-		flag(secGlobal, "disable-ip-verification", true, ""),
-		integer(secGlobal, "dialog-refresh", 0, 600, "1", secs, time.Second, true),
-		integer(secGlobal, "minor-count", 1, 255, "32", "", 0, true),
+		func() keyword {
+			k := enum(secGlobal, "usage-count", "ask", true, "yes", "no", "ask")
+			k.ignored, k.ignoredWhy = "yes", "it reports to no usage counter"
+			k.note = "twinblock never reports usage: yes is accepted with a warning"
+			return k
+		}(),
+		flag(secGlobal, "disable-ip-verification", false, "twinblock does not check the addresses against the local interfaces, so there is nothing to disable"),
+		withNote(integer(secGlobal, "dialog-refresh", 0, 600, "1", secs, time.Second, false), "wait-connect's dialog: "+waitConnect),
+		withNote(integer(secGlobal, "minor-count", 1, 255, "32", "", 0, false), "a kernel module parameter: twinblock has no table of minors to size"),
 		flag(secGlobal, "udev-always-use-vnr", false, ""),
 		integer(secGlobal, "cmd-timeout-short", 0, 900, "5", secs, time.Second, false),
 		integer(secGlobal, "cmd-timeout-medium", 0, 900, "121", secs, time.Second, false),
@@ -220,7 +235,11 @@ func keywordList() []keyword {
 		size(secNet, "sndbuf-size", 0, 10<<20, 1, "0", "bytes", false),
 		size(secNet, "rcvbuf-size", 0, 10<<20, 1, "0", "bytes", false),
 		integer(secNet, "ko-count", 0, 200, "7", "", 0, true),
-		yesNo(secNet, "allow-two-primaries", "no", true, "yes is accepted with a warning and ignored: one Primary at a time"),
+		func() keyword {
+			k := yesNo(secNet, "allow-two-primaries", "no", true, "yes is accepted with a warning and ignored: one Primary at a time")
+			k.ignored, k.ignoredWhy = "yes", "one Primary at a time"
+			return k
+		}(),
 		str(secNet, "cram-hmac-alg", true, ""),
 		keyword{section: secNet, name: "shared-secret", kind: kindString, maxLen: 64, implemented: true},
 		enum(secNet, "after-sb-0pri", "disconnect", true, append(afterSB0, "discard-node-NODENAME")...),
@@ -238,7 +257,11 @@ func keywordList() []keyword {
 		str(secNet, "csums-alg", true, ""),
 		yesNo(secNet, "csums-after-crash-only", "no", false, ""),
 		str(secNet, "verify-alg", true, ""),
-		yesNo(secNet, "use-rle", "yes", true, ""),
+		func() keyword {
+			k := yesNo(secNet, "use-rle", "yes", true, "the bitmap exchange is always run-length encoded: no is accepted with a warning")
+			k.ignored, k.ignoredWhy = "no", "the bitmap exchange is always run-length encoded"
+			return k
+		}(),
 		integer(secNet, "socket-check-timeout", 0, 300, "0", tenths, tenthSecond, false),
 		keyword{section: secNet, name: "compression", kind: kindEnum, def: "none", values: []string{"none", "s2", "zstd"}, implemented: true, twinblock: true, note: "compression of resync data (and of replicated writes with compress-replication)"},
 		func() keyword {
@@ -254,22 +277,26 @@ func keywordList() []keyword {
 	)
 	// disk
 	ks = append(ks,
-		enum(secDisk, "on-io-error", "detach", true, "pass_on", "call-local-io-error", "detach"),
+		func() keyword {
+			k := enum(secDisk, "on-io-error", "detach", true, "pass_on", "call-local-io-error", "detach")
+			k.note = "call-local-io-error: detach, then run the local-io-error handler"
+			return k
+		}(),
 		enum(secDisk, "fencing", "dont-care", false, "dont-care", "resource-only", "resource-and-stonith"),
 		yesNo(secDisk, "disk-barrier", "no", false, ""),
 		negation(secDisk, "no-disk-barrier", "disk-barrier"),
-		yesNo(secDisk, "disk-flushes", "yes", true, ""),
+		yesNo(secDisk, "disk-flushes", "yes", true, "no: the data disk is never flushed (no fdatasync): see docs/configuration.md before using it"),
 		negation(secDisk, "no-disk-flushes", "disk-flushes"),
 		yesNo(secDisk, "disk-drain", "yes", false, ""),
 		negation(secDisk, "no-disk-drain", "disk-drain"),
-		yesNo(secDisk, "md-flushes", "yes", true, ""),
+		yesNo(secDisk, "md-flushes", "yes", true, "no: the metadata is never flushed: see docs/configuration.md before using it"),
 		negation(secDisk, "no-md-flushes", "md-flushes"),
 		size(secDisk, "resync-rate", 1, 4<<20, kib, "250", "KiB/s", true),
 		alias(secDisk, "rate", "", "resync-rate"),
 		str(secDisk, "resync-after", false, "a resource name"),
 		alias(secDisk, "after", "", "resync-after"),
 		integer(secDisk, "al-extents", 67, 65534, "1237", "extents", 0, true),
-		yesNo(secDisk, "al-updates", "yes", true, ""),
+		yesNo(secDisk, "al-updates", "yes", true, "no: no activity-log writes; a crash while Primary costs a full resync"),
 		yesNo(secDisk, "discard-zeroes-if-aligned", "yes", false, ""),
 		yesNo(secDisk, "disable-write-same", "no", false, ""),
 		integer(secDisk, "c-plan-ahead", 0, 300, "20", tenths, tenthSecond, true),
@@ -309,25 +336,27 @@ func keywordList() []keyword {
 	}
 	// startup
 	ks = append(ks,
-		integer(secStartup, "wfc-timeout", 0, 300000, "0", secs, time.Second, true),
-		integer(secStartup, "degr-wfc-timeout", 0, 300000, "0", secs, time.Second, true),
-		integer(secStartup, "outdated-wfc-timeout", 0, 300000, "0", secs, time.Second, true),
+		withNote(integer(secStartup, "wfc-timeout", 0, 300000, "0", secs, time.Second, false), waitConnect),
+		withNote(integer(secStartup, "degr-wfc-timeout", 0, 300000, "0", secs, time.Second, false), waitConnect),
+		withNote(integer(secStartup, "outdated-wfc-timeout", 0, 300000, "0", secs, time.Second, false), waitConnect),
 		yesNo(secStartup, "wait-after-sb", "no", false, ""),
 		flag(secStartup, "stacked-timeouts", false, ""),
-		keyword{section: secStartup, name: "become-primary-on", kind: kindNames, implemented: true, note: "a host of the resource, or both"},
+		keyword{section: secStartup, name: "become-primary-on", kind: kindNames, note: "a host of the resource, or both (checked); nothing promotes at startup yet"},
 	)
 	// handlers
 	for _, h := range []struct {
 		name string
 		impl bool
+		note string
 	}{
-		{"pri-on-incon-degr", false}, {"pri-lost-after-sb", true}, {"pri-lost", true},
-		{"fence-peer", true}, {"unfence-peer", false}, {"local-io-error", true},
-		{"initial-split-brain", true}, {"split-brain", true},
-		{"before-resync-target", true}, {"after-resync-target", true},
-		{"before-resync-source", false}, {"out-of-sync", true},
+		{"pri-on-incon-degr", false, ""}, {"pri-lost-after-sb", true, ""}, {"pri-lost", true, ""},
+		{"fence-peer", false, "fencing is not implemented; quorum fencing will replace it"}, {"unfence-peer", false, ""},
+		{"local-io-error", true, "with on-io-error call-local-io-error"},
+		{"initial-split-brain", true, ""}, {"split-brain", true, ""},
+		{"before-resync-target", true, ""}, {"after-resync-target", true, ""},
+		{"before-resync-source", false, ""}, {"out-of-sync", true, ""},
 	} {
-		ks = append(ks, str(secHandlers, h.name, h.impl, ""))
+		ks = append(ks, str(secHandlers, h.name, h.impl, h.note))
 	}
 	ks = append(ks, alias(secHandlers, "outdate-peer", "", "fence-peer"))
 	// options (resource options)

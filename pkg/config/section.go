@@ -104,7 +104,16 @@ func (s Section) Pos(k string) (Pos, bool) {
 	return st.pos, ok
 }
 
+// keyword is the table entry of k, which the caller is about to read
+// (recorded in the active ReadLog).
 func (s Section) keyword(k string) *keyword {
+	kw := s.keywordNoRead(k)
+	noteRead(kw)
+	return kw
+}
+
+// keywordNoRead is keyword for a look that is not a read: validation.
+func (s Section) keywordNoRead(k string) *keyword {
 	kw := keywords.lookup(s.name, k)
 	if kw != nil {
 		kw = keywords.resolve(kw)

@@ -98,3 +98,94 @@ func TestPlacementForms(t *testing.T) {
 		})
 	}
 }
+
+// placementSample is a value for a placement keyword (kinds sampleValues
+// does not cover).
+func placementSample(k *keyword) string {
+	switch k.kind {
+	case kindAddress:
+		return "10.0.0.9:1"
+	case kindDevice:
+		return "/dev/drbd3"
+	case kindDisk:
+		return "/d2"
+	case kindMetaDisk:
+		return "/md"
+	case kindListen:
+		return "127.0.0.1:10900"
+	}
+	return ""
+}
+
+// TestNoKeywordIsAcceptedSilently walks the keyword table: setting a
+// keyword twinblock does not implement warns that it is ignored, naming
+// it; setting one it implements does not, except for a value it
+// declares unsupported (allow-two-primaries yes), which warns with its
+// reason. That an implemented keyword is really read is the other half:
+// pkg/node's TestEveryKeywordIsReadOrWarned.
+func TestNoKeywordIsAcceptedSilently(t *testing.T) {
+	const hostA, hostB = "on a { address 10.0.0.1:1; }", "on b { address 10.0.0.2:1; }"
+	for _, k := range keywords.list {
+		target := keywords.resolve(k)
+		values := sampleValues(target)
+		if v := placementSample(target); v != "" {
+			values = []string{v}
+		}
+		if k.negate {
+			values = []string{""}
+		}
+		for _, v := range values {
+			stmt := strings.TrimSpace(k.name + " " + v)
+			var src string
+			switch k.section {
+			case secGlobal:
+				src = "global { " + stmt + "; }\nresource r { disk /d; " + hostA + " " + hostB + " }"
+			case secResource:
+				disk := "disk /d; "
+				if target.name == "disk" {
+					disk = ""
+				}
+				src = "resource r { " + stmt + "; " + disk + hostA + " " + hostB + " }"
+			case secOn:
+				a := "address 10.0.0.1:1; "
+				if target.name == "address" {
+					a = ""
+				}
+				src = "resource r { disk /d; on a { " + a + stmt + "; } " + hostB + " }"
+			case secVolume:
+				src = "resource r { volume 0 { " + stmt + "; } on a { address 10.0.0.1:1; disk /d; } on b { address 10.0.0.2:1; disk /d; } }"
+			default:
+				src = "resource r { " + k.section + " { " + stmt + "; } disk /d; " + hostA + " " + hostB + " }"
+			}
+			t.Run(k.section+"/"+stmt, func(t *testing.T) {
+				c, err := load(mapFS{}, "k.conf", []byte(src))
+				require.NoError(t, err, src)
+				notImpl := fmt.Sprintf("k.conf:1: keyword %q in section %s is not implemented by twinblock; ignored", k.name, k.section)
+				warnings := warningStrings(c)
+				if !target.implemented {
+					assert.Equal(t, []string{notImpl}, warnings)
+					return
+				}
+				normalized := ""
+				if s, ok := sectionOf(c, target.section); ok {
+					normalized = s.String(target.name)
+				}
+				if target.ignored != "" && normalized == target.ignored {
+					assert.Equal(t, []string{fmt.Sprintf("k.conf:1: %s %s is not supported by twinblock (%s); ignored",
+						target.name, target.ignored, target.ignoredWhy)}, warnings)
+					return
+				}
+				assert.Empty(t, warnings)
+			})
+		}
+	}
+}
+
+// sectionOf is the option section sec of c's first resource (or
+// global); false for a placement section.
+func sectionOf(c *Config, sec string) (Section, bool) {
+	r := c.Resources[0]
+	s, ok := map[string]Section{secGlobal: c.Global, secNet: r.Net, secDisk: r.Disk, secStartup: r.Startup,
+		secHandlers: r.Handlers, secOptions: r.Options}[sec]
+	return s, ok
+}

@@ -70,11 +70,11 @@ type Node struct {
 	// missed: the data path acknowledged writes no disk of this node
 	// holds (Attached.Missed), and no disk attached since was resynced
 	// in full. Kept across a refused attach.
-	missed bool
-	openCount      int
-	handshake      *Handshake // the last sync handshake, for explain
-	userPaused     bool       // pause-sync here; kept across connections
-	peerPaused     bool       // pause-sync on the peer
+	missed     bool
+	openCount  int
+	handshake  *Handshake // the last sync handshake, for explain
+	userPaused bool       // pause-sync here; kept across connections
+	peerPaused bool       // pause-sync on the peer
 
 	// connecting
 	wantConnect bool

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/twinblock/twinblock/pkg/fsm"
 )
 
 // handlerTimeout bounds a handler's run; DRBD waits without a bound, but
@@ -55,4 +57,21 @@ func (r *Resource) runHandler(name string) {
 		}
 		r.log.Info("handler done", "handler", name, "output", strings.TrimSpace(string(out)))
 	}()
+}
+
+// diskFailed steps a local disk error into the state machine. With
+// on-io-error call-local-io-error the state machine detaches, as with
+// detach, and the error that detached the disk runs the local-io-error
+// handler, once per failure (DRBD 8.4: the disk goes Failed, then the
+// helper is called). Later errors of the same failure, which find the
+// disk gone, run nothing.
+func (r *Resource) diskFailed(e fsm.DiskFailed) {
+	before := r.fsm.State().Disk
+	r.stepped(r.fsm.Step(e))
+	after := r.fsm.State().Disk
+	if after != before && (after == fsm.Failed || after == fsm.Diskless) &&
+		r.cfg.Disk.String("on-io-error") == "call-local-io-error" {
+		r.log.Warn("local disk error: running the local-io-error handler (on-io-error call-local-io-error)", "err", e.Err)
+		r.runHandler("local-io-error")
+	}
 }

@@ -470,7 +470,7 @@ func (r *Resource) stepOpenCount() {
 func (r *Resource) event(ev any) {
 	switch e := ev.(type) {
 	case fsm.DiskFailed:
-		r.stepped(r.fsm.Step(e))
+		r.diskFailed(e)
 	case evAccepted:
 		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
 			_ = e.nc.Close()
@@ -579,7 +579,7 @@ func (r *Resource) process() {
 					sb.Flags = sb.Flags&^fsm.ManagedFlags | ms.Flags
 				}); err != nil {
 					r.log.Error("metadata update failed", "err", err)
-					r.stepped(r.fsm.Step(fsm.DiskFailed{Err: err}))
+					r.diskFailed(fsm.DiskFailed{Err: err})
 				}
 			}
 		}
@@ -661,7 +661,7 @@ func (r *Resource) snapshotLocked() status.Resource {
 		Role: st.Role.String(), PeerRole: st.PeerRole.String(),
 		Conn: st.Conn.String(), Disk: st.Disk.String(), PeerDisk: st.PeerDisk.String(),
 		Protocol:   r.fsm.IOMode().Protocol,
-		WriteOrder: 'f',
+		WriteOrder: r.writeOrder(),
 		Address:    r.self.Address, PeerAddress: r.peer.Address,
 	}
 	if r.md != nil {

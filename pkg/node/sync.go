@@ -209,7 +209,7 @@ func (r *Resource) engineDone(e evEngineDone) {
 	switch s.conn {
 	case fsm.SyncTarget:
 		if err := s.bm.commit(); err != nil {
-			r.stepped(r.fsm.Step(fsm.DiskFailed{Err: err}))
+			r.diskFailed(fsm.DiskFailed{Err: err})
 			return
 		}
 		st := e.engine.Stats()
