@@ -491,8 +491,13 @@ func (r *Resource) closeExport() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	srv := r.nbdSrv
+	srv, ln := r.nbdSrv, r.nbdLn
 	r.await(func() { _ = srv.Shutdown(ctx) })
+	// Shutdown closes the listeners Serve has taken; one whose Serve
+	// goroutine had not started yet is closed here, or the address
+	// would stay taken and the next promotion fail (torture seed
+	// 3459862671850880973).
+	_ = ln.Close()
 	r.nbdSrv, r.nbdLn = nil, nil
 }
 
