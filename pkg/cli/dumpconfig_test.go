@@ -38,7 +38,10 @@ func writeConf(t *testing.T, src string) string {
 func TestDumpConfig(t *testing.T) {
 	stdout, stderr, err := runDumpConfig(t, "../config/testdata/seed-drbd.conf")
 	require.NoError(t, err)
-	assert.Empty(t, stderr)
+	assert.Equal(t,
+		`warning: ../config/testdata/seed-drbd.conf:15: keyword "wfc-timeout" in section startup is not implemented by twinblock; ignored`+"\n"+
+			`warning: ../config/testdata/seed-drbd.conf:15: keyword "degr-wfc-timeout" in section startup is not implemented by twinblock; ignored`+"\n",
+		stderr, "the seed's startup timeouts wait for wait-connect")
 	assert.Contains(t, stdout, "resource r0 {\n\tprotocol C;\n\tdisk {\n\t\ton-io-error detach;\n\t\tresync-rate 10M;\n")
 	assert.Contains(t, stdout, "\ton l1 {\n\t\taddress 127.0.0.2:7791;\n\t\tdevice /dev/drbd0;\n")
 
