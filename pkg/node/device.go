@@ -53,6 +53,13 @@ type ioPath struct {
 // Connected, UpToDate/UpToDate status: the status is a snapshot taken
 // by the state machine's goroutine, after the step.
 //
+// The same holds for the local disk: a write acknowledged through the
+// peer although its local half failed (on-io-error detach) waits for
+// fenceDisk, so the state machine has left UpToDate for this disk, and
+// the status says so, before the client hears of it; and such writes
+// are recorded (missed), so the disk, when attached again, is resynced
+// in full.
+//
 // A write is sent to the peer in pieces of at most Link.MaxPayload
 // bytes, all submitted before any is waited for (the link keeps their
 // order); it is acknowledged under (a) only if every piece was.
@@ -73,6 +80,10 @@ type device struct {
 	// honest-status invariant) and returns once it has; nil in tests
 	// of the device alone.
 	fence func(link *replication.Link, err error)
+	// fenceDisk makes the state machine take in the failure of the
+	// local disk of md and returns once it has (and the status shows
+	// it); nil in tests of the device alone.
+	fenceDisk func(md *meta.Meta, err error)
 	stats *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
@@ -244,9 +255,11 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 	defer d.stats.appPending.Add(-1)
 
 	useLocal := path.mode.Local && path.data != nil
+	var alErr error
 	if useLocal {
 		if err := path.md.BeginWrite(off, n); err != nil {
 			// The activity log cannot be written: the disk is failing.
+			alErr = err
 			d.localError(path, err)
 			if path.mode.PassOn || !path.mode.Mirror {
 				return fmt.Errorf("node: activity log: %w", err)
@@ -311,12 +324,20 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 			return localErr
 		}
 		d.missed.Store(true)
+		if d.fenceDisk != nil {
+			// The status must not say UpToDate for this disk once the
+			// write is acknowledged without it.
+			d.fenceDisk(path.md, localErr)
+		}
 		return nil // (a) on the peer; this node's disk is being detached
 	default: // no local disk
 		if peerErr != nil {
 			return fmt.Errorf("node: write on the peer: %w: %w", peerErr, syscall.EIO)
 		}
 		d.missed.Store(true)
+		if alErr != nil && d.fenceDisk != nil {
+			d.fenceDisk(path.md, alErr) // as in the case above
+		}
 		return nil // (c)
 	}
 }

@@ -112,7 +112,12 @@ type fenceReq struct {
 	link  *replication.Link
 	err   error
 	write bool
-	done  chan struct{}
+	// md, when set, makes it a disk fence instead: the local disk of
+	// that metadata failed (err), and the state machine must have
+	// stepped DiskFailed before the caller acknowledges a write that
+	// disk does not hold.
+	md   *meta.Meta
+	done chan struct{}
 }
 
 type command struct {
@@ -172,6 +177,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	onErr := func(err error) { r.post(fsm.DiskFailed{Err: err}) }
 	r.dev = newDevice(onErr, &r.stats)
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
+	r.dev.fenceDisk = r.fenceDisk
 	proto := byte('C')
 	if cfg.Protocol != "" {
 		proto = cfg.Protocol[0]
@@ -291,10 +297,32 @@ func (r *Resource) fence(l *replication.Link, err error, write bool) {
 	<-f.done // run closes it before it looks at anything else
 }
 
+// fenceDisk makes the state machine take in the failure of the local
+// disk whose metadata is md (on-io-error) and returns once it has, and
+// the status shows it: the device calls it before acknowledging a write
+// that disk failed, so no status says UpToDate for a disk that lacks an
+// acknowledged write (the disk half of the honest status).
+func (r *Resource) fenceDisk(md *meta.Meta, err error) {
+	f := fenceReq{md: md, err: err, done: make(chan struct{})}
+	select {
+	case r.fences <- f:
+	case <-r.done:
+		return
+	}
+	<-f.done
+}
+
 // onFence serves a fence (run only). It only steps the state machine;
 // what that Ready asks for (closing the link) follows in process.
 func (r *Resource) onFence(f fenceReq) {
 	defer close(f.done)
+	if f.md != nil {
+		if f.md == r.md {
+			r.diskFailed(fsm.DiskFailed{Err: f.err})
+			r.publish()
+		}
+		return
+	}
 	if f.link != r.link || r.fenced.Load() == f.link {
 		return // the state machine already left that connection
 	}
