@@ -84,7 +84,7 @@ type device struct {
 	// local disk of md and returns once it has (and the status shows
 	// it); nil in tests of the device alone.
 	fenceDisk func(md *meta.Meta, err error)
-	stats *counters
+	stats     *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
