@@ -445,6 +445,21 @@ func (tt *torture) step() {
 	}
 }
 
+// ticking runs wait while time goes on: a peer that stops answering is
+// dropped by the state machine's timeouts (ko-count, ping-timeout).
+func (tt *torture) ticking(wait func()) {
+	done := make(chan struct{})
+	go func() { wait(); close(done) }()
+	for {
+		select {
+		case <-done:
+			return
+		case <-time.After(2 * time.Millisecond):
+			tt.clk.Advance(TickInterval)
+		}
+	}
+}
+
 // clientOp is one client request.
 type clientOp struct {
 	kind   string // write, fua, trim, zeroes, flush
@@ -536,20 +551,12 @@ func (tt *torture) batch() {
 	}
 	// Time goes on while requests are in flight: a peer that stops
 	// answering is dropped by the state machine's timeouts (ko-count).
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	for waiting := true; waiting; {
-		select {
-		case <-done:
-			waiting = false
-		case <-time.After(2 * time.Millisecond):
-			tt.clk.Advance(TickInterval)
-		}
-	}
+	tt.ticking(wg.Wait)
 	if flush != nil {
 		// After the others: a FLUSH covers what was acknowledged before
-		// it was sent.
-		flush.err = dev.Flush()
+		// it was sent. The clock goes on meanwhile too: a partitioned
+		// peer never answers its Barrier (finding 4 was a frozen clock).
+		tt.ticking(func() { flush.err = dev.Flush() })
 	}
 	for _, o := range ops {
 		tt.logf("  %s %d+%d tag %x: %v", o.kind, o.off, o.n, o.tag, o.err)
@@ -774,7 +781,10 @@ func (tt *torture) checkReads(kind string) {
 	dev := tt.nodes[tt.primary].r.dev
 	buf := make([]byte, tBlock)
 	for b, m := range tt.model {
-		if err := dev.ReadAt(buf, b*tBlock); err != nil {
+		var err error
+		// Reads may go to the peer, which may not answer.
+		tt.ticking(func() { err = dev.ReadAt(buf, b*tBlock) })
+		if err != nil {
 			if s := tt.status(tt.primary); s.Disk != "UpToDate" && s.PeerDisk != "UpToDate" {
 				continue // no UpToDate data reachable: I/O errors are right
 			}
