@@ -12,7 +12,7 @@ FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzH
 	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
 	./replication:FuzzDecode
 
-.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture clean
+.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-short clean
 
 all: build
 
@@ -23,7 +23,7 @@ build:
 # briefly on top of their checked-in corpus, and the integration tests
 # against real clients (nbdinfo, qemu-io, nbdcopy, fio, nbdfuse + ext4, the
 # kernel's nbd-client in a qemu VM).
-test: deps lint unit fuzz-short integration
+test: deps lint unit torture-short fuzz-short integration
 
 # The Debian packages the tests need (scripts/deps.sh, shared with .ci/run):
 # installed when run as root with apt-get, otherwise listed if missing (their
@@ -56,10 +56,14 @@ fuzz-short:
 # The in-process, model-based torture test (pkg/node TestTorture): two
 # nodes on crashable disks, the in-memory network and a fake clock, under
 # random faults. DURATION bounds the run; a failure prints the seed that
-# replays it. Not yet part of `make test`: see docs/torture.md.
+# replays it (docs/torture.md). make test runs TORTURE_EPISODES of them.
 DURATION ?= 60s
+TORTURE_EPISODES ?= 40
 torture:
 	$(GO) test -count=1 -timeout 0 -run '^TestTorture$$' -v ./pkg/node -args -torture.duration=$(DURATION)
+
+torture-short:
+	$(GO) test -count=1 -timeout 20m -run '^TestTorture$$' -v ./pkg/node -args -torture.episodes=$(TORTURE_EPISODES)
 
 demo: build
 	./$(BIN) demo
