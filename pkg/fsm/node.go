@@ -62,11 +62,6 @@ type Node struct {
 	exposed        uint64  // a Primary: the current UUID of the data it serves
 	crashedPrimary bool
 	discardMyData  bool
-	// failedHere: a disk failed here (on-io-error detach) since the last
-	// attach. Neither its data nor its bitmap can be trusted (writes may
-	// have failed half-way and the bitmap may not have reached it), so
-	// the next disk attached in this run is resynced in full.
-	failedHere bool
 	// missed: the data path acknowledged writes no disk of this node
 	// holds (Attached.Missed), and no disk attached since was resynced
 	// in full. Kept across a refused attach.
@@ -381,8 +376,6 @@ func (n *Node) resetLiveness() {
 // fencing dont-care): consistent data that was UpToDate is UpToDate,
 // consistent data that was not is Outdated, the rest Inconsistent.
 func (n *Node) attached(e Attached) {
-	failed := n.failedHere
-	n.failedHere = false
 	n.missed = n.missed || e.Missed
 	if n.role == Primary && (n.missed || !meta.Equal(e.GI[meta.Current], n.exposed)) {
 		// A Primary serves generation n.exposed through its peer; this
@@ -392,7 +385,6 @@ func (n *Node) attached(e Attached) {
 			n.act(ActCloseDisk, "attach refused")
 			if n.missed {
 				n.logf("attach refused: this Primary acknowledged writes the disk does not hold, and no UpToDate peer can resync it")
-				n.failedHere = failed
 				return
 			}
 			n.ready.Log = append(n.ready.Log, fmt.Sprintf("%s: attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
@@ -423,13 +415,15 @@ func (n *Node) attached(e Attached) {
 	n.gi = e.GI
 	n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
 	switch {
-	case (failed && n.role != Primary) || n.missed:
-		// (A Primary's failed disk with nothing missed holds every
-		// acknowledged write: the writes that failed on it failed.)
+	case n.missed:
+		// (A failed disk that missed nothing attaches as it was: the
+		// writes that failed on it failed, or, on a Secondary, were
+		// refused to the Primary, which marked them. It may be the
+		// only copy of the data.)
 		n.disk = Inconsistent
 		n.ready.SetAllOutOfSync = true
 		n.missed = false
-		n.logf("attached disk failed before, or lacks acknowledged writes: Inconsistent, every block out of sync")
+		n.logf("attached disk lacks writes this node acknowledged: Inconsistent, every block out of sync")
 	case e.Flags&meta.FlagConsistent == 0:
 		n.disk = Inconsistent
 	case e.Flags&meta.FlagWasUpToDate != 0:
@@ -483,7 +477,6 @@ func (n *Node) diskFailed(err error) {
 		return
 	}
 	n.logf("local disk failed: %v; detaching (on-io-error detach)", err)
-	n.failedHere = true
 	n.disk = Diskless
 	n.metaValid = false
 	n.act(ActCloseDisk, "on-io-error detach")

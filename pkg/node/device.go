@@ -489,6 +489,15 @@ func (d *device) Flush() error {
 		if path.mode.PassOn || peerErr != nil {
 			return localErr
 		}
+		// Durable on the peer only: this disk may lose any write since
+		// its last good flush, so it counts as missing them, and the
+		// status leaves UpToDate before the client hears of it (torture
+		// seed 4337882065857263896: the disk, trusted after a failed
+		// flush, lost a flushed write in a power loss).
+		d.missed.Store(true)
+		if d.fenceDisk != nil {
+			d.fenceDisk(path.md, localErr)
+		}
 		return nil
 	default:
 		if peerErr != nil {

@@ -365,6 +365,14 @@ func (tt *torture) episode() (ok bool) {
 		if !tt.settle(1500, tt.synced) {
 			tt.fail("bad", "no resync to UpToDate/UpToDate after healing: %s / %s", line(tt.status(0)), line(tt.status(1)))
 		}
+		if !tt.failed && tt.primary < 0 {
+			// Nobody was Primary: a promotion must find every
+			// acknowledged write.
+			if err := tt.do(0, fsm.Promote{}); err != nil {
+				tt.fail("bad", "promote a at the end (%s): %v", line(tt.status(0)), err)
+			}
+			tt.primary = 0
+		}
 		tt.check()
 	}
 	return !tt.failed
@@ -687,6 +695,27 @@ func (tt *torture) crash(i int) {
 		for _, m := range tt.model {
 			m.cands = slices.Clone(m.durable)
 		}
+	}
+	if wasPrimary && !failover && before.Disk != "UpToDate" {
+		// A Primary without UpToDate data of its own served through
+		// its peer: the writes it acknowledged are there, not on its
+		// own disk, which no restart can know is behind. It is not
+		// promoted alone: the pair resyncs, then it is promoted again
+		// (as an administrator would), and nothing acknowledged may be
+		// missing.
+		tt.primary = -1
+		tt.start(i)
+		if !tt.settle(1500, tt.synced) {
+			tt.logf("the restarted %s and its peer did not resync: no Primary (%s | %s)", n.name, line(tt.status(0)), line(tt.status(1)))
+			return
+		}
+		if err := tt.do(i, fsm.Promote{}); err != nil {
+			tt.fail("bad", "promote the resynced %s (%s): %v", n.name, line(tt.status(i)), err)
+			return
+		}
+		tt.primary = i
+		tt.checkReads("lost")
+		return
 	}
 	if wasPrimary {
 		tt.primary = -1
