@@ -38,6 +38,7 @@ unit:
 
 integration:
 	$(GO) test -count=1 -timeout 30m -v ./integration
+	$(GO) test -count=1 -timeout 15m -v ./integration/torture -args -torture.duration=60s   # the real-process torture suite, short
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -61,6 +62,12 @@ DURATION ?= 60s
 TORTURE_EPISODES ?= 40
 torture:
 	$(GO) test -count=1 -timeout 0 -run '^TestTorture$$' -v ./pkg/node -args -torture.duration=$(DURATION)
+
+# The real-process torture suite (integration/torture TestRealTorture): two
+# daemons, a ledger writer over NBD, SIGKILL/SIGSTOP, a faulty peer link and
+# failing disks; prints episodes by fault, lost, divergent (docs/torture.md).
+torture-real:
+	$(GO) test -count=1 -timeout 0 -run '^TestRealTorture$$' -v ./integration/torture -args -torture.duration=$(DURATION)
 
 torture-short:
 	$(GO) test -count=1 -timeout 20m -run '^TestTorture$$' -v ./pkg/node -args -torture.episodes=$(TORTURE_EPISODES)

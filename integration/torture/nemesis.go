@@ -89,6 +89,9 @@ func (s *Suite) fault(k Kind) {
 			n = q
 		}
 		d := s.between(200*time.Millisecond, 6*time.Second)
+		if n == p {
+			s.allow = d + slowAllowance
+		}
 		s.logf("SIGSTOP %s for %v", n.Name, d)
 		n.Stop()
 		s.sleep(d)
@@ -160,6 +163,9 @@ func (s *Suite) failover(p, q *Node, why string) {
 
 // kill sends SIGKILL and tells the writer.
 func (s *Suite) kill(n *Node) {
+	if n.Name == s.primary {
+		s.allow = 0 // service waits for a promotion or a restart
+	}
 	st, _ := n.Status()
 	s.logf("SIGKILL %s (%s)", n.Name, st)
 	n.Kill()

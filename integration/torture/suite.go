@@ -67,6 +67,7 @@ type Report struct {
 	Lost, Torn, Foreign, Divergent int
 	Dishonest                      int // episodes: healthy status, different disks
 	Stuck                          int
+	Slow                           []string // episodes without service longer than allowed (warnings)
 	BlocksChecked                  uint64
 	Gap                            time.Duration
 	GapWhere                       string
@@ -89,6 +90,9 @@ type Suite struct {
 	size    int64
 	killed  map[string]bool
 	start   time.Time
+	// allow: the longest time without service this episode may show
+	// before a warning (0: not checked, the Primary was killed).
+	allow time.Duration
 
 	mu   sync.Mutex // guards rep.Findings and the counts the writer's callback touches
 	rep  Report
@@ -186,6 +190,12 @@ func (s *Suite) promote(n *Node, within time.Duration) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// slowAllowance is the time without service an episode may show while
+// the Primary lives: the peer link's configured bound for dropping a
+// silent peer (timeout 2 s + ping-timeout 0.5 s) with as much again for
+// a loaded machine.
+const slowAllowance = 5 * time.Second
 
 // Run sets the pair up and runs episodes until the configured duration
 // or count. The error is for a run that could not go on; the findings
@@ -332,6 +342,7 @@ func (s *Suite) episode(ep int, k Kind) error {
 	for _, n := range s.cl.Nodes {
 		n.SkipLog()
 	}
+	s.allow = slowAllowance
 	s.logf("begins; Primary %s", s.primary)
 	s.w.Resume()
 	s.sleep(s.between(300*time.Millisecond, 1500*time.Millisecond))
@@ -344,6 +355,11 @@ func (s *Suite) episode(ep int, k Kind) error {
 	}
 	if gap > s.rep.Gap {
 		s.rep.Gap, s.rep.GapWhere = gap, fmt.Sprintf("episode %d, %s, %s", ep, k, where)
+	}
+	if s.allow > 0 && gap > s.allow {
+		w := fmt.Sprintf("episode %d (%s): %v without service (allowed %v), %s", ep, k, gap.Round(time.Millisecond), s.allow, where)
+		s.rep.Slow = append(s.rep.Slow, w)
+		s.logf("WARNING %s", w)
 	}
 	return s.verify()
 }
@@ -617,6 +633,12 @@ func (r *Report) Table() string {
 	fmt.Fprintf(&b, "lost: %d  torn: %d  foreign: %d  divergent: %d  dishonest: %d  stuck: %d\n",
 		r.Lost, r.Torn, r.Foreign, r.Divergent, r.Dishonest, r.Stuck)
 	fmt.Fprintf(&b, "longest time without service: %v (%s)\n", r.Gap.Round(time.Millisecond), r.GapWhere)
+	if len(r.Slow) > 0 {
+		fmt.Fprintf(&b, "warnings: without service longer than allowed (the Primary alive; %v, or a SIGSTOP's length plus that):\n", slowAllowance)
+		for _, w := range r.Slow {
+			fmt.Fprintf(&b, "- %s\n", w)
+		}
+	}
 	if len(r.Findings) > 0 {
 		fmt.Fprintf(&b, "findings (replay: -torture.seed=%d):\n", r.Seed)
 		sort.SliceStable(r.Findings, func(i, j int) bool { return r.Findings[i].Episode < r.Findings[j].Episode })
