@@ -793,7 +793,7 @@ func (tt *torture) switchover() {
 	}
 	tt.primary = -1
 	// The peer learns of the demotion from its State message.
-	tt.settle(50, func() bool { return tt.status(o).PeerRole != "Primary" })
+	tt.settle(500, func() bool { return tt.status(o).PeerRole != "Primary" })
 	if err := tt.do(o, fsm.Promote{}); err != nil {
 		tt.fail("bad", "promote %s: %v", tt.nodes[o].name, err)
 		return
