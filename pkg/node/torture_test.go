@@ -362,7 +362,22 @@ func (tt *torture) episode() (ok bool) {
 		// with equal data holding every acknowledged write.
 		tt.net.Heal("127.0.0.1", "127.0.0.2")
 		tt.heal()
-		if !tt.settle(1500, tt.synced) {
+		if !tt.settle(1500, tt.synced) && tt.primary >= 0 && (tt.status(0).SplitBrain || tt.status(1).SplitBrain) {
+			// A split brain (a Primary that crashed after it had taken a
+			// new generation, while the peer was promoted): resolved as
+			// an administrator does, the Secondary discarding its data.
+			v := 1 - tt.primary
+			tt.st.fault("split-brain")
+			tt.logf("split brain: %s | %s; %s connects with --discard-my-data", line(tt.status(0)), line(tt.status(1)), tt.nodes[v].name)
+			_ = tt.do(v, fsm.Disconnect{})
+			if err := tt.do(v, fsm.Connect{DiscardMyData: true}); err != nil {
+				tt.logf("connect --discard-my-data %s: %v", tt.nodes[v].name, err)
+			}
+			if tt.status(tt.primary).Conn == "StandAlone" {
+				_ = tt.do(tt.primary, fsm.Connect{})
+			}
+		}
+		if !tt.synced() && !tt.settle(1500, tt.synced) {
 			tt.fail("bad", "no resync to UpToDate/UpToDate after healing: %s / %s", line(tt.status(0)), line(tt.status(1)))
 		}
 		if !tt.failed && tt.primary < 0 {
