@@ -204,7 +204,10 @@ func (l *listener) Addr() net.Addr { return l.addr }
 type stream struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
-	buf    []byte
+	// chunks are the bytes written and not yet read, one copy per
+	// Write, so a reader that lags never makes a writer copy the whole
+	// backlog again (as one growing slice did).
+	chunks [][]byte
 	eof    bool  // the writer closed its side
 	err    error // reset
 	closed bool  // the reader closed its side
@@ -249,11 +252,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 		switch {
 		case s.closed:
 			return 0, net.ErrClosed
-		case len(s.buf) > 0:
-			n := copy(p, s.buf)
-			s.buf = s.buf[n:]
-			if len(s.buf) == 0 {
-				s.buf = nil
+		case len(s.chunks) > 0:
+			n := 0
+			for n < len(p) && len(s.chunks) > 0 {
+				c := copy(p[n:], s.chunks[0])
+				n += c
+				if s.chunks[0] = s.chunks[0][c:]; len(s.chunks[0]) == 0 {
+					s.chunks[0] = nil
+					s.chunks = s.chunks[1:]
+				}
 			}
 			return n, nil
 		case s.err != nil:
@@ -293,7 +300,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	case drop || s.closed:
 		return len(p), nil // black-holed, or the peer stopped reading
 	}
-	s.buf = append(s.buf, p...)
+	if len(p) > 0 {
+		s.chunks = append(s.chunks, append([]byte(nil), p...))
+	}
 	s.cond.Broadcast()
 	return len(p), nil
 }
@@ -322,7 +331,7 @@ func (c *Conn) Close() error {
 	s := c.in
 	s.mu.Lock()
 	s.closed = true
-	s.buf = nil
+	s.chunks = nil
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	c.n.forget(c)
