@@ -12,7 +12,7 @@ FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzH
 	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
 	./replication:FuzzDecode
 
-.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-short clean
+.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-inprocess torture-short clean
 
 all: build
 
@@ -60,8 +60,11 @@ fuzz-short:
 # replays it (docs/torture.md). make test runs TORTURE_EPISODES of them.
 DURATION ?= 60s
 TORTURE_EPISODES ?= 40
-torture:
-	$(GO) test -count=1 -timeout 0 -run '^TestTorture$$' -v ./pkg/node -args -torture.duration=$(DURATION)
+# make torture runs both suites, each for DURATION.
+torture: torture-inprocess torture-real
+
+torture-inprocess:
+	$(GO) test -count=1 -timeout 0 -run '^TestTorture$$' -v ./pkg/node -args -torture.duration=$(DURATION) $(TORTURE_ARGS)
 
 # The real-process torture suite (integration/torture TestRealTorture): two
 # daemons, a ledger writer over NBD, SIGKILL/SIGSTOP, a faulty peer link and

@@ -55,6 +55,7 @@ var (
 	tortureDuration = flag.Duration("torture.duration", 0, "run episodes for this long instead of a count")
 	tortureSeed     = flag.Uint64("torture.seed", 0, "run the one episode with this seed")
 	tortureSteps    = flag.Int("torture.steps", 16, "steps per episode")
+	tortureGoOn     = flag.Bool("torture.keepgoing", false, "go on after a failed episode (each failure prints its seed and trace)")
 )
 
 const (
@@ -117,7 +118,7 @@ func TestTorture(t *testing.T) {
 			} else if i >= n {
 				break
 			}
-			if !run(base + uint64(i)*0x9e3779b97f4a7c15) {
+			if !run(base+uint64(i)*0x9e3779b97f4a7c15) && !*tortureGoOn {
 				break
 			}
 		}
