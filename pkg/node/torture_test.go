@@ -165,6 +165,7 @@ type torture struct {
 	model    map[int64]*blockModel
 	tag      uint64
 	trace    []string
+	traceMu  sync.Mutex // a mid-batch fault logs from its own goroutine
 	failed   bool
 }
 
@@ -221,6 +222,8 @@ func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
 }
 
 func (tt *torture) logf(format string, args ...any) {
+	tt.traceMu.Lock()
+	defer tt.traceMu.Unlock()
 	line := fmt.Sprintf(format, args...)
 	if os.Getenv("TWINBLOCK_TORTURE_LOG") != "" {
 		// With the nodes' log: wall-clock times to interleave by.
@@ -424,12 +427,27 @@ func (tt *torture) step() {
 	switch x := tt.rng.IntN(100); {
 	case x < 55:
 		tt.batch()
-	case x < 63:
+	case x < 59:
 		tt.st.fault("cut")
 		tt.logf("cut the link")
 		tt.net.Cut("127.0.0.1", "127.0.0.2")
 		tt.batch()
 		tt.settle(300, tt.synced)
+	case x < 63:
+		// The link cut, or the Secondary's power lost, while the
+		// Primary's requests are in flight.
+		if i := 1 - tt.primary; tt.primary >= 0 && tt.rng.IntN(2) == 0 && tt.status(tt.primary).Disk == "UpToDate" {
+			tt.st.fault("secondary-power-loss-mid-batch")
+			tt.batchWith(func() { tt.powerLoss(i) })
+			tt.start(i)
+		} else {
+			tt.st.fault("cut-mid-batch")
+			tt.batchWith(func() {
+				tt.logf("cut the link (mid-batch)")
+				tt.net.Cut("127.0.0.1", "127.0.0.2")
+			})
+		}
+		tt.settle(600, tt.synced)
 	case x < 68:
 		tt.st.fault("partition")
 		tt.logf("partition")
@@ -498,7 +516,12 @@ var tortureSizes = []int64{4096, 8192, 65536, 1<<20 - 4096, 1 << 20, 1<<20 + 409
 // batch runs 1..4 concurrent requests on disjoint ranges (and at most
 // one FLUSH) through the Primary's device, then updates the model with
 // what was acknowledged; a FLUSH runs after the others.
-func (tt *torture) batch() {
+func (tt *torture) batch() { tt.batchWith(nil) }
+
+// batchWith runs a batch with mid, if not nil, started at a random
+// moment while its requests are in flight (a fault that strikes during
+// I/O, not between requests).
+func (tt *torture) batchWith(mid func()) {
 	if tt.primary < 0 {
 		return
 	}
@@ -576,6 +599,15 @@ func (tt *torture) batch() {
 	}
 	// Time goes on while requests are in flight: a peer that stops
 	// answering is dropped by the state machine's timeouts (ko-count).
+	if mid != nil {
+		delay := time.Duration(tt.rng.IntN(1500)) * time.Microsecond
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(delay)
+			mid()
+		}()
+	}
 	tt.ticking(wg.Wait)
 	if flush != nil {
 		// After the others: a FLUSH covers what was acknowledged before
@@ -764,6 +796,22 @@ func (tt *torture) crash(i int) {
 		tt.primary = i
 	}
 	tt.settle(600, tt.synced)
+}
+
+// powerLoss cuts node i's power: its connections reset, its disk keeps
+// what was durable and part of its volatile cache, and it is stopped
+// (start brings it back). Only for a node whose loss costs no
+// acknowledged write: the Secondary of a Primary with an UpToDate disk.
+func (tt *torture) powerLoss(i int) {
+	n := tt.nodes[i]
+	tt.logf("power loss of %s (mid-batch; %s)", n.name, line(tt.status(i)))
+	tt.net.Isolate(n.host)
+	tt.traceMu.Lock()
+	seq := uint64(len(tt.trace))
+	tt.traceMu.Unlock()
+	clone := n.backing.CrashClone(rand.New(rand.NewPCG(tt.seed, seq)), 0.5)
+	tt.stop(i)
+	n.backing = clone
 }
 
 // diskError makes node i's disk fail half its writes and flushes for
