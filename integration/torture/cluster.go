@@ -265,6 +265,26 @@ func (n *Node) Kill() {
 	<-done
 }
 
+// Quit sends SIGQUIT (a Go program writes every goroutine's stack to
+// its log and exits), then SIGKILL if it still runs after 5 s.
+func (n *Node) Quit() {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.stopped = false
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+}
+
 // Stop sends SIGSTOP.
 func (n *Node) Stop() {
 	n.mu.Lock()

@@ -12,11 +12,11 @@ type Kind int
 const (
 	KillPrimary       Kind = iota // SIGKILL the Primary; promote the survivor; restart the victim
 	KillSecondary                 // SIGKILL the Secondary; the Primary goes on; restart
-	StopPrimary                   // SIGSTOP the Primary for up to 6 s, then SIGCONT
-	StopSecondary                 // SIGSTOP the Secondary for up to 6 s, then SIGCONT
+	StopPrimary                   // SIGSTOP the Primary for up to MaxOutage (6 s), then SIGCONT
+	StopSecondary                 // SIGSTOP the Secondary for up to MaxOutage, then SIGCONT
 	LinkCut                       // the proxy closes the peer link and refuses it for a while
 	LinkReset                     // the proxy aborts the peer link with an RST, one to three times
-	LinkBlackhole                 // the proxy stops forwarding (connections stay open) for up to 6 s
+	LinkBlackhole                 // the proxy stops forwarding (connections stay open) for up to MaxOutage
 	LinkDelay                     // the proxy delays every chunk by 2 ms to 800 ms for a while
 	DiskFailPrimary               // the Primary's disk fails with EIO; later repaired and re-attached
 	DiskFailSecondary             // the Secondary's disk fails with EIO; later repaired and re-attached
@@ -88,7 +88,7 @@ func (s *Suite) fault(k Kind) {
 		if k == StopSecondary {
 			n = q
 		}
-		d := s.between(200*time.Millisecond, 6*time.Second)
+		d := s.between(200*time.Millisecond, s.cfg.MaxOutage)
 		if n == p {
 			s.allow = d + slowAllowance
 		}
@@ -98,7 +98,7 @@ func (s *Suite) fault(k Kind) {
 		n.Cont()
 		s.logf("SIGCONT %s", n.Name)
 	case LinkCut:
-		d := s.between(200*time.Millisecond, 4*time.Second)
+		d := s.between(200*time.Millisecond, s.cfg.MaxOutage*2/3)
 		s.logf("link cut for %v", d)
 		s.cl.Proxy.Cut()
 		s.sleep(d)
@@ -110,7 +110,7 @@ func (s *Suite) fault(k Kind) {
 			s.sleep(s.between(100*time.Millisecond, time.Second))
 		}
 	case LinkBlackhole:
-		d := s.between(200*time.Millisecond, 6*time.Second)
+		d := s.between(200*time.Millisecond, s.cfg.MaxOutage)
 		s.logf("link black hole for %v", d)
 		s.cl.Proxy.Blackhole()
 		s.sleep(d)

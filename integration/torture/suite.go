@@ -28,6 +28,11 @@ type Config struct {
 	// it the disk-fail kinds do not run.
 	Faulty     bool
 	ResyncRate string
+	// MaxOutage bounds a SIGSTOP and a black hole (a cut: two thirds).
+	MaxOutage time.Duration
+	// StrictService makes a stretch without service longer than allowed
+	// (see slowAllowance) a finding instead of a warning.
+	StrictService bool
 	// StuckAfter: a request in flight this long, or a pair not healthy
 	// this long after the heal began, is a finding.
 	StuckAfter time.Duration
@@ -207,6 +212,9 @@ func Run(cfg Config) (*Report, error) {
 	if cfg.StuckAfter == 0 {
 		cfg.StuckAfter = 90 * time.Second
 	}
+	if cfg.MaxOutage == 0 {
+		cfg.MaxOutage = 6 * time.Second
+	}
 	s := &Suite{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x70727475)), killed: map[string]bool{}, start: time.Now()}
 	s.rep.Seed, s.rep.DiskSize, s.rep.Faulty = cfg.Seed, cfg.DiskSize, cfg.Faulty
 	var kinds []Kind
@@ -350,6 +358,7 @@ func (s *Suite) episode(ep int, k Kind) error {
 	s.heal()
 	s.scanLogs()
 	gap, where := s.w.TakeGap()
+	s.logf("longest time without service: %v (%s)", gap.Round(time.Millisecond), where)
 	if gap > s.rep.ByKind[k].Gap {
 		s.rep.ByKind[k].Gap = gap
 	}
@@ -358,8 +367,12 @@ func (s *Suite) episode(ep int, k Kind) error {
 	}
 	if s.allow > 0 && gap > s.allow {
 		w := fmt.Sprintf("episode %d (%s): %v without service (allowed %v), %s", ep, k, gap.Round(time.Millisecond), s.allow, where)
-		s.rep.Slow = append(s.rep.Slow, w)
-		s.logf("WARNING %s", w)
+		if s.cfg.StrictService {
+			s.finding("no-service", w)
+		} else {
+			s.rep.Slow = append(s.rep.Slow, w)
+			s.logf("WARNING %s", w)
+		}
 	}
 	return s.verify()
 }
@@ -449,7 +462,7 @@ func (s *Suite) tails() string {
 // discarding the Secondary's data. The next checks then tell what was
 // lost.
 func (s *Suite) recover() {
-	s.logf("recovering: both daemons restarted")
+	s.logf("recovering: both daemons dumped (SIGQUIT) and restarted")
 	_ = s.w.Pause(10 * time.Second)
 	defer s.w.Resume()
 	for _, n := range s.cl.Nodes {
@@ -457,7 +470,12 @@ func (s *Suite) recover() {
 		if n.Disk != nil {
 			_ = n.Disk.Repair()
 		}
-		s.kill(n)
+		if n.Name == s.primary {
+			s.allow = 0
+		}
+		n.Quit() // its goroutines to its log, for the diagnosis
+		s.w.Killed(n.Name)
+		s.killed[n.Name] = true
 	}
 	for _, n := range s.cl.Nodes {
 		s.restart(n)

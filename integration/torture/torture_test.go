@@ -20,6 +20,8 @@ var (
 	flagRate       = flag.String("torture.resync-rate", "16M", "the fixed resync rate (slow enough for a crash to land inside a resync)")
 	flagBin        = flag.String("torture.bin", "", "a twinblock binary to test instead of building ../../cmd/twinblock")
 	flagKeep       = flag.Bool("torture.keep", false, "keep the work directory (disks, configs, daemon logs) even when the run passes")
+	flagMaxOutage  = flag.Duration("torture.max-outage", 6*time.Second, "the longest SIGSTOP or black hole (a link cut: two thirds of it)")
+	flagStrict     = flag.Bool("torture.strict-service", false, "a stretch without service longer than allowed while the Primary lives fails the run (default: a warning)")
 	flagStuckAfter = flag.Duration("torture.stuck-after", 90*time.Second, "a request or an unhealthy pair this old is a finding")
 )
 
@@ -85,7 +87,7 @@ func TestRealTorture(t *testing.T) {
 	rep, runErr := Run(Config{
 		Bin: bin, Dir: work, Seed: seed, Duration: dur, Episodes: eps, Kinds: kinds,
 		DiskSize: int64(*flagSizeMiB) << 20, Workers: *flagWorkers, Faulty: faulty,
-		ResyncRate: *flagRate, StuckAfter: *flagStuckAfter,
+		ResyncRate: *flagRate, StuckAfter: *flagStuckAfter, MaxOutage: *flagMaxOutage, StrictService: *flagStrict,
 		Logf: t.Logf,
 	})
 	if rep != nil {

@@ -258,17 +258,21 @@ func (w *Writer) connector() {
 	}
 }
 
-// waitSession returns the session to use, or nil when closing.
-func (w *Writer) waitSession() *session {
+// waitSession returns the session to use, or nil when closing, with the
+// request about to be issued already counted in flight: Pause must not
+// see zero requests between this and the request's start.
+func (w *Writer) waitSession() (*session, *inflightOp) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for !w.closing && (!w.running || w.sess == nil || w.sess.broken) {
 		w.cond.Wait()
 	}
 	if w.closing {
-		return nil
+		return nil, nil
 	}
-	return w.sess
+	io := &inflightOp{start: time.Now(), node: w.sess.node}
+	w.inflight[io] = struct{}{}
+	return w.sess, io
 }
 
 // Sizes in blocks: mostly 4 KiB, sometimes up to 1 MiB, rarely the
@@ -299,7 +303,7 @@ func (w *Writer) worker(i int) {
 	blocks := uint64(w.l.Blocks())
 	var buf []byte
 	for {
-		s := w.waitSession()
+		s, io := w.waitSession()
 		if s == nil {
 			return
 		}
@@ -330,15 +334,15 @@ func (w *Writer) worker(i int) {
 			}
 			buf = buf[:n*BlockSize]
 		}
-		w.do(s, kind, first, n, fua, r.IntN(2) == 0, buf)
+		w.do(s, io, kind, first, n, fua, r.IntN(2) == 0, buf)
 	}
 }
 
-// do runs one request on session s and records it.
-func (w *Writer) do(s *session, kind OpKind, first, n uint64, fua, noHole bool, buf []byte) {
-	io := &inflightOp{kind: kind, start: time.Now(), node: s.node}
+// do runs one request on session s (io: its in-flight entry) and
+// records it.
+func (w *Writer) do(s *session, io *inflightOp, kind OpKind, first, n uint64, fua, noHole bool, buf []byte) {
 	w.mu.Lock()
-	w.inflight[io] = struct{}{}
+	io.kind = kind
 	w.mu.Unlock()
 
 	off, length := int64(first*BlockSize), int64(n*BlockSize)
