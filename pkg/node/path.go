@@ -72,6 +72,7 @@ func (r *Resource) action(a fsm.Action) {
 		for _, w := range r.md.Warnings() {
 			r.log.Warn(w)
 		}
+		r.swap.set(r.linkDisk())
 		r.stepped(r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags, Missed: r.dev.missed.Swap(false)}))
 		r.resumeBackup()
 	case fsm.ActCloseDisk:
@@ -204,6 +205,7 @@ func (r *Resource) closeDisk() {
 		r.dev.mu.Unlock()
 	})
 	r.curMD.Store(nil)
+	r.swap.set(nil)
 	if err := r.md.Close(); err != nil {
 		r.log.Warn("metadata close", "err", err)
 	}
@@ -273,9 +275,14 @@ func (r *Resource) handshake(nc net.Conn) {
 	r.armBackup()
 	r.handshakes++
 	cfg := r.linkConfig()
-	pd := newPeerlessDisk(cfg.Disk, r.md)
-	cfg.Disk = pd.disk()
-	cfg.OnPeerState = pd.setPeer
+	if cfg.Disk != nil || r.fsm.State().Role == fsm.Primary {
+		// The link writes to whatever disk is attached when it writes
+		// (swap): a Diskless Primary's disk attached later is resynced
+		// over this link. A diskless Secondary's link has none.
+		pd := &peerlessDisk{Disk: r.swap, md: r.curMD.Load}
+		cfg.Disk = pd
+		cfg.OnPeerState = pd.setPeer
+	}
 	local := r.stateMsg()
 	linkCh := make(chan *replication.Link, 1)
 	cfg.OnState = func(st replication.State) {

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"fmt"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
@@ -25,32 +27,14 @@ import (
 // may be marked too, which costs a resync of those blocks, never data.
 type peerlessDisk struct {
 	disk.Disk
-	md *meta.Meta
+	md func() *meta.Meta // the attached disk's metadata (nil: none)
 	// peerNoData: the peer's last State said its disk has no data.
 	peerNoData atomic.Bool
 }
 
-// newPeerlessDisk wraps d (nil: this node is diskless, nothing to mark).
-func newPeerlessDisk(d disk.Disk, md *meta.Meta) *peerlessDisk {
-	if d == nil || md == nil {
-		return nil
-	}
-	return &peerlessDisk{Disk: d, md: md}
-}
-
 // setPeer records the disk state of the peer's State (OnPeerState).
 func (p *peerlessDisk) setPeer(st replication.State) {
-	if p != nil {
-		p.peerNoData.Store(fsm.DiskState(st.Disk) < fsm.Inconsistent)
-	}
-}
-
-// disk returns p as a disk.Disk, nil when p is nil.
-func (p *peerlessDisk) disk() disk.Disk {
-	if p == nil {
-		return nil
-	}
-	return p
+	p.peerNoData.Store(fsm.DiskState(st.Disk) < fsm.Inconsistent)
 }
 
 // MinBlockSize forwards the data area's alignment.
@@ -77,13 +61,116 @@ func (p *peerlessDisk) WriteZeroes(off, n int64, noHole, fua bool) error {
 }
 
 func (p *peerlessDisk) marked(off, n int64, write func() error) error {
-	if !p.peerNoData.Load() {
-		return write()
+	md := p.md()
+	if !p.peerNoData.Load() || md == nil {
+		return write() // (no metadata: no disk either, the write fails)
 	}
-	if err := p.md.BeginWrite(off, n); err != nil {
+	if err := md.BeginWrite(off, n); err != nil {
 		return err
 	}
-	defer p.md.EndWrite(off, n)
-	p.md.MarkOutOfSync(off, n)
+	defer md.EndWrite(off, n)
+	md.MarkOutOfSync(off, n)
 	return write()
 }
+
+// swapDisk is the disk a link uses: the resource's attached data area at
+// the time of each operation, never a closed one. A link outlives disks:
+// a Primary's disk fails and it carries on through the link; the disk it
+// attaches again is resynced in place over that same link (fsm:
+// attached, WFBitMapT), which must write the resync's answers to the new
+// disk without reconnecting (that would leave the Primary without data
+// meanwhile). With no disk, every operation fails and its size is 0 (the
+// link answers the peer with errors, as for a diskless node).
+type swapDisk struct {
+	d atomic.Pointer[diskRef]
+}
+
+type diskRef struct{ disk.Disk }
+
+// errNoDisk: the node attached no disk since the link came up.
+var errNoDisk = fmt.Errorf("node: no disk attached: %w", syscall.EIO)
+
+// set makes d (nil: none) the disk the link uses from now on.
+func (l *swapDisk) set(d disk.Disk) {
+	if d == nil {
+		l.d.Store(nil)
+		return
+	}
+	l.d.Store(&diskRef{d})
+}
+
+func (l *swapDisk) get() (disk.Disk, error) {
+	if r := l.d.Load(); r != nil {
+		return r.Disk, nil
+	}
+	return nil, errNoDisk
+}
+
+// Size implements disk.Disk.
+func (l *swapDisk) Size() int64 {
+	if d, err := l.get(); err == nil {
+		return d.Size()
+	}
+	return 0
+}
+
+// ReadOnly implements disk.Disk.
+func (l *swapDisk) ReadOnly() bool { return false }
+
+// MinBlockSize forwards the data area's alignment.
+func (l *swapDisk) MinBlockSize() int {
+	if d, err := l.get(); err == nil {
+		if bs, ok := d.(interface{ MinBlockSize() int }); ok {
+			return bs.MinBlockSize()
+		}
+	}
+	return 1
+}
+
+// ReadAt implements disk.Disk.
+func (l *swapDisk) ReadAt(p []byte, off int64) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.ReadAt(p, off)
+}
+
+// WriteAt implements disk.Disk.
+func (l *swapDisk) WriteAt(p []byte, off int64, fua bool) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.WriteAt(p, off, fua)
+}
+
+// Flush implements disk.Disk.
+func (l *swapDisk) Flush() error {
+	d, err := l.get()
+	if err != nil {
+		return nil // nothing written, nothing to flush
+	}
+	return d.Flush()
+}
+
+// Trim implements disk.Disk.
+func (l *swapDisk) Trim(off, n int64, fua bool) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.Trim(off, n, fua)
+}
+
+// WriteZeroes implements disk.Disk.
+func (l *swapDisk) WriteZeroes(off, n int64, noHole, fua bool) error {
+	d, err := l.get()
+	if err != nil {
+		return err
+	}
+	return d.WriteZeroes(off, n, noHole, fua)
+}
+
+// Close implements disk.Disk; the resource closes the real disk.
+func (l *swapDisk) Close() error { return nil }

@@ -26,7 +26,7 @@ func TestPeerlessDiskMarksWhilePeerHasNoData(t *testing.T) {
 	data, err := disk.NewRegion(backing, 0, l.DataSize)
 	require.NoError(t, err)
 
-	pd := newPeerlessDisk(data, md)
+	pd := &peerlessDisk{Disk: data, md: func() *meta.Meta { return md }}
 	buf := make([]byte, 8192)
 	steps := []struct {
 		peer  fsm.DiskState
@@ -49,6 +49,4 @@ func TestPeerlessDiskMarksWhilePeerHasNoData(t *testing.T) {
 	// log, which replays their extents as out of sync after a crash; the
 	// others did not touch it.
 	require.Equal(t, []uint32{0}, md.Active())
-	require.Nil(t, newPeerlessDisk(nil, md), "a diskless node has nothing to mark")
-	require.Nil(t, (*peerlessDisk)(nil).disk(), "no typed nil for the link's Disk")
 }

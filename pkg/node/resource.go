@@ -63,13 +63,19 @@ type Resource struct {
 	fenced atomic.Pointer[replication.Link]
 
 	// Owned by run.
-	backing    disk.Disk // the backing disk as opened
-	mdDisk     disk.Disk // the meta device (backing itself when internal)
-	data       disk.Disk // the data area
-	md         *meta.Meta
-	locks      []*os.File                // advisory locks on the attached disks
-	curMD      atomic.Pointer[meta.Meta] // md, for the link's goroutines
-	link       *replication.Link
+	backing disk.Disk // the backing disk as opened
+	mdDisk  disk.Disk // the meta device (backing itself when internal)
+	data    disk.Disk // the data area
+	md      *meta.Meta
+	locks   []*os.File                // advisory locks on the attached disks
+	curMD   atomic.Pointer[meta.Meta] // md, for the link's goroutines
+	link    *replication.Link
+	// swap is the disk every link writes to (through peerlessDisk): the
+	// attached data area, swapped at attach and detach, so that a link
+	// that outlives a disk never touches a closed one, and a disk
+	// attached under a standing link (a Diskless Primary's, resynced in
+	// place) is the one it writes.
+	swap       *swapDisk
 	accept     net.Listener
 	connectCtx context.CancelFunc
 	nbdSrv     *nbd.Server
@@ -178,6 +184,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.dev = newDevice(onErr, &r.stats)
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
+	r.swap = &swapDisk{}
 	proto := byte('C')
 	if cfg.Protocol != "" {
 		proto = cfg.Protocol[0]

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -164,6 +165,7 @@ type torture struct {
 	dataSize int64
 	model    map[int64]*blockModel
 	tag      uint64
+	logTo    io.Writer // the nodes' log (nil: $TWINBLOCK_TORTURE_LOG, or none)
 	trace    []string
 	traceMu  sync.Mutex // a mid-batch fault logs from its own goroutine
 	failed   bool
@@ -262,7 +264,10 @@ func (tt *torture) start(i int) {
 		return n.faulty, nil
 	}}
 	var log *slog.Logger
-	if os.Getenv("TWINBLOCK_TORTURE_LOG") != "" {
+	switch {
+	case tt.logTo != nil:
+		log = slog.New(slog.NewTextHandler(tt.logTo, nil)).With("node", n.name)
+	case os.Getenv("TWINBLOCK_TORTURE_LOG") != "":
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", n.name)
 	}
 	r, err := NewResourceEnv(tt.cfg, n.name, log, nil, env)
