@@ -55,6 +55,8 @@ func (f Finding) String() string {
 // KindStats are one fault kind's episodes.
 type KindStats struct {
 	Episodes int
+	Failed   uint64        // requests with an error reply (EIO from a Primary without UpToDate data, …)
+	Unknown  uint64        // requests without a reply (the Primary killed)
 	Gap      time.Duration // longest time without service
 	Findings int
 }
@@ -352,11 +354,15 @@ func (s *Suite) episode(ep int, k Kind) error {
 	}
 	s.allow = slowAllowance
 	s.logf("begins; Primary %s", s.primary)
+	before := s.w.Stats()
 	s.w.Resume()
 	s.sleep(s.between(300*time.Millisecond, 1500*time.Millisecond))
 	s.fault(k)
 	s.heal()
 	s.scanLogs()
+	after := s.w.Stats()
+	s.rep.ByKind[k].Failed += after.Failed - before.Failed
+	s.rep.ByKind[k].Unknown += after.Unknown - before.Unknown
 	gap, where := s.w.TakeGap()
 	s.logf("longest time without service: %v (%s)", gap.Round(time.Millisecond), where)
 	if gap > s.rep.ByKind[k].Gap {
@@ -633,15 +639,17 @@ func (r *Report) Table() string {
 	}
 	fmt.Fprintf(&b, "real-process torture: seed %d, %d episodes in %v, %d MiB disks (%s)\n",
 		r.Seed, r.Episodes, r.Elapsed.Round(time.Second), r.DiskSize>>20, disks)
-	fmt.Fprintf(&b, "%-22s %8s %9s %26s\n", "fault", "episodes", "findings", "longest without service")
+	fmt.Fprintf(&b, "%-22s %8s %9s %11s %9s %26s\n", "fault", "episodes", "findings", "error reply", "no reply", "longest without service")
+	var failed, unknown uint64
 	for k := range numKinds {
 		ks := r.ByKind[k]
 		if ks.Episodes == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "%-22s %8d %9d %26v\n", k, ks.Episodes, ks.Findings, ks.Gap.Round(time.Millisecond))
+		failed, unknown = failed+ks.Failed, unknown+ks.Unknown
+		fmt.Fprintf(&b, "%-22s %8d %9d %11d %9d %26v\n", k, ks.Episodes, ks.Findings, ks.Failed, ks.Unknown, ks.Gap.Round(time.Millisecond))
 	}
-	fmt.Fprintf(&b, "%-22s %8d %9d %26v\n", "total", r.Episodes, len(r.Findings), r.Gap.Round(time.Millisecond))
+	fmt.Fprintf(&b, "%-22s %8d %9d %11d %9d %26v\n", "total", r.Episodes, len(r.Findings), failed, unknown, r.Gap.Round(time.Millisecond))
 	w := r.Writer
 	fmt.Fprintf(&b, "requests acknowledged: %d (writes %d of which FUA %d, write-zeroes %d, trims %d, flushes %d, reads %d); %.1f GiB written, zeroed or trimmed\n",
 		w.Acked, w.ByKind[OpWrite], w.FUA, w.ByKind[OpZero], w.ByKind[OpTrim], w.ByKind[OpFlush], w.ByKind[OpRead], float64(w.AckedBytes)/(1<<30))
