@@ -377,27 +377,38 @@ func (n *Node) resetLiveness() {
 // consistent data that was not is Outdated, the rest Inconsistent.
 func (n *Node) attached(e Attached) {
 	n.missed = n.missed || e.Missed
-	if n.role == Primary && (n.missed || !meta.Equal(e.GI[meta.Current], n.exposed)) {
+	upToDate := e.Flags&meta.FlagConsistent != 0 && e.Flags&meta.FlagWasUpToDate != 0
+	if n.role == Primary && (n.missed || !upToDate || !meta.Equal(e.GI[meta.Current], n.exposed)) {
 		// A Primary serves generation n.exposed through its peer; this
-		// disk holds another one (drbd_adm_attach's ERR_DATA_NOT_CURRENT).
+		// disk holds another one (drbd_adm_attach's ERR_DATA_NOT_CURRENT),
+		// or lacks writes of it, or was not UpToDate when it left: it
+		// can only be resynced from an UpToDate peer. (A Primary never
+		// holds a disk that is not UpToDate without one: the torture
+		// test's first long run hit that invariant's panic here.)
 		if !(n.conn.Established() && n.peerDisk == UpToDate) {
 			n.disk = Diskless
 			n.act(ActCloseDisk, "attach refused")
-			if n.missed {
+			switch {
+			case n.missed:
 				n.logf("attach refused: this Primary acknowledged writes the disk does not hold, and no UpToDate peer can resync it")
-				return
+			case !upToDate:
+				n.logf("attach refused: the disk was not UpToDate (flags %s), and no UpToDate peer can resync it", e.Flags)
+			default:
+				n.logf("attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
+					e.GI[meta.Current], n.exposed)
 			}
-			n.ready.Log = append(n.ready.Log, fmt.Sprintf("%s: attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
-				n.cfg.Name, e.GI[meta.Current], n.exposed))
 			return
 		}
 		n.gi = e.GI
 		n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
 		n.disk = Inconsistent
 		n.lastMeta, n.metaValid = MetaState{GI: n.gi, Flags: e.Flags & ManagedFlags}, true
-		if n.missed {
+		switch {
+		case n.missed:
 			n.logf("attached disk lacks writes this Primary acknowledged through its peer: Inconsistent until resynced in full")
-		} else {
+		case !upToDate:
+			n.logf("attached disk was not UpToDate (flags %s): Inconsistent until resynced in full", e.Flags)
+		default:
 			n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced in full", e.GI[meta.Current], n.exposed)
 		}
 		// The writes this Primary made through its peer while it had no

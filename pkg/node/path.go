@@ -93,9 +93,11 @@ func (r *Resource) action(a fsm.Action) {
 			r.publish()
 			l := r.link
 			r.link = nil
-			r.fenced.Store(l)
-			r.dropLinkFromPath()
+			// Closed first: requests in flight on it complete (with an
+			// error), so taking it out of the data path, which waits
+			// for them, cannot wait for a silent peer.
 			r.closeLink(l, a.Reason)
+			r.dropLinkFromPath()
 		}
 	case fsm.ActSendPing:
 		if r.link != nil {

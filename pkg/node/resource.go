@@ -618,11 +618,25 @@ func (r *Resource) process() {
 				}
 			}
 		}
+		// A link the state machine left is closed before the new
+		// IOMode is published: publishing waits for the requests in
+		// flight, and those wait for that link's acks, which a silent
+		// peer never sends (the real-process torture suite measured 24 s
+		// without service behind a SIGSTOPped peer). Closed, the link
+		// completes them with an error, and the device fences (already
+		// done: the link is marked fenced) and marks them.
+		for _, a := range rd.Actions {
+			if a.Kind == fsm.ActCloseLink {
+				r.action(a)
+			}
+		}
 		if rd.IOMode != nil {
 			r.applyPath(*rd.IOMode)
 		}
 		for _, a := range rd.Actions {
-			r.action(a)
+			if a.Kind != fsm.ActCloseLink {
+				r.action(a)
+			}
 		}
 		if rd.SendState && r.link != nil {
 			_ = r.link.SendState(r.stateMsg())
