@@ -202,8 +202,8 @@ func (l *listener) Addr() net.Addr { return l.addr }
 
 // stream is one direction of a connection.
 type stream struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
+	mu   sync.Mutex
+	cond *sync.Cond
 	// chunks are the bytes written and not yet read, one copy per
 	// Write, so a reader that lags never makes a writer copy the whole
 	// backlog again (as one growing slice did).
