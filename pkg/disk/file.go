@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -32,8 +33,13 @@ type FileOptions struct {
 // punches a hole (or, with noHole, fallocates a zeroed range) where the
 // file system or device can, and writes zeroes where it cannot.
 type File struct {
-	f        *os.File
-	fd       int
+	f *os.File
+	// rc runs the raw syscalls (pwritev2, fdatasync, fallocate, ioctl)
+	// on the descriptor under the os.File's reference: after Close they
+	// fail instead of reaching whatever file reuses the number (found by
+	// the real-process torture suite, R1b).
+	rc       syscall.RawConn
+	fd       int // for the ioctls at open only
 	path     string
 	size     int64
 	blockDev bool
@@ -61,7 +67,12 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk: %w", err) // *PathError names the path
 	}
-	d := &File{f: f, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, direct: opts.Direct, align: 1}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("disk: %s: %w", path, err)
+	}
+	d := &File{f: f, rc: rc, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, direct: opts.Direct, align: 1}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -166,7 +177,11 @@ func (d *File) WriteAt(p []byte, off int64, fua bool) error {
 func (d *File) pwriteDsync(p []byte, off int64) error {
 	iov := [][]byte{p}
 	for len(iov[0]) > 0 {
-		n, err := unix.Pwritev2(d.fd, iov, off, unix.RWF_DSYNC)
+		var n int
+		err := d.withFD(func(fd int) (err error) {
+			n, err = unix.Pwritev2(fd, iov, off, unix.RWF_DSYNC)
+			return err
+		})
 		if err == unix.EINTR {
 			continue
 		}
@@ -188,7 +203,7 @@ func (d *File) pwriteDsync(p []byte, off int64) error {
 // Flush implements Disk: fdatasync, which also flushes a block device's
 // volatile write cache.
 func (d *File) Flush() error {
-	if err := unix.Fdatasync(d.fd); err != nil {
+	if err := d.withFD(unix.Fdatasync); err != nil {
 		return fmt.Errorf("disk: fdatasync %s: %w", d.path, err)
 	}
 	return nil
@@ -209,13 +224,17 @@ func (d *File) Trim(off, n int64, fua bool) error {
 		start, end := alignUp(off, d.sector), alignDown(off+n, d.sector)
 		if end > start {
 			rng := [2]uint64{uint64(start), uint64(end - start)}
-			_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(d.fd), unix.BLKDISCARD, uintptr(unsafe.Pointer(&rng)))
-			if e != 0 {
-				err = e
-			}
+			err = d.withFD(func(fd int) error {
+				if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKDISCARD, uintptr(unsafe.Pointer(&rng))); e != 0 {
+					return e
+				}
+				return nil
+			})
 		}
 	} else {
-		err = unix.Fallocate(d.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		err = d.withFD(func(fd int) error {
+			return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		})
 	}
 	if err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("disk: trim %s at %d length %d: %w", d.path, off, n, err)
@@ -262,7 +281,7 @@ func (d *File) zeroRange(off, n int64, noHole bool) error {
 		modes = []uint32{unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, modes[0]}
 	}
 	for _, mode := range modes {
-		err := unix.Fallocate(d.fd, mode, start, end-start)
+		err := d.withFD(func(fd int) error { return unix.Fallocate(fd, mode, start, end-start) })
 		if err == nil {
 			return nil
 		}
@@ -285,6 +304,16 @@ func (d *File) writeZeroBytes(off, n int64) error {
 		n -= chunk
 	}
 	return nil
+}
+
+// withFD runs fn on the open descriptor, which stays open until fn
+// returns; after Close it fails with ErrClosed.
+func (d *File) withFD(fn func(fd int) error) error {
+	var ferr error
+	if err := d.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return ferr
 }
 
 // Close implements Disk.
