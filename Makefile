@@ -12,7 +12,7 @@ FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzH
 	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
 	./replication:FuzzDecode
 
-.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-inprocess torture-short clean
+.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-inprocess torture-real torture-short clean
 
 all: build
 
