@@ -72,16 +72,26 @@ func TestDisklessPrimaryResyncsReattachedDiskInPlace(t *testing.T) {
 	}
 	require.False(t, tt.failed, "no violation so far")
 
+	// From here time goes on slowly (a tick per 100 ms, as in the
+	// daemon): at the torture's pace a loaded machine misses
+	// ping-timeout, and the reconnects that follow would hide what this
+	// test looks for.
+	waitFor := func(ok func() bool) {
+		deadline := time.Now().Add(60 * time.Second)
+		for !ok() && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			tt.clk.Advance(TickInterval)
+		}
+	}
+	// The batches may have dropped the connection (ping-timeout at the
+	// torture's pace): the attach is resynced in place only from a
+	// connected UpToDate peer (alone, it is refused).
+	waitFor(func() bool { s := tt.status(0); return s.Conn == "Connected" && s.PeerDisk == "UpToDate" })
+	require.Equal(t, "Connected", tt.status(0).Conn, "a reconnected: %s", line(tt.status(0)))
+
 	mark := len(logs.String())
 	require.NoError(t, tt.do(0, fsm.AttachBegin{}))
-	// Time goes on slowly here (a tick per 100 ms, as the daemon): at the torture's pace
-	// a loaded machine misses ping-timeout, and the reconnect that
-	// follows would hide what this test looks for.
-	deadline := time.Now().Add(60 * time.Second)
-	for !tt.synced() && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		tt.clk.Advance(TickInterval)
-	}
+	waitFor(tt.synced)
 	require.True(t, tt.synced(), "resynced: %s | %s", line(tt.status(0)), line(tt.status(1)))
 	after := logs.String()[mark:]
 	require.Contains(t, after, "Inconsistent until resynced in full")
