@@ -57,6 +57,7 @@ var (
 	tortureSeed     = flag.Uint64("torture.seed", 0, "run the one episode with this seed")
 	tortureSteps    = flag.Int("torture.steps", 16, "steps per episode")
 	tortureGoOn     = flag.Bool("torture.keepgoing", false, "go on after a failed episode (each failure prints its seed and trace)")
+	tortureStrict   = flag.Bool("torture.strict", true, "fail on every violation; false: only a lost, divergent or dishonest one fails the test, the others (a pair that does not heal in time, a refused promotion) are logged and counted")
 )
 
 const (
@@ -93,8 +94,13 @@ func TestTorture(t *testing.T) {
 		st.mu.Lock()
 		st.episodes++
 		st.mu.Unlock()
-		if !ok {
+		switch {
+		case ok:
+		case tt.unsafe || *tortureStrict:
 			t.Errorf("torture episode failed; replay with: go test ./pkg/node -run TestTorture -torture.seed=%d\ntrace:\n%s", seed, strings.Join(tt.trace, "\n"))
+		default:
+			t.Logf("torture episode violated liveness (not failing: -torture.strict=false); replay with: go test ./pkg/node -run TestTorture -torture.seed=%d\n%s", seed, tt.trace[len(tt.trace)-1])
+			return true
 		}
 		return ok
 	}
@@ -165,6 +171,7 @@ type torture struct {
 	dataSize int64
 	model    map[int64]*blockModel
 	tag      uint64
+	unsafe   bool      // a lost, divergent or dishonest violation
 	logTo    io.Writer // the nodes' log (nil: $TWINBLOCK_TORTURE_LOG, or none)
 	trace    []string
 	traceMu  sync.Mutex // a mid-batch fault logs from its own goroutine
@@ -237,6 +244,7 @@ func (tt *torture) logf(format string, args ...any) {
 // fail records a violation of kind (lost, divergent, dishonest, bad).
 func (tt *torture) fail(kind, format string, args ...any) {
 	tt.st.mu.Lock()
+	tt.unsafe = tt.unsafe || kind == "lost" || kind == "divergent" || kind == "dishonest"
 	switch kind {
 	case "lost":
 		tt.st.lost++
@@ -856,6 +864,11 @@ func (tt *torture) switchover() {
 	}
 	tt.st.fault("switchover")
 	o := 1 - tt.primary
+	// The peer must have heard of the promotion first: otherwise its
+	// "Secondary" below is the stale view from before it, and the
+	// Primary State still on its way makes it refuse the promotion (or
+	// the connection: finding 8), as an administrator too fast would see.
+	tt.settle(500, func() bool { return tt.status(o).PeerRole == "Primary" })
 	if err := tt.do(tt.primary, fsm.Demote{}); err != nil {
 		tt.fail("bad", "demote %s: %v", tt.nodes[tt.primary].name, err)
 		return
