@@ -101,8 +101,13 @@ type Action struct {
 //     they describe.
 //  2. IOMode, if non-nil, is published to the data path.
 //  3. Actions, in order. Because they follow the publication, an
-//     ActCloseDisk or ActCloseLink finds the data path already off the
-//     disk or the link: the driver drains what is in flight and closes.
+//     ActCloseDisk finds the data path already off the disk: the
+//     driver drains what is in flight and closes. ActCloseLink is the
+//     exception: the driver closes the link BEFORE step 2, because
+//     publishing drains the requests in flight, and those wait for the
+//     link's acks, which a silent peer never sends; closed, the link
+//     completes them with an error (the data path then marks them,
+//     the state machine having left the connection already).
 //  4. SendState: the node's State goes to the peer.
 //  5. SendBitmap: this node's bitmap goes to the peer (after the State,
 //     so the peer knows this node's disk state when the bitmap arrives).
