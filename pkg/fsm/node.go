@@ -65,7 +65,13 @@ type Node struct {
 	// missed: the data path acknowledged writes no disk of this node
 	// holds (Attached.Missed), and no disk attached since was resynced
 	// in full. Kept across a refused attach.
-	missed     bool
+	missed bool
+	// bitmapLost: a disk failed here since the last attach; its bitmap
+	// may not have reached it (a failed disk takes no more metadata
+	// writes), so what the peer lacks is unknown. The next disk
+	// attached has every block marked out of sync (its state as its
+	// flags say): whichever way the next resync goes, it is full.
+	bitmapLost bool
 	openCount  int
 	handshake  *Handshake // the last sync handshake, for explain
 	userPaused bool       // pause-sync here; kept across connections
@@ -377,6 +383,11 @@ func (n *Node) resetLiveness() {
 // consistent data that was not is Outdated, the rest Inconsistent.
 func (n *Node) attached(e Attached) {
 	n.missed = n.missed || e.Missed
+	if n.bitmapLost {
+		n.bitmapLost = false
+		n.ready.SetAllOutOfSync = true
+		n.logf("a disk failed here since the last attach, and its bitmap may be incomplete: every block out of sync")
+	}
 	upToDate := e.Flags&meta.FlagConsistent != 0 && e.Flags&meta.FlagWasUpToDate != 0
 	if n.role == Primary && (n.missed || !upToDate || !meta.Equal(e.GI[meta.Current], n.exposed)) {
 		// A Primary serves generation n.exposed through its peer; this
@@ -488,6 +499,7 @@ func (n *Node) diskFailed(err error) {
 		return
 	}
 	n.logf("local disk failed: %v; detaching (on-io-error detach)", err)
+	n.bitmapLost = true
 	n.disk = Diskless
 	n.metaValid = false
 	n.act(ActCloseDisk, "on-io-error detach")
