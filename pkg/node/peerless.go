@@ -149,7 +149,9 @@ func (l *swapDisk) WriteAt(p []byte, off int64, fua bool) error {
 func (l *swapDisk) Flush() error {
 	d, err := l.get()
 	if err != nil {
-		return nil // nothing written, nothing to flush
+		// Writes applied before a detach may not be durable: a Barrier
+		// must not be acknowledged as if they were.
+		return err
 	}
 	return d.Flush()
 }
