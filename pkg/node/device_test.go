@@ -46,19 +46,28 @@ type rig struct {
 	fences chan uint64
 }
 
+// attachedMem is a formatted, attached in-memory disk of size bytes:
+// its metadata and its data area.
+func attachedMem(t *testing.T, size int64) (*meta.Meta, disk.Disk) {
+	t.Helper()
+	backing := disk.NewMem(size, disk.MemOptions{})
+	l, err := meta.ComputeLayout(meta.InternalPlacement, size, size, meta.DefaultGranularity, meta.DefaultALExtents)
+	require.NoError(t, err)
+	_, err = meta.Format(backing, l)
+	require.NoError(t, err)
+	md, err := meta.Open(backing, meta.InternalPlacement, meta.Options{Name: "mem"})
+	require.NoError(t, err)
+	data, err := disk.NewRegion(backing, 0, l.DataSize)
+	require.NoError(t, err)
+	return md, data
+}
+
 // newRig connects a Primary's device (local disk in memory, metadata
 // attached) to a Secondary whose disk is secDisk, over TCP on loopback.
 func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
 	t.Helper()
-	local := disk.NewMem(rigSize, disk.MemOptions{})
-	l, err := meta.ComputeLayout(meta.InternalPlacement, rigSize, rigSize, meta.DefaultGranularity, meta.DefaultALExtents)
-	require.NoError(t, err)
-	_, err = meta.Format(local, l)
-	require.NoError(t, err)
-	md, err := meta.Open(local, meta.InternalPlacement, meta.Options{Name: "local"})
-	require.NoError(t, err)
-	data, err := disk.NewRegion(local, 0, l.DataSize)
-	require.NoError(t, err)
+	md, data := attachedMem(t, rigSize)
+	l := md.Layout()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -5,7 +5,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/replication"
@@ -15,16 +14,7 @@ import (
 // makes through this node are marked out of sync (and only those), and
 // the mark survives a crash because the activity log covers it.
 func TestPeerlessDiskMarksWhilePeerHasNoData(t *testing.T) {
-	const size = 8 << 20
-	backing := disk.NewMem(size, disk.MemOptions{})
-	l, err := meta.ComputeLayout(meta.InternalPlacement, size, size, meta.DefaultGranularity, meta.DefaultALExtents)
-	require.NoError(t, err)
-	_, err = meta.Format(backing, l)
-	require.NoError(t, err)
-	md, err := meta.Open(backing, meta.InternalPlacement, meta.Options{Name: "t"})
-	require.NoError(t, err)
-	data, err := disk.NewRegion(backing, 0, l.DataSize)
-	require.NoError(t, err)
+	md, data := attachedMem(t, 8<<20)
 
 	pd := &peerlessDisk{Disk: data, md: func() *meta.Meta { return md }}
 	buf := make([]byte, 8192)
