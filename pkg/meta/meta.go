@@ -80,6 +80,12 @@ type Options struct {
 //     it before it writes); the bitmap is written before a superblock
 //     that clears FlagPrimaryInd. Open after a crash with both flags
 //     set marks every block out of sync, which restores 4's conclusion.
+//
+// In both cases:
+//
+//  6. The superblock says FlagALClean (Close) only after the data
+//     device, and the meta device, were flushed: a crash after a clean
+//     detach loses no write the log stopped covering.
 type Meta struct {
 	md         disk.Disk
 	name       string
@@ -533,6 +539,18 @@ func (m *Meta) closeLocked() error {
 	if err := m.syncBitmapLocked(); err != nil {
 		return err
 	}
+	// A clean log replays nothing after a crash, so every data write it
+	// covered must be durable first (invariant 6); syncBitmapLocked
+	// flushes only when it wrote pages.
+	if m.data != nil {
+		if err := m.data.Flush(); err != nil {
+			return fmt.Errorf("meta: close of %s: flush the data device: %w; the log stays unclean", m.name, err)
+		}
+	}
+	if err := m.md.Flush(); err != nil {
+		return fmt.Errorf("meta: close of %s: flush: %w; the log stays unclean", m.name, err)
+	}
+	m.stats.Flushes++
 	return m.updateLocked(func(s *Superblock) { s.Flags |= FlagALClean })
 }
 
