@@ -62,10 +62,16 @@ type (
 		Fatal bool
 	}
 	// LinkUp: a connection passed the handshake; Peer is the peer's
-	// State from it, OutOfSync the bits set in this node's bitmap now
-	// (the "changes" the after-sb policies weigh against the peer's).
+	// State from it, Sent this node's State as the handshake sent it
+	// (its OutOfSync: the bits set in this node's bitmap then, the
+	// "changes" the after-sb policies weigh against the peer's), and
+	// OutOfSync the bits set now. Both sides decide on the two States
+	// exchanged, so they reach the same decision; a node whose state
+	// changed since it sent its own drops the connection and connects
+	// again.
 	LinkUp struct {
 		Peer      PeerInfo
+		Sent      PeerInfo
 		OutOfSync uint64
 	}
 	// PeerChanged: the peer sent a new State while connected.

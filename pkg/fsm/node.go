@@ -72,10 +72,13 @@ type Node struct {
 	// attached has every block marked out of sync (its state as its
 	// flags say): whichever way the next resync goes, it is full.
 	bitmapLost bool
-	openCount  int
-	handshake  *Handshake // the last sync handshake, for explain
-	userPaused bool       // pause-sync here; kept across connections
-	peerPaused bool       // pause-sync on the peer
+	// attachRefused: why the last attach opened a disk and closed it
+	// again (nil: it did not); the driver fails the verb with it.
+	attachRefused error
+	openCount     int
+	handshake     *Handshake // the last sync handshake, for explain
+	userPaused    bool       // pause-sync here; kept across connections
+	peerPaused    bool       // pause-sync on the peer
 
 	// connecting
 	wantConnect bool
@@ -156,6 +159,12 @@ func (n *Node) SplitBrain() (bool, int) {
 	return true, n.handshake.Outcome.Rule
 }
 
+// AttachRefused returns why the disk the last attach opened was refused
+// and closed again (wrapping ErrDataNotCurrent), or nil. The Attached
+// step itself succeeds: the refusal is a state (Diskless) and an action
+// (ActCloseDisk), and this is what the verb that asked reports.
+func (n *Node) AttachRefused() error { return n.attachRefused }
+
 // IOMode returns the I/O mode for the current state.
 func (n *Node) IOMode() IOMode { return n.ioMode() }
 
@@ -185,6 +194,7 @@ func (n *Node) step(e Event) error {
 			return ErrDiskConfigured
 		}
 		n.disk = Attaching
+		n.attachRefused = nil
 		n.act(ActOpenDisk, "attach")
 	case Attached:
 		if n.disk != Attaching {
@@ -234,7 +244,19 @@ func (n *Node) step(e Event) error {
 			n.act(ActCloseLink, "not connecting")
 			return nil
 		}
-		n.linkUp(e.Peer, e.OutOfSync)
+		if why := n.changedSince(e.Sent, e.OutOfSync); why != "" {
+			// The peer decides on what this node sent, so this node
+			// may not decide on anything else: a promotion (with its
+			// new current UUID) between the two made the peer see the
+			// same generation and connect in sync while this node
+			// became the sync source of the blocks the peer had marked
+			// (finding 13, the dishonest seeds). Again, with the
+			// state as it is now.
+			n.act(ActCloseLink, "state changed during the handshake")
+			n.logf("dropping the new connection: %s since this node's State was sent; connecting again", why)
+			return nil
+		}
+		n.linkUp(e.Peer, e.Sent.OutOfSync)
 	case PeerChanged:
 		if n.conn.Established() {
 			n.peerChanged(e.Peer)
@@ -399,15 +421,17 @@ func (n *Node) attached(e Attached) {
 		if !(n.conn.Established() && n.peerDisk == UpToDate) {
 			n.disk = Diskless
 			n.act(ActCloseDisk, "attach refused")
+			var why string
 			switch {
 			case n.missed:
-				n.logf("attach refused: this Primary acknowledged writes the disk does not hold, and no UpToDate peer can resync it")
+				why = "this Primary acknowledged writes the disk does not hold, and no UpToDate peer can resync it"
 			case !upToDate:
-				n.logf("attach refused: the disk was not UpToDate (flags %s), and no UpToDate peer can resync it", e.Flags)
+				why = fmt.Sprintf("the disk was not UpToDate (flags %s), and no UpToDate peer can resync it", e.Flags)
 			default:
-				n.logf("attach refused: the disk holds generation %016X, this Primary serves %016X (can only attach to the data we lost last)",
-					e.GI[meta.Current], n.exposed)
+				why = fmt.Sprintf("the disk holds generation %016X, this Primary serves %016X", e.GI[meta.Current], n.exposed)
 			}
+			n.attachRefused = fmt.Errorf("%w: %s", ErrDataNotCurrent, why)
+			n.logf("attach refused: %s", why)
 			return
 		}
 		n.gi = e.GI
@@ -594,6 +618,28 @@ func (n *Node) lostPeer(cause ConnState) {
 // (drbd_sync_handshake, splitbrain.Negotiate) and acts on its outcome:
 // the handlers it names, a demotion, the connection refused, or the
 // resync it decided.
+// changedSince reports how this node's state differs from sent, the
+// State its handshake sent, in what the sync handshake decides on ("":
+// not at all). Bits count only as none or some: a Primary's writes
+// while it connects mark more blocks without changing the decision.
+func (n *Node) changedSince(sent PeerInfo, outOfSync uint64) string {
+	switch {
+	case sent.Role != n.role:
+		return fmt.Sprintf("the role changed (%s -> %s)", sent.Role, n.role)
+	case sent.Disk != n.disk:
+		return fmt.Sprintf("the disk state changed (%s -> %s)", sent.Disk, n.disk)
+	case sent.GI != n.gi:
+		return fmt.Sprintf("the generation identifiers changed (%s -> %s)", sent.GI, n.gi)
+	case sent.CrashedPrimary != n.crashedPrimary:
+		return "the crashed-primary flag changed"
+	case sent.DiscardMyData != n.discardMyData:
+		return "--discard-my-data changed"
+	case (sent.OutOfSync == 0) != (outOfSync == 0):
+		return fmt.Sprintf("the bitmap changed (%d -> %d bits set)", sent.OutOfSync, outOfSync)
+	}
+	return ""
+}
+
 func (n *Node) linkUp(p PeerInfo, outOfSync uint64) {
 	n.resetLiveness()
 	if n.disk == Diskless || p.Disk == Diskless {

@@ -74,6 +74,12 @@ func (r *Resource) action(a fsm.Action) {
 		}
 		r.swap.set(r.linkDisk())
 		r.stepped(r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags, Missed: r.dev.missed.Swap(false)}))
+		if err := r.fsm.AttachRefused(); err != nil {
+			// The disk is closed again (this Ready's ActCloseDisk);
+			// attach fails with the reason.
+			r.attachErr = err
+			return
+		}
 		r.resumeBackup()
 	case fsm.ActCloseDisk:
 		r.stopSync() // its checkpoints write the metadata
@@ -328,7 +334,7 @@ func (r *Resource) handshake(nc net.Conn) {
 		}
 		// evLink first: the callbacks wait for linkCh, so what the
 		// peer sends right after the handshake reaches run after it.
-		r.post(evLink{link: l, err: err, hs: true})
+		r.post(evLink{link: l, err: err, hs: true, sent: local})
 		linkCh <- l
 	}()
 }

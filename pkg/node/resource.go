@@ -137,7 +137,8 @@ type (
 	evLink struct {
 		link *replication.Link
 		err  error
-		hs   bool // from handshake (not a failed dial)
+		hs   bool              // from handshake (not a failed dial)
+		sent replication.State // this node's State, as the handshake sent it
 	}
 	evLinkClosed struct {
 		link *replication.Link
@@ -546,7 +547,7 @@ func (r *Resource) event(ev any) {
 		// (handshake) is kept if the handshake discards this node.
 		r.armBackup()
 		prev := r.fsm.LastHandshake()
-		r.stepped(r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), OutOfSync: oos}))
+		r.stepped(r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), Sent: peerInfo(e.sent), OutOfSync: oos}))
 		r.backupDecide(prev)
 	case evLinkClosed:
 		if e.link == nil || e.link != r.link {
