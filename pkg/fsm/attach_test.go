@@ -47,6 +47,14 @@ func TestPrimaryAttachNeedsUpToDateData(t *testing.T) {
 			require.NotPanics(t, func() { require.NoError(t, n.Step(Attached{GI: gi, Flags: tc.flags, Missed: tc.missed})) })
 			require.Equal(t, tc.want, n.State().Disk)
 			require.Equal(t, Primary, n.State().Role)
+			// The verb that attached hears the refusal.
+			if tc.want != Diskless {
+				require.NoError(t, n.AttachRefused())
+				return
+			}
+			require.ErrorIs(t, n.AttachRefused(), ErrDataNotCurrent)
+			require.NoError(t, n.Step(AttachBegin{}))
+			require.NoError(t, n.AttachRefused(), "a new attach starts without the old refusal")
 		})
 	}
 }

@@ -169,4 +169,8 @@ func (e *Failure) Error() string { return fmt.Sprintf("Failure: (%d) %s", e.Code
 var (
 	ErrDiskConfigured = &Failure{124, "Device is attached to a disk (use detach first)"}
 	ErrNetConfigured  = &Failure{125, "Device has a net-config (use disconnect first)"}
+	// ErrDataNotCurrent: a Primary without a disk refused the disk it
+	// opened (drbd_adm_attach's ERR_DATA_NOT_CURRENT); AttachRefused
+	// wraps it with the reason.
+	ErrDataNotCurrent = &Failure{156, "Can only attach to the data we lost last"}
 )
