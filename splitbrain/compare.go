@@ -109,7 +109,32 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 			return TargetBitmap, 37
 		}
 		if !self.CrashedPrimary && !peer.CrashedPrimary {
-			return NoSync, 40
+			if self.Changed == 0 && peer.Changed == 0 {
+				return NoSync, 40
+			}
+			// twinblock's rule 42: the same generation, but a bitmap
+			// marks blocks the peer may lack (a node that lost the link
+			// after it demoted marks its writes the peer never covered
+			// with a BarrierAck, without a new generation). DRBD
+			// connects in sync here, with the marks standing beside
+			// UpToDate/UpToDate; twinblock resyncs them, from the
+			// Primary, else from the side that marked.
+			switch {
+			case self.Primary != peer.Primary:
+				if self.Primary {
+					return SourceBitmap, 42
+				}
+				return TargetBitmap, 42
+			case (self.Changed > 0) != (peer.Changed > 0):
+				if self.Changed > 0 {
+					return SourceBitmap, 42
+				}
+				return TargetBitmap, 42
+			case resolveConflicts:
+				return SourceBitmap, 42
+			default:
+				return TargetBitmap, 42
+			}
 		}
 		// One of them crashed as Primary: its activity log's extents
 		// may hold writes the other never saw (rule 41 onwards).

@@ -32,6 +32,7 @@ var ruleText = map[int]string{
 	37:   "the peer was sync source of a resync this node never finished",
 	40:   "both hold the same data generation",
 	41:   "the same data generation, but a node crashed as Primary: its activity log's extents are resynced",
+	42:   "the same data generation, but blocks are marked out of sync: they are resynced from the Primary, else from the node that marked them (twinblock's rule)",
 	50:   "the peer went on without this node from this node's generation: this node needs the blocks in the bitmaps",
 	51:   "the peer started a resync to this node whose sync UUID never arrived: undone, resync from the bitmaps",
 	60:   "this node's generation is in the peer's history: this node is too far behind for a bitmap, it needs all of the peer's data",
