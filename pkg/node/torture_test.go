@@ -738,11 +738,8 @@ func (tt *torture) crash(i int) {
 	n := tt.nodes[i]
 	before := tt.status(i)
 	tt.logf("power loss of %s (%s)", n.name, line(before))
-	tt.net.Isolate(n.host)
 	keep := tt.rng.Float64()
-	clone := n.backing.CrashClone(rand.New(rand.NewPCG(tt.seed, uint64(len(tt.trace)))), keep)
-	tt.stop(i)
-	n.backing = clone
+	n.backing = tt.cutPower(i, rand.New(rand.NewPCG(tt.seed, uint64(len(tt.trace)))), keep)
 	wasPrimary := i == tt.primary
 	// The Primary's status promised that the peer holds every
 	// acknowledged write: Connected with UpToDate/UpToDate, or a
@@ -818,13 +815,29 @@ func (tt *torture) crash(i int) {
 func (tt *torture) powerLoss(i int) {
 	n := tt.nodes[i]
 	tt.logf("power loss of %s (mid-batch; %s)", n.name, line(tt.status(i)))
-	tt.net.Isolate(n.host)
 	tt.traceMu.Lock()
 	seq := uint64(len(tt.trace))
 	tt.traceMu.Unlock()
-	clone := n.backing.CrashClone(rand.New(rand.NewPCG(tt.seed, seq)), 0.5)
+	n.backing = tt.cutPower(i, rand.New(rand.NewPCG(tt.seed, seq)), 0.5)
+}
+
+// cutPower is the moment node i loses power: from then on its disk
+// takes nothing and its peer hears nothing from it (the node itself
+// goes on until it is stopped, but as a dead machine would: its disk
+// fails every request, its packets are dropped and no connection
+// reaches it). It returns what the disk keeps: the durable data and
+// part of the volatile cache (keep). Without the freeze, the stopping
+// node reconnected and answered its peer's Barriers from the disk the
+// clone had already left behind.
+func (tt *torture) cutPower(i int, rng *rand.Rand, keep float64) *disk.Crash {
+	n, o := tt.nodes[i], tt.nodes[1-i]
+	tt.net.Partition(n.host, o.host)
+	n.faulty.SetInjector(func(disk.Op) error { return disk.ErrInjected })
+	tt.net.Isolate(n.host)
+	clone := n.backing.CrashClone(rng, keep)
 	tt.stop(i)
-	n.backing = clone
+	tt.net.Heal(n.host, o.host)
+	return clone
 }
 
 // diskError makes node i's disk fail half its writes and flushes for
