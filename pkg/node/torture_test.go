@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,6 +56,8 @@ var (
 	tortureEpisodes = flag.Int("torture.episodes", 0, "episodes to run (0: $TWINBLOCK_TORTURE_EPISODES, else 30)")
 	tortureDuration = flag.Duration("torture.duration", 0, "run episodes for this long instead of a count")
 	tortureSeed     = flag.Uint64("torture.seed", 0, "run the one episode with this seed")
+	tortureBase     = flag.Uint64("torture.base", 0, "derive the episodes' seeds from this one (0: the time)")
+	tortureParallel = flag.Int("torture.parallel", 1, "episodes run at once (each has its own network, clock and disks)")
 	tortureSteps    = flag.Int("torture.steps", 16, "steps per episode")
 	tortureGoOn     = flag.Bool("torture.keepgoing", false, "go on after a failed episode (each failure prints its seed and trace)")
 	tortureStrict   = flag.Bool("torture.strict", true, "fail on every violation; false: only a lost, divergent or dishonest one fails the test, the others (a pair that does not heal in time, a refused promotion) are logged and counted")
@@ -115,20 +118,34 @@ func TestTorture(t *testing.T) {
 		if n == 0 {
 			n = 30
 		}
-		base := uint64(time.Now().UnixNano())
-		start := time.Now()
-		for i := 0; ; i++ {
-			if *tortureDuration > 0 {
-				if time.Since(start) > *tortureDuration {
-					break
-				}
-			} else if i >= n {
-				break
-			}
-			if !run(base+uint64(i)*0x9e3779b97f4a7c15) && !*tortureGoOn {
-				break
-			}
+		base := *tortureBase
+		if base == 0 {
+			base = uint64(time.Now().UnixNano())
 		}
+		start := time.Now()
+		var next atomic.Int64
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		for range max(1, *tortureParallel) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					i := next.Add(1) - 1
+					if *tortureDuration > 0 {
+						if time.Since(start) > *tortureDuration {
+							return
+						}
+					} else if i >= int64(n) {
+						return
+					}
+					if !run(base+uint64(i)*0x9e3779b97f4a7c15) && !*tortureGoOn {
+						stop.Store(true)
+					}
+				}
+			}()
+		}
+		wg.Wait()
 		el := time.Since(start)
 		kinds := make([]string, 0, len(st.faults))
 		for k := range st.faults {
@@ -898,29 +915,66 @@ func (tt *torture) switchover() {
 	tt.checkReads("lost")
 }
 
-// checkReads reads every block of the model through the Primary.
+// checkReads reads every block of the model through the Primary, in
+// runs of up to 1 MiB of consecutive blocks (reads of many sizes, and
+// far fewer requests than one per block).
 func (tt *torture) checkReads(kind string) {
 	if tt.primary < 0 {
 		return
 	}
 	dev := tt.nodes[tt.primary].r.dev
-	buf := make([]byte, tBlock)
-	for b, m := range tt.model {
-		var err error
-		// Reads may go to the peer, which may not answer.
-		tt.ticking(func() { err = dev.ReadAt(buf, b*tBlock) })
-		if err != nil {
-			if s := tt.status(tt.primary); s.Disk != "UpToDate" && s.PeerDisk != "UpToDate" {
-				continue // no UpToDate data reachable: I/O errors are right
+	blocks := tt.modelBlocks()
+	buf := make([]byte, maxRun*tBlock)
+	// Reads may go to the peer, which may not answer: time goes on.
+	tt.ticking(func() {
+		for _, r := range runs(blocks) {
+			i, j := r[0], r[1]
+			p := buf[:int64(j-i)*tBlock]
+			if err := dev.ReadAt(p, blocks[i]*tBlock); err != nil {
+				if s := tt.status(tt.primary); s.Disk != "UpToDate" && s.PeerDisk != "UpToDate" {
+					continue // no UpToDate data reachable: I/O errors are right
+				}
+				tt.fail(kind, "read blocks %d..%d on %s: %v", blocks[i], blocks[j-1], tt.nodes[tt.primary].name, err)
+				return
 			}
-			tt.fail(kind, "read block %d on %s: %v", b, tt.nodes[tt.primary].name, err)
-			return
+			for k := i; k < j; k++ {
+				b := blocks[k]
+				blk := p[int64(k-i)*tBlock : int64(k-i+1)*tBlock]
+				if m := tt.model[b]; !allowed(blk, b, m.cands) {
+					tt.fail(kind, "block %d on the Primary %s holds tag %x, want one of %x", b, tt.nodes[tt.primary].name, binary.LittleEndian.Uint64(blk), m.cands)
+					return
+				}
+			}
 		}
-		if !allowed(buf, b, m.cands) {
-			tt.fail(kind, "block %d on the Primary %s holds tag %x, want one of %x", b, tt.nodes[tt.primary].name, binary.LittleEndian.Uint64(buf), m.cands)
-			return
-		}
+	})
+}
+
+// maxRun is the most blocks the checks read at once (1 MiB).
+const maxRun = 256
+
+// modelBlocks returns the blocks of the model, in order.
+func (tt *torture) modelBlocks() []int64 {
+	blocks := make([]int64, 0, len(tt.model))
+	for b := range tt.model {
+		blocks = append(blocks, b)
 	}
+	slices.Sort(blocks)
+	return blocks
+}
+
+// runs splits sorted blocks into index ranges [i, j) of consecutive
+// blocks, maxRun at most each.
+func runs(blocks []int64) [][2]int {
+	var out [][2]int
+	for i := 0; i < len(blocks); {
+		j := i + 1
+		for j < len(blocks) && j-i < maxRun && blocks[j] == blocks[j-1]+1 {
+			j++
+		}
+		out = append(out, [2]int{i, j})
+		i = j
+	}
+	return out
 }
 
 // check runs the invariants after a step.
@@ -945,24 +999,30 @@ func (tt *torture) check() {
 	}
 	// Compare the data areas (what the disks hold, caches included) and
 	// the bitmaps over the blocks written.
-	a, b := make([]byte, tBlock), make([]byte, tBlock)
 	var differ []int64
-	for blk := range tt.model {
-		if err := tt.nodes[0].backing.ReadAt(a, blk*tBlock); err != nil {
+	blocks := tt.modelBlocks()
+	ra, rb := make([]byte, maxRun*tBlock), make([]byte, maxRun*tBlock)
+	for _, r := range runs(blocks) {
+		n := int64(r[1]-r[0]) * tBlock
+		if err := tt.nodes[0].backing.ReadAt(ra[:n], blocks[r[0]]*tBlock); err != nil {
 			tt.t.Fatal(err)
 		}
-		if err := tt.nodes[1].backing.ReadAt(b, blk*tBlock); err != nil {
+		if err := tt.nodes[1].backing.ReadAt(rb[:n], blocks[r[0]]*tBlock); err != nil {
 			tt.t.Fatal(err)
 		}
-		if string(a) == string(b) {
-			continue
+		for k := r[0]; k < r[1]; k++ {
+			blk := blocks[k]
+			a, b := ra[int64(k-r[0])*tBlock:int64(k-r[0]+1)*tBlock], rb[int64(k-r[0])*tBlock:int64(k-r[0]+1)*tBlock]
+			if string(a) == string(b) {
+				continue
+			}
+			if inSync(sa) && inSync(sb) {
+				tt.fail("divergent", "block %d differs (a: tag %x, b: tag %x) while both say Connected UpToDate/UpToDate (now %s | %s)",
+					blk, binary.LittleEndian.Uint64(a), binary.LittleEndian.Uint64(b), line(tt.status(0)), line(tt.status(1)))
+				return
+			}
+			differ = append(differ, blk)
 		}
-		if inSync(sa) && inSync(sb) {
-			tt.fail("divergent", "block %d differs (a: tag %x, b: tag %x) while both say Connected UpToDate/UpToDate (now %s | %s)",
-				blk, binary.LittleEndian.Uint64(a), binary.LittleEndian.Uint64(b), line(tt.status(0)), line(tt.status(1)))
-			return
-		}
-		differ = append(differ, blk)
 	}
 	if len(differ) == 0 || sa.Disk == "Diskless" || sb.Disk == "Diskless" || sa.Disk == "Inconsistent" || sb.Disk == "Inconsistent" {
 		return // a node without consistent data resyncs all it lacks
