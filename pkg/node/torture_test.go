@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -191,8 +192,11 @@ type torture struct {
 	unsafe   bool      // a lost, divergent or dishonest violation
 	logTo    io.Writer // the nodes' log (nil: $TWINBLOCK_TORTURE_LOG, or none)
 	trace    []string
-	traceMu  sync.Mutex // a mid-batch fault logs from its own goroutine
-	failed   bool
+	// frozen: the Primary lost power mid-batch; requests that complete
+	// from then on were never answered.
+	frozen  atomic.Bool
+	traceMu sync.Mutex // a mid-batch fault logs from its own goroutine
+	failed  bool
 }
 
 func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
@@ -466,11 +470,15 @@ func (tt *torture) step() {
 	case x < 63:
 		// The link cut, or the Secondary's power lost, while the
 		// Primary's requests are in flight.
-		if i := 1 - tt.primary; tt.primary >= 0 && tt.rng.IntN(2) == 0 && tt.status(tt.primary).Disk == "UpToDate" {
+		k := tt.rng.IntN(3)
+		switch i := 1 - tt.primary; {
+		case tt.primary >= 0 && k == 0 && tt.status(tt.primary).Disk == "UpToDate":
 			tt.st.fault("secondary-power-loss-mid-batch")
 			tt.batchWith(func() { tt.powerLoss(i) })
 			tt.start(i)
-		} else {
+		case tt.primary >= 0 && k == 1:
+			tt.primaryPowerLossMidBatch()
+		default:
 			tt.st.fault("cut-mid-batch")
 			tt.batchWith(func() {
 				tt.logf("cut the link (mid-batch)")
@@ -539,7 +547,11 @@ type clientOp struct {
 	off, n int64
 	tag    uint64
 	err    error
+	late   bool // completed after the Primary lost power: never answered
 }
+
+// errNeverAnswered: the request completed after its Primary lost power.
+var errNeverAnswered = errors.New("never answered: the Primary lost power")
 
 var tortureSizes = []int64{4096, 8192, 65536, 1<<20 - 4096, 1 << 20, 1<<20 + 4096, 1280 << 10, 3 << 20, 32 << 20}
 
@@ -625,6 +637,7 @@ func (tt *torture) batchWith(mid func()) {
 			case "zeroes":
 				o.err = dev.WriteZeroes(o.off, o.n, true, false)
 			}
+			o.late = tt.frozen.Load()
 		}()
 	}
 	// Time goes on while requests are in flight: a peer that stops
@@ -644,9 +657,17 @@ func (tt *torture) batchWith(mid func()) {
 		// it was sent. The clock goes on meanwhile too: a partitioned
 		// peer never answers its Barrier (finding 4 was a frozen clock).
 		tt.ticking(func() { flush.err = dev.Flush() })
+		flush.late = tt.frozen.Load()
 	}
 	for _, o := range ops {
-		tt.logf("  %s %d+%d tag %x: %v", o.kind, o.off, o.n, o.tag, o.err)
+		if o.late {
+			tt.logf("  %s %d+%d tag %x: %v, after the power loss (unknown)", o.kind, o.off, o.n, o.tag, o.err)
+			if o.err == nil {
+				o.err = errNeverAnswered
+			}
+		} else {
+			tt.logf("  %s %d+%d tag %x: %v", o.kind, o.off, o.n, o.tag, o.err)
+		}
 		tt.st.mu.Lock()
 		if o.err == nil {
 			tt.st.acked++
@@ -757,6 +778,13 @@ func (tt *torture) crash(i int) {
 	tt.logf("power loss of %s (%s)", n.name, line(before))
 	keep := tt.rng.Float64()
 	n.backing = tt.cutPower(i, rand.New(rand.NewPCG(tt.seed, uint64(len(tt.trace)))), keep)
+	tt.restartAfterCrash(i, before)
+}
+
+// restartAfterCrash goes on after node i lost power, its status having
+// been before: the failover or the restart, and the model's update.
+func (tt *torture) restartAfterCrash(i int, before status.Resource) {
+	n := tt.nodes[i]
 	wasPrimary := i == tt.primary
 	// The Primary's status promised that the peer holds every
 	// acknowledged write: Connected with UpToDate/UpToDate, or a
@@ -838,23 +866,60 @@ func (tt *torture) powerLoss(i int) {
 	n.backing = tt.cutPower(i, rand.New(rand.NewPCG(tt.seed, seq)), 0.5)
 }
 
-// cutPower is the moment node i loses power: from then on its disk
-// takes nothing and its peer hears nothing from it (the node itself
-// goes on until it is stopped, but as a dead machine would: its disk
-// fails every request, its packets are dropped and no connection
-// reaches it). It returns what the disk keeps: the durable data and
-// part of the volatile cache (keep). Without the freeze, the stopping
-// node reconnected and answered its peer's Barriers from the disk the
-// clone had already left behind.
+// cutPower is the moment node i loses power (freeze), then what its
+// disk keeps (a crash clone: the durable data and the part keep of its
+// volatile cache), and the end of the node.
 func (tt *torture) cutPower(i int, rng *rand.Rand, keep float64) *disk.Crash {
+	tt.freeze(i)
+	clone := tt.nodes[i].backing.CrashClone(rng, keep)
+	tt.bury(i)
+	return clone
+}
+
+// freeze makes node i a dead machine while it still runs: its disk
+// fails every request, its connections are reset, its packets dropped
+// and no new connection reaches it. Without it, a node being stopped
+// reconnected and answered its peer's Barriers from the disk the crash
+// clone had already left behind.
+func (tt *torture) freeze(i int) {
 	n, o := tt.nodes[i], tt.nodes[1-i]
 	tt.net.Partition(n.host, o.host)
 	n.faulty.SetInjector(func(disk.Op) error { return disk.ErrInjected })
 	tt.net.Isolate(n.host)
-	clone := n.backing.CrashClone(rng, keep)
+}
+
+// bury stops the frozen node i and lifts its partition.
+func (tt *torture) bury(i int) {
 	tt.stop(i)
-	tt.net.Heal(n.host, o.host)
-	return clone
+	tt.net.Heal(tt.nodes[i].host, tt.nodes[1-i].host)
+}
+
+// primaryPowerLossMidBatch: the Primary loses power while its requests
+// are in flight. A request that completed after that moment was never
+// answered (the client's connection died with the node): its outcome
+// is unknown, as for a failed one. What was acknowledged before must
+// survive as for a crash between requests (restartAfterCrash); the
+// status that decides the failover is the one at the moment of the
+// power loss.
+func (tt *torture) primaryPowerLossMidBatch() {
+	tt.st.fault("primary-power-loss-mid-batch")
+	i := tt.primary
+	n := tt.nodes[i]
+	keep := tt.rng.Float64()
+	var before status.Resource
+	tt.batchWith(func() {
+		tt.freeze(i)
+		tt.frozen.Store(true)
+		before = tt.status(i)
+		tt.traceMu.Lock()
+		seq := uint64(len(tt.trace))
+		tt.traceMu.Unlock()
+		tt.logf("power loss of %s (mid-batch; %s)", n.name, line(before))
+		n.backing = n.backing.CrashClone(rand.New(rand.NewPCG(tt.seed, seq)), keep)
+	})
+	tt.frozen.Store(false)
+	tt.bury(i)
+	tt.restartAfterCrash(i, before)
 }
 
 // diskError makes node i's disk fail half its writes and flushes for
