@@ -126,8 +126,8 @@ func (c *cluster) do(name string, a Action) {
 		}
 		c.link = true
 		pa, pb := c.peerInfo(name), c.peerInfo(c.other(name))
-		c.step(name, LinkUp{Peer: pb, OutOfSync: c.changed[name]})
-		c.step(c.other(name), LinkUp{Peer: pa, OutOfSync: c.changed[c.other(name)]})
+		c.step(name, LinkUp{Peer: pb, Sent: pa, OutOfSync: c.changed[name]})
+		c.step(c.other(name), LinkUp{Peer: pa, Sent: pb, OutOfSync: c.changed[c.other(name)]})
 	case ActCloseLink:
 		switch {
 		case !c.link:
