@@ -22,6 +22,7 @@ import (
 
 	"github.com/twinblock/twinblock/nbd/client"
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 )
 
@@ -500,9 +501,9 @@ func TestDaemonSIGTERMClean(t *testing.T) {
 	require.True(t, p.procs["a"].cmd.ProcessState.Success(), p.procs["a"].Log())
 	_, snap := p.dataArea(t, "a")
 	f := snap.Superblock.Flags
-	require.Zero(t, f&meta.FlagPrimaryInd, "flags %s", f)
-	require.Zero(t, f&meta.FlagCrashedPrimary, "flags %s", f)
-	require.NotZero(t, f&meta.FlagALClean, "flags %s", f)
+	require.Zero(t, f&genid.FlagPrimaryInd, "flags %s", f)
+	require.Zero(t, f&genid.FlagCrashedPrimary, "flags %s", f)
+	require.NotZero(t, f&genid.FlagALClean, "flags %s", f)
 	require.Nil(t, snap.ALExtents)
 }
 

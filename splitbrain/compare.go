@@ -3,12 +3,12 @@ package splitbrain
 import (
 	"fmt"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // Side is what the comparison needs to know about one node.
 type Side struct {
-	GI             meta.GI
+	GI             genid.GI
 	CrashedPrimary bool // MDF_CRASHED_PRIMARY: it crashed while Primary
 	Primary        bool // it is Primary now
 
@@ -79,31 +79,31 @@ func (d Decision) Full() bool { return d == TargetFull || d == SourceFull }
 // which both sides see alike (property-tested).
 func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 	s, p := self.GI, peer.GI
-	const mask = ^meta.UUIDPrimaryBit
-	sc, pc := s[meta.Current]&mask, p[meta.Current]&mask
+	const mask = ^genid.UUIDPrimaryBit
+	sc, pc := s[genid.Current]&mask, p[genid.Current]&mask
 
-	if sc == meta.UUIDJustCreated && pc == meta.UUIDJustCreated {
+	if sc == genid.UUIDJustCreated && pc == genid.UUIDJustCreated {
 		return NoSync, 10
 	}
-	if sc == meta.UUIDJustCreated || sc == 0 {
+	if sc == genid.UUIDJustCreated || sc == 0 {
 		return TargetFull, 20
 	}
-	if pc == meta.UUIDJustCreated || pc == 0 {
+	if pc == genid.UUIDJustCreated || pc == 0 {
 		return SourceFull, 30
 	}
 	if sc == pc {
-		sb, pb := s[meta.Bitmap]&mask, p[meta.Bitmap]&mask
+		sb, pb := s[genid.Bitmap]&mask, p[genid.Bitmap]&mask
 		if pb == 0 && sb != 0 {
 			// This node was sync source and still carries the bitmap
 			// UUID of that resync: the target finished (it adopted
 			// our current UUID) but we missed the end.
-			if sb == p[meta.HistoryStart]&mask && s[meta.HistoryStart]&mask == p[meta.HistoryEnd]&mask {
+			if sb == p[genid.HistoryStart]&mask && s[genid.HistoryStart]&mask == p[genid.HistoryEnd]&mask {
 				return SourceBitmap, 34 // Correct rotates our tuple
 			}
 			return SourceBitmap, 36
 		}
 		if sb == 0 && pb != 0 {
-			if pb == s[meta.HistoryStart]&mask && p[meta.HistoryStart]&mask == s[meta.HistoryEnd]&mask {
+			if pb == s[genid.HistoryStart]&mask && p[genid.HistoryStart]&mask == s[genid.HistoryEnd]&mask {
 				return TargetBitmap, 35 // Correct rotates the peer's tuple
 			}
 			return TargetBitmap, 37
@@ -156,36 +156,36 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 			return TargetBitmap, 40
 		}
 	}
-	if pb := p[meta.Bitmap] & mask; pb != 0 && sc == pb {
+	if pb := p[genid.Bitmap] & mask; pb != 0 && sc == pb {
 		return TargetBitmap, 50
 	}
-	if ph := p[meta.HistoryStart] & mask; ph != 0 && sc == ph && ph+meta.UUIDNewBMOffset == p[meta.Bitmap]&mask {
+	if ph := p[genid.HistoryStart] & mask; ph != 0 && sc == ph && ph+genid.UUIDNewBMOffset == p[genid.Bitmap]&mask {
 		// The peer started a resync as source (its bitmap UUID is the
 		// rotated one) but our node never got the sync UUID: undo the
 		// peer's rotation (Correct) and resync from its bitmap.
 		return TargetBitmap, 51
 	}
-	for _, h := range p[meta.HistoryStart:] {
+	for _, h := range p[genid.HistoryStart:] {
 		if h&mask != 0 && sc == h&mask {
 			return TargetFull, 60
 		}
 	}
-	if sb := s[meta.Bitmap] & mask; sb != 0 && sb == pc {
+	if sb := s[genid.Bitmap] & mask; sb != 0 && sb == pc {
 		return SourceBitmap, 70
 	}
-	if sh := s[meta.HistoryStart] & mask; sh != 0 && sh == pc && sh+meta.UUIDNewBMOffset == s[meta.Bitmap]&mask {
+	if sh := s[genid.HistoryStart] & mask; sh != 0 && sh == pc && sh+genid.UUIDNewBMOffset == s[genid.Bitmap]&mask {
 		return SourceBitmap, 71 // Correct undoes our own rotation
 	}
-	for _, h := range s[meta.HistoryStart:] {
+	for _, h := range s[genid.HistoryStart:] {
 		if h&mask != 0 && pc == h&mask {
 			return SourceFull, 80
 		}
 	}
-	if sb, pb := s[meta.Bitmap]&mask, p[meta.Bitmap]&mask; sb != 0 && sb == pb {
+	if sb, pb := s[genid.Bitmap]&mask, p[genid.Bitmap]&mask; sb != 0 && sb == pb {
 		return SplitBrainAutoRec, 90
 	}
-	for _, a := range s[meta.HistoryStart:] {
-		for _, b := range p[meta.HistoryStart:] {
+	for _, a := range s[genid.HistoryStart:] {
+		for _, b := range p[genid.HistoryStart:] {
 			if a&mask != 0 && a&mask == b&mask {
 				return SplitBrainDrop, 100
 			}
@@ -207,7 +207,7 @@ func Compare(self, peer Side, resolveConflicts bool) (Decision, int) {
 //
 // Other rules return both tuples unchanged. Only self's tuple is this
 // node's to persist; the peer's is the view this node keeps of it.
-func Correct(rule int, self, peer meta.GI) (meta.GI, meta.GI) {
+func Correct(rule int, self, peer genid.GI) (genid.GI, genid.GI) {
 	switch rule {
 	case 34:
 		self.FinishResyncSource()
@@ -222,8 +222,8 @@ func Correct(rule int, self, peer meta.GI) (meta.GI, meta.GI) {
 }
 
 // undoStart reverses StartResyncSource's rotation.
-func undoStart(g meta.GI) meta.GI {
-	g[meta.Bitmap] = g[meta.HistoryStart]
-	g[meta.HistoryStart] = g[meta.HistoryEnd]
+func undoStart(g genid.GI) genid.GI {
+	g[genid.Bitmap] = g[genid.HistoryStart]
+	g[genid.HistoryStart] = g[genid.HistoryEnd]
 	return g
 }

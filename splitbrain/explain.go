@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // Report is what Explain needs: a handshake as one node saw it.
@@ -70,8 +70,8 @@ func Explain(w io.Writer, r Report) error {
 		if s.DiscardMyData {
 			notes = append(notes, "--discard-my-data")
 		}
-		pf("  %-16s %016X %016X %016X %016X %-10s %s\n", name, g[meta.Current], g[meta.Bitmap],
-			g[meta.HistoryStart], g[meta.HistoryEnd], r.blocks(s.Changed), strings.Join(notes, ", "))
+		pf("  %-16s %016X %016X %016X %016X %-10s %s\n", name, g[genid.Current], g[genid.Bitmap],
+			g[genid.HistoryStart], g[genid.HistoryEnd], r.blocks(s.Changed), strings.Join(notes, ", "))
 	}
 	row(r.Self+" (this node)", r.SelfSide)
 	row(r.Peer+" (peer)", r.PeerSide)

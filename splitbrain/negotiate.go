@@ -3,7 +3,7 @@ package splitbrain
 import (
 	"fmt"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // Handler names that Negotiate asks to run.
@@ -210,8 +210,8 @@ func boolInt(b bool) int {
 
 // tuple prints a generation-identifier tuple as DRBD's drbd_uuid_dump:
 // current:bitmap:history-start:history-end in hex.
-func tuple(g meta.GI) string {
-	return fmt.Sprintf("%016X:%016X:%016X:%016X", g[meta.Current], g[meta.Bitmap], g[meta.HistoryStart], g[meta.HistoryEnd])
+func tuple(g genid.GI) string {
+	return fmt.Sprintf("%016X:%016X:%016X:%016X", g[genid.Current], g[genid.Bitmap], g[genid.HistoryStart], g[genid.HistoryEnd])
 }
 
 // sideFlags are DRBD's handshake uuid flags: 1 discard-my-data,

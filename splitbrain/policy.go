@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // Policy is a value of after-sb-0pri, after-sb-1pri or after-sb-2pri:
@@ -246,8 +246,8 @@ func recover0p(p Policy, self, peer Side, resolveConflicts bool, keyword string)
 	}
 	// Bit 0 of the bitmap UUID: the node was Primary when it started
 	// the generation it diverged from, i.e. before the split.
-	selfOld := self.GI[meta.Bitmap]&meta.UUIDPrimaryBit != 0
-	peerOld := peer.GI[meta.Bitmap]&meta.UUIDPrimaryBit != 0
+	selfOld := self.GI[genid.Bitmap]&genid.UUIDPrimaryBit != 0
+	peerOld := peer.GI[genid.Bitmap]&genid.UUIDPrimaryBit != 0
 	switch p {
 	case Disconnect:
 		return unresolved(name)

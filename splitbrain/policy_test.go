@@ -7,19 +7,19 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // The split-brain scenario of every policy test: both nodes went on
 // from generation 0x100 (rule 90). old marks the node that was Primary
 // before the split (bit 0 of its bitmap UUID).
 func sbSides(selfPri, peerPri bool, selfCh, peerCh uint64, selfOld bool) (Side, Side) {
-	self := Side{GI: meta.GI{0x301, 0x100}, Primary: selfPri, Changed: selfCh}
-	peer := Side{GI: meta.GI{0x401, 0x100}, Primary: peerPri, Changed: peerCh}
+	self := Side{GI: genid.GI{0x301, 0x100}, Primary: selfPri, Changed: selfCh}
+	peer := Side{GI: genid.GI{0x401, 0x100}, Primary: peerPri, Changed: peerCh}
 	if selfOld {
-		self.GI[meta.Bitmap] |= meta.UUIDPrimaryBit
+		self.GI[genid.Bitmap] |= genid.UUIDPrimaryBit
 	} else {
-		peer.GI[meta.Bitmap] |= meta.UUIDPrimaryBit
+		peer.GI[genid.Bitmap] |= genid.UUIDPrimaryBit
 	}
 	return self, peer
 }
@@ -183,18 +183,18 @@ func TestNegotiate(t *testing.T) {
 			ps: Policies{After0p: DiscardLeastChanges}, want: tgt, sb: true, handlers: []string{HandlerInitialSplitBrain}, resolved: "after-sb-0pri discard-least-changes"},
 		{name: "rule 100 with discard-my-data: full",
 			edit: func(s, p *Side) {
-				s.GI, p.GI = meta.GI{0x301, 0x200, 0x100}, meta.GI{0x401, 0x500, 0x100}
+				s.GI, p.GI = genid.GI{0x301, 0x200, 0x100}, genid.GI{0x401, 0x500, 0x100}
 				s.DiscardMyData = true
 			}, want: TargetFull, sb: true, handlers: []string{HandlerInitialSplitBrain}},
 		{name: "rule 100 is not given to the policies",
 			ps: Policies{After0p: DiscardLeastChanges},
 			edit: func(s, p *Side) {
-				s.GI, p.GI = meta.GI{0x301, 0x200, 0x100}, meta.GI{0x401, 0x500, 0x100}
+				s.GI, p.GI = genid.GI{0x301, 0x200, 0x100}, genid.GI{0x401, 0x500, 0x100}
 			}, want: drop, sb: true, refuse: "unresolved", handlers: []string{HandlerInitialSplitBrain, HandlerSplitBrain}},
 		{name: "rule 100 with always-asbp: policy, full sync",
 			ps: Policies{After0p: DiscardLeastChanges, AlwaysASBP: true},
 			edit: func(s, p *Side) {
-				s.GI, p.GI = meta.GI{0x301, 0x200, 0x100}, meta.GI{0x401, 0x500, 0x100}
+				s.GI, p.GI = genid.GI{0x301, 0x200, 0x100}, genid.GI{0x401, 0x500, 0x100}
 			}, want: TargetFull, sb: true, handlers: []string{HandlerInitialSplitBrain}},
 		{name: "both Primary: after-sb-2pri disconnect",
 			ps:   Policies{After0p: DiscardLeastChanges},
@@ -210,11 +210,11 @@ func TestNegotiate(t *testing.T) {
 			ps:   Policies{After0p: DiscardLeastChanges, After2p: ViolentlyAs0p, RRConflict: RRViolently},
 			edit: func(s, p *Side) { s.Primary, p.Primary = true, true }, want: tgt, sb: true, refuse: "both nodes are Primary", handlers: []string{HandlerInitialSplitBrain}},
 		{name: "unrelated",
-			edit: func(s, p *Side) { s.GI, p.GI = meta.GI{0x301, 0x200}, meta.GI{0x401, 0x500} }, want: Unrelated, refuse: "unrelated data"},
+			edit: func(s, p *Side) { s.GI, p.GI = genid.GI{0x301, 0x200}, genid.GI{0x401, 0x500} }, want: Unrelated, refuse: "unrelated data"},
 		{name: "this side Inconsistent: target, full after a split brain",
 			edit: func(s, p *Side) { s.Inconsistent = true }, want: TargetFull},
 		{name: "no split brain: discard-my-data is ignored",
-			edit: func(s, p *Side) { s.GI, p.GI, s.DiscardMyData = meta.GI{0x100}, meta.GI{0x201, 0x100}, true }, want: tgt},
+			edit: func(s, p *Side) { s.GI, p.GI, s.DiscardMyData = genid.GI{0x100}, genid.GI{0x201, 0x100}, true }, want: tgt},
 	}
 	emitted := map[string]bool{}
 	for _, tt := range tests {
@@ -258,14 +258,14 @@ func TestNegotiateAgrees(t *testing.T) {
 	// then on each side new generations (a Primary alone) and resync
 	// ends (the bitmap UUID moving into the history); sometimes an
 	// unrelated base, or fresh metadata.
-	gi := func() meta.GI {
-		g := meta.GI{0x100, 0, 0x80, 0x40}
+	gi := func() genid.GI {
+		g := genid.GI{0x100, 0, 0x80, 0x40}
 		switch r.IntN(10) {
 		case 0:
-			return meta.GI{meta.UUIDJustCreated}
+			return genid.GI{genid.UUIDJustCreated}
 		case 1:
 			next += 0x100
-			g = meta.GI{next}
+			g = genid.GI{next}
 		}
 		for range r.IntN(3) {
 			next += 0x100
@@ -330,7 +330,7 @@ func TestExplain(t *testing.T) {
 	}
 
 	// Rule 100: the manual resolution is a full resync.
-	self.GI, peer.GI = meta.GI{0x301, 0x200, 0x100}, meta.GI{0x401, 0x500, 0x100}
+	self.GI, peer.GI = genid.GI{0x301, 0x200, 0x100}, genid.GI{0x401, 0x500, 0x100}
 	o = Negotiate(self, peer, ps, true)
 	b.Reset()
 	require.NoError(t, Explain(&b, Report{Resource: "r0", Self: "alpha", Peer: "beta", SelfSide: self, PeerSide: peer,
@@ -338,7 +338,7 @@ func TestExplain(t *testing.T) {
 	require.Contains(t, b.String(), "becomes SyncTarget of a full resync from alpha")
 
 	// Unrelated data says how to make one a copy of the other.
-	self.GI, peer.GI = meta.GI{0x301, 0x200}, meta.GI{0x401, 0x500}
+	self.GI, peer.GI = genid.GI{0x301, 0x200}, genid.GI{0x401, 0x500}
 	o = Negotiate(self, peer, ps, true)
 	b.Reset()
 	require.NoError(t, Explain(&b, Report{Resource: "r0", Self: "alpha", Peer: "beta", SelfSide: self, PeerSide: peer, Outcome: o, BlockSize: 4096}))

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 )
 
@@ -137,7 +138,7 @@ func createMD(w io.Writer, t target, d *metaDisks, force bool, granularity int) 
 	switch {
 	case err == nil && !force:
 		return fmt.Errorf("%s: valid metadata found on %s at offset %d (current UUID %016X); use --force to overwrite it",
-			t.res.Name, d.mdPath, old.MDOffset, old.GI[meta.Current])
+			t.res.Name, d.mdPath, old.MDOffset, old.GI[genid.Current])
 	case err != nil && !errors.Is(err, meta.ErrNoMetadata) && !force:
 		return fmt.Errorf("%s: %w; use --force to overwrite it", t.res.Name, err)
 	}
@@ -186,7 +187,7 @@ func newShowGICmd(g *globals) *cobra.Command {
 				if warn != "" {
 					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+warn)
 				}
-				return meta.WriteShowGI(cmd.OutOrStdout(), sb.GI, sb.Flags)
+				return genid.WriteShowGI(cmd.OutOrStdout(), sb.GI, sb.Flags)
 			})
 		},
 	}
@@ -227,7 +228,7 @@ not available yet.`,
 				if err != nil {
 					return fmt.Errorf("%s: %w", t.res.Name, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s", t.res.Name, meta.GetGI(m.Superblock().GI, m.Superblock().Flags))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s", t.res.Name, genid.GetGI(m.Superblock().GI, m.Superblock().Flags))
 				return nil
 			})
 		},

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // TestPrimaryAttachNeedsUpToDateData: a Primary alone attaches only a
@@ -14,19 +14,19 @@ import (
 // Outdated by a Primary without an UpToDate peer (the invariant whose
 // panic the torture test's first long run hit).
 func TestPrimaryAttachNeedsUpToDateData(t *testing.T) {
-	good := meta.FlagConsistent | meta.FlagWasUpToDate
-	gen := meta.GI{0x5eed000}
+	good := genid.FlagConsistent | genid.FlagWasUpToDate
+	gen := genid.GI{0x5eed000}
 	tests := []struct {
 		name   string
-		gi     meta.GI
-		flags  meta.Flags
+		gi     genid.GI
+		flags  genid.Flags
 		missed bool
 		want   DiskState
 	}{
 		{"the disk it lost", gen, good, false, UpToDate},
 		{"inconsistent", gen, 0, false, Diskless},
-		{"outdated", gen, meta.FlagConsistent, false, Diskless},
-		{"another generation", meta.GI{0x7777000}, good, false, Diskless},
+		{"outdated", gen, genid.FlagConsistent, false, Diskless},
+		{"another generation", genid.GI{0x7777000}, good, false, Diskless},
 		{"writes missed", gen, good, true, Diskless},
 	}
 	for _, tc := range tests {

@@ -1,7 +1,7 @@
 package fsm
 
 import (
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/splitbrain"
 )
 
@@ -14,7 +14,7 @@ type Event interface{ isEvent() }
 type PeerInfo struct {
 	Role           Role
 	Disk           DiskState
-	GI             meta.GI
+	GI             genid.GI
 	CrashedPrimary bool
 	DiscardMyData  bool   // the peer connected with --discard-my-data
 	OutOfSync      uint64 // bits set in the peer's bitmap
@@ -34,8 +34,8 @@ type (
 	// Attached: the disk and its metadata are open. GI and Flags are the
 	// superblock's after the activity log was recovered.
 	Attached struct {
-		GI    meta.GI
-		Flags meta.Flags
+		GI    genid.GI
+		Flags genid.Flags
 		// Missed: since the last disk was closed, the data path
 		// acknowledged writes that no disk of this node holds (made
 		// through the peer while the local write failed, or while

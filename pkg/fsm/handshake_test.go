@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // TestLinkUpDecidesOnWhatWasSent: the peer decides on the State this
@@ -14,7 +14,7 @@ import (
 // a promotion between the two, with its new current UUID, made the peer
 // connect in sync while this node became sync source).
 func TestLinkUpDecidesOnWhatWasSent(t *testing.T) {
-	gen := meta.GI{0x5eed000}
+	gen := genid.GI{0x5eed000}
 	tests := []struct {
 		name   string
 		change func(sent *PeerInfo)
@@ -23,7 +23,7 @@ func TestLinkUpDecidesOnWhatWasSent(t *testing.T) {
 	}{
 		{"nothing changed", func(*PeerInfo) {}, 0, false},
 		{"promoted since", func(s *PeerInfo) { s.Role = Secondary }, 0, true},
-		{"new current UUID since", func(s *PeerInfo) { s.GI = meta.GI{0x777000} }, 0, true},
+		{"new current UUID since", func(s *PeerInfo) { s.GI = genid.GI{0x777000} }, 0, true},
 		{"disk changed since", func(s *PeerInfo) { s.Disk = Outdated }, 0, true},
 		{"first marks since", func(*PeerInfo) {}, 3, true},
 		{"more marks since", func(s *PeerInfo) { s.OutOfSync = 1 }, 3, false},
@@ -32,7 +32,7 @@ func TestLinkUpDecidesOnWhatWasSent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := New(Config{Name: "r0", Self: "a", Peer: "b", NewUUID: func() uint64 { return 0x100 }})
 			require.NoError(t, n.Step(AttachBegin{}))
-			require.NoError(t, n.Step(Attached{GI: gen, Flags: meta.FlagConsistent | meta.FlagWasUpToDate}))
+			require.NoError(t, n.Step(Attached{GI: gen, Flags: genid.FlagConsistent | genid.FlagWasUpToDate}))
 			require.NoError(t, n.Step(Connect{}))
 			require.NoError(t, n.Step(Promote{}))
 			n.Advance()

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/splitbrain"
 )
 
@@ -56,10 +56,10 @@ type Node struct {
 	disk     DiskState
 	peerRole Role
 	peerDisk DiskState
-	peerGI   meta.GI
+	peerGI   genid.GI
 
-	gi             meta.GI // the attached disk's; kept after a detach
-	exposed        uint64  // a Primary: the current UUID of the data it serves
+	gi             genid.GI // the attached disk's; kept after a detach
+	exposed        uint64   // a Primary: the current UUID of the data it serves
 	crashedPrimary bool
 	discardMyData  bool
 	// missed: the data path acknowledged writes no disk of this node
@@ -131,11 +131,11 @@ func (n *Node) State() State {
 }
 
 // GI returns the generation identifiers (zero while Diskless).
-func (n *Node) GI() meta.GI { return n.gi }
+func (n *Node) GI() genid.GI { return n.gi }
 
 // Flags returns the managed superblock flags for the current state
 // (drbd_state.c's rule set, see flags).
-func (n *Node) Flags() meta.Flags { return n.flags() }
+func (n *Node) Flags() genid.Flags { return n.flags() }
 
 // CrashedPrimary reports that the attached disk's node crashed while
 // Primary and has not resynced since.
@@ -410,8 +410,8 @@ func (n *Node) attached(e Attached) {
 		n.ready.SetAllOutOfSync = true
 		n.logf("a disk failed here since the last attach, and its bitmap may be incomplete: every block out of sync")
 	}
-	upToDate := e.Flags&meta.FlagConsistent != 0 && e.Flags&meta.FlagWasUpToDate != 0
-	if n.role == Primary && (n.missed || !upToDate || !meta.Equal(e.GI[meta.Current], n.exposed)) {
+	upToDate := e.Flags&genid.FlagConsistent != 0 && e.Flags&genid.FlagWasUpToDate != 0
+	if n.role == Primary && (n.missed || !upToDate || !genid.Equal(e.GI[genid.Current], n.exposed)) {
 		// A Primary serves generation n.exposed through its peer; this
 		// disk holds another one (drbd_adm_attach's ERR_DATA_NOT_CURRENT),
 		// or lacks writes of it, or was not UpToDate when it left: it
@@ -428,14 +428,14 @@ func (n *Node) attached(e Attached) {
 			case !upToDate:
 				why = fmt.Sprintf("the disk was not UpToDate (flags %s), and no UpToDate peer can resync it", e.Flags)
 			default:
-				why = fmt.Sprintf("the disk holds generation %016X, this Primary serves %016X", e.GI[meta.Current], n.exposed)
+				why = fmt.Sprintf("the disk holds generation %016X, this Primary serves %016X", e.GI[genid.Current], n.exposed)
 			}
 			n.attachRefused = fmt.Errorf("%w: %s", ErrDataNotCurrent, why)
 			n.logf("attach refused: %s", why)
 			return
 		}
 		n.gi = e.GI
-		n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
+		n.crashedPrimary = e.Flags&genid.FlagCrashedPrimary != 0
 		n.disk = Inconsistent
 		n.lastMeta, n.metaValid = MetaState{GI: n.gi, Flags: e.Flags & ManagedFlags}, true
 		switch {
@@ -444,7 +444,7 @@ func (n *Node) attached(e Attached) {
 		case !upToDate:
 			n.logf("attached disk was not UpToDate (flags %s): Inconsistent until resynced in full", e.Flags)
 		default:
-			n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced in full", e.GI[meta.Current], n.exposed)
+			n.logf("attached disk of generation %016X is behind the data served (%016X): Inconsistent until resynced in full", e.GI[genid.Current], n.exposed)
 		}
 		// The writes this Primary made through its peer while it had no
 		// disk are in no bitmap this disk knows of, and the peer cannot
@@ -459,7 +459,7 @@ func (n *Node) attached(e Attached) {
 		return
 	}
 	n.gi = e.GI
-	n.crashedPrimary = e.Flags&meta.FlagCrashedPrimary != 0
+	n.crashedPrimary = e.Flags&genid.FlagCrashedPrimary != 0
 	switch {
 	case n.missed:
 		// (A failed disk that missed nothing attaches as it was: the
@@ -470,9 +470,9 @@ func (n *Node) attached(e Attached) {
 		n.ready.SetAllOutOfSync = true
 		n.missed = false
 		n.logf("attached disk lacks writes this node acknowledged: Inconsistent, every block out of sync")
-	case e.Flags&meta.FlagConsistent == 0:
+	case e.Flags&genid.FlagConsistent == 0:
 		n.disk = Inconsistent
-	case e.Flags&meta.FlagWasUpToDate != 0:
+	case e.Flags&genid.FlagWasUpToDate != 0:
 		n.disk = UpToDate
 	default:
 		n.disk = Outdated
@@ -554,10 +554,10 @@ func (n *Node) promote(force bool) error {
 	}
 	n.role = Primary
 	n.gi.SetPrimary(true)
-	n.exposed = n.gi[meta.Current]
+	n.exposed = n.gi[genid.Current]
 	if n.disk == Diskless {
-		n.exposed = n.peerGI[meta.Current]
-	} else if force || (!n.conn.Established() && n.gi[meta.Bitmap] == 0) {
+		n.exposed = n.peerGI[genid.Current]
+	} else if force || (!n.conn.Established() && n.gi[genid.Bitmap] == 0) {
 		n.newCurrentUUID()
 	}
 	if force && n.conn == Connected && n.peerDisk.hasData() && n.peerDisk < UpToDate {
@@ -583,16 +583,16 @@ func (n *Node) demote() error {
 // newCurrentUUID starts a new data generation (drbd_uuid_new_current).
 func (n *Node) newCurrentUUID() {
 	n.gi.NewCurrent(n.cfg.NewUUID(), n.role == Primary)
-	n.exposed = n.gi[meta.Current]
-	n.logf("new current UUID %016X", n.gi[meta.Current])
+	n.exposed = n.gi[genid.Current]
+	n.logf("new current UUID %016X", n.gi[genid.Current])
 }
 
 func (n *Node) peerNeedsFull() {
 	n.ready.SetAllOutOfSync = true
-	if n.gi[meta.Bitmap] == 0 {
+	if n.gi[genid.Bitmap] == 0 {
 		n.gi.NewCurrent(n.cfg.NewUUID(), n.role == Primary)
-		n.exposed = n.gi[meta.Current]
-		n.logf("new current UUID %016X for the full resync of %s", n.gi[meta.Current], n.cfg.Peer)
+		n.exposed = n.gi[genid.Current]
+		n.logf("new current UUID %016X for the full resync of %s", n.gi[genid.Current], n.cfg.Peer)
 	}
 }
 
@@ -603,10 +603,10 @@ func (n *Node) peerNeedsFull() {
 func (n *Node) lostPeer(cause ConnState) {
 	hadPeerData := n.conn.Established() && n.peerDisk.hasData() && n.peerDisk != Outdated
 	n.conn = cause
-	n.peerRole, n.peerDisk, n.peerGI = RoleUnknown, DUnknown, meta.GI{}
+	n.peerRole, n.peerDisk, n.peerGI = RoleUnknown, DUnknown, genid.GI{}
 	n.peerPaused = false
 	n.resetLiveness()
-	if hadPeerData && n.role == Primary && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
+	if hadPeerData && n.role == Primary && n.disk == UpToDate && n.gi[genid.Bitmap] == 0 {
 		n.newCurrentUUID()
 	}
 	if n.role == Primary && n.disk != UpToDate {
@@ -647,12 +647,12 @@ func (n *Node) linkUp(p PeerInfo, outOfSync uint64) {
 			n.refuse(StandAlone, "both nodes are Primary (twinblock allows one Primary at a time)")
 			return
 		}
-		if n.role == Primary && n.disk == Diskless && p.Disk.hasData() && !meta.Equal(p.GI[meta.Current], n.exposed) {
+		if n.role == Primary && n.disk == Diskless && p.Disk.hasData() && !genid.Equal(p.GI[genid.Current], n.exposed) {
 			// The peer's data is another generation than the one this
 			// Primary served: serving it would make acknowledged
 			// writes vanish (DRBD: "Can only connect to data with
 			// current UUID").
-			n.refuse(StandAlone, fmt.Sprintf("can only connect to data with current UUID %016X; the peer has %016X", n.exposed, p.GI[meta.Current]))
+			n.refuse(StandAlone, fmt.Sprintf("can only connect to data with current UUID %016X; the peer has %016X", n.exposed, p.GI[genid.Current]))
 			return
 		}
 		// Nothing to compare: the one with data serves.
@@ -731,9 +731,9 @@ func (n *Node) established(p PeerInfo) {
 	n.peerRole, n.peerDisk, n.peerGI = p.Role, p.Disk, p.GI
 	n.peerPaused = p.UserPaused
 	if n.role == Primary && n.disk == Diskless {
-		n.exposed = p.GI[meta.Current]
+		n.exposed = p.GI[genid.Current]
 	}
-	if p.Role == Primary && !p.Disk.hasData() && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
+	if p.Role == Primary && !p.Disk.hasData() && n.disk == UpToDate && n.gi[genid.Bitmap] == 0 {
 		// A Diskless Primary writes through this disk alone: a new
 		// generation, so that its own disk, when it comes back, is
 		// told apart from this one (as in peerChanged).
@@ -766,38 +766,38 @@ func (n *Node) peerChanged(p PeerInfo) {
 	}
 	n.peerSync(oldDisk, p)
 	if n.role == Primary && n.disk == Diskless {
-		n.exposed = p.GI[meta.Current]
+		n.exposed = p.GI[genid.Current]
 	}
 	lostCopy := oldDisk.hasData() && oldDisk != Outdated && !(p.Disk.hasData() && p.Disk != Outdated)
 	// The Primary's data now lives on one node only: whichever of the
 	// two holds it starts a new generation (this node if it is Primary,
 	// or if the Primary peer just lost its disk and writes through us).
-	if lostCopy && (n.role == Primary || p.Role == Primary) && n.disk == UpToDate && n.gi[meta.Bitmap] == 0 {
+	if lostCopy && (n.role == Primary || p.Role == Primary) && n.disk == UpToDate && n.gi[genid.Bitmap] == 0 {
 		n.newCurrentUUID()
 	}
 }
 
 // flags returns the managed superblock flags for the state (drbd_state.c
 // __drbd_set_state's rules).
-func (n *Node) flags() meta.Flags {
-	var f meta.Flags
+func (n *Node) flags() genid.Flags {
+	var f genid.Flags
 	if n.crashedPrimary {
-		f |= meta.FlagCrashedPrimary
+		f |= genid.FlagCrashedPrimary
 	}
 	if n.role == Primary || (n.peerRole == Primary && n.peerDisk < Inconsistent) {
-		f |= meta.FlagPrimaryInd
+		f |= genid.FlagPrimaryInd
 	}
 	if n.conn.Established() {
-		f |= meta.FlagConnectedInd
+		f |= genid.FlagConnectedInd
 	}
 	if n.disk > Inconsistent {
-		f |= meta.FlagConsistent
+		f |= genid.FlagConsistent
 	}
 	if n.disk > Outdated {
-		f |= meta.FlagWasUpToDate
+		f |= genid.FlagWasUpToDate
 	}
 	if n.peerDisk >= Inconsistent && n.peerDisk <= Outdated {
-		f |= meta.FlagPeerOutdated
+		f |= genid.FlagPeerOutdated
 	}
 	return f
 }

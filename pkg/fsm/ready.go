@@ -1,21 +1,21 @@
 package fsm
 
 import (
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/splitbrain"
 )
 
 // ManagedFlags are the superblock flags the state machine owns; the
 // driver keeps the others (FlagALClean, FlagFullSync, …) as they are
 // when it persists Ready.Meta.
-const ManagedFlags = meta.FlagConsistent | meta.FlagPrimaryInd | meta.FlagConnectedInd |
-	meta.FlagWasUpToDate | meta.FlagPeerOutdated | meta.FlagCrashedPrimary
+const ManagedFlags = genid.FlagConsistent | genid.FlagPrimaryInd | genid.FlagConnectedInd |
+	genid.FlagWasUpToDate | genid.FlagPeerOutdated | genid.FlagCrashedPrimary
 
 // MetaState is the persistent part of the node's state: the generation
 // identifiers and the managed flags.
 type MetaState struct {
-	GI    meta.GI
-	Flags meta.Flags
+	GI    genid.GI
+	Flags genid.Flags
 }
 
 // IOMode tells the data path what it may do. The driver publishes it

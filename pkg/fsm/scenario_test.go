@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/splitbrain"
 )
 
@@ -45,7 +45,7 @@ func newCluster(out *strings.Builder) *cluster {
 			PingInt: 10, PingTimeout: 2, Timeout: 5, KoCount: 3, ConnectInt: 8,
 			VerifyAlg: name == "a",
 			NewUUID:   func() uint64 { c.uuids++; return c.uuids << 8 }})
-		c.disks[name] = &MetaState{GI: meta.GI{meta.UUIDJustCreated}}
+		c.disks[name] = &MetaState{GI: genid.GI{genid.UUIDJustCreated}}
 	}
 	return c
 }
@@ -172,7 +172,7 @@ func (c *cluster) status() {
 	}
 }
 
-func shortGI(g meta.GI) string {
+func shortGI(g genid.GI) string {
 	parts := make([]string, 4)
 	for i, u := range g {
 		parts[i] = strconv.FormatUint(u, 16)
@@ -224,15 +224,15 @@ func (c *cluster) run(t *testing.T, line string) {
 			c.step(c.other(name), LinkDown{Cause: BrokenPipe, Err: fmt.Errorf("connection reset")})
 		}
 		old := c.nodes[name]
-		if d := c.disks[name]; d != nil && d.Flags&meta.FlagPrimaryInd != 0 {
-			d.Flags = d.Flags&^meta.FlagPrimaryInd | meta.FlagCrashedPrimary
+		if d := c.disks[name]; d != nil && d.Flags&genid.FlagPrimaryInd != 0 {
+			d.Flags = d.Flags&^genid.FlagPrimaryInd | genid.FlagCrashedPrimary
 		}
 		c.nodes[name] = New(old.cfg)
 	case "seed":
 		// Both disks hold the same UpToDate generation, as after a
 		// finished initial sync.
 		for _, name := range []string{"a", "b"} {
-			c.disks[name] = &MetaState{GI: meta.GI{0x5eed000}, Flags: meta.FlagConsistent | meta.FlagWasUpToDate}
+			c.disks[name] = &MetaState{GI: genid.GI{0x5eed000}, Flags: genid.FlagConsistent | genid.FlagWasUpToDate}
 		}
 	case "cut":
 		// The network drops everything: the nodes notice through ticks.

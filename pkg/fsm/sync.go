@@ -3,7 +3,7 @@ package fsm
 import (
 	"fmt"
 
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // The resync and verify transitions (DRBD 8.4's, without StartingSyncS/T):
@@ -49,8 +49,8 @@ func (n *Node) bitmapReceived() error {
 	case WFBitMapS:
 		u := n.gi.StartResyncSource(n.cfg.NewUUID())
 		if u == 0 {
-			u = meta.UUIDNewBMOffset // a zero sync UUID cannot be sent
-			n.gi[meta.Bitmap] = u
+			u = genid.UUIDNewBMOffset // a zero sync UUID cannot be sent
+			n.gi[genid.Bitmap] = u
 		}
 		n.ready.SyncUUID = u
 		n.peerDisk = Inconsistent

@@ -11,6 +11,7 @@ import (
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // crashRig is one node's storage with a modelled peer: random writes go
@@ -128,7 +129,7 @@ func newCrashRigAL(t *testing.T, seed uint64, internal, alDisabled bool) *crashR
 	r.m, err = Open(&hookDisk{Disk: r.md, before: hook}, r.placement(), opts)
 	require.NoError(t, err)
 	if alDisabled {
-		require.NoError(t, r.m.Update(func(s *Superblock) { s.Flags |= FlagPrimaryInd }))
+		require.NoError(t, r.m.Update(func(s *Superblock) { s.Flags |= genid.FlagPrimaryInd }))
 	}
 	r.extents = l.DataSize / ExtentSize
 	r.data = r.dataArea(r.md, r.dataDev)

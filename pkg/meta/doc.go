@@ -27,7 +27,7 @@
 // transactions are never replayed.
 //
 // With Options.DisableAL (DRBD's al-updates no) no log transaction is
-// written; the superblock records FlagALDisabled, the bitmap is written
+// written; the superblock records genid.FlagALDisabled, the bitmap is written
 // before the superblock stops saying Primary, and attaching after a
 // crash while Primary marks every block out of sync: a full resync, as
 // DRBD does.
@@ -46,7 +46,8 @@
 // crash: the superblock slot or the log block being written when it
 // happened, which the format tolerates by design.
 //
-// GI holds the generation-identifier tuple and its rotations (new data
-// generation, resync start and end) as pure functions; the caller
-// persists the result with Meta.Update before acting on it.
+// The generation-identifier tuple, its rotations and the superblock
+// flags are values in pkg/genid (below the state machine, which needs
+// them without any I/O); the caller persists a rotation's result with
+// Meta.Update before acting on it.
 package meta

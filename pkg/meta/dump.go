@@ -8,6 +8,7 @@ import (
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // Snapshot is metadata read without attaching: what dump-md shows.
@@ -35,7 +36,7 @@ func Inspect(md disk.Disk, p Placement, name string) (*Snapshot, error) {
 		return nil, err
 	}
 	s := &Snapshot{Superblock: sb, Warning: warn, Bitmap: bm, FullSync: fullSyncAtAttach(sb.Flags)}
-	if sb.Flags&FlagALClean == 0 && !s.FullSync {
+	if sb.Flags&genid.FlagALClean == 0 && !s.FullSync {
 		ring := make([]byte, sb.ALSize)
 		if err := md.ReadAt(ring, sb.ALOffset); err != nil {
 			return nil, fmt.Errorf("meta: read activity log of %s: %w", name, err)
@@ -70,7 +71,7 @@ func (s *Snapshot) WriteDump(w io.Writer, name string) error {
 		fmt.Fprintf(bw, "# warning: %s\n", s.Warning)
 	}
 	fmt.Fprintf(bw, "\nuuid {\n    0x%016X; 0x%016X; 0x%016X; 0x%016X;\n    flags 0x%08X;\n}\n",
-		sb.GI[Current], sb.GI[Bitmap], sb.GI[HistoryStart], sb.GI[HistoryEnd], uint32(sb.Flags))
+		sb.GI[genid.Current], sb.GI[genid.Bitmap], sb.GI[genid.HistoryStart], sb.GI[genid.HistoryEnd], uint32(sb.Flags))
 	fmt.Fprintf(bw, "# flags: %s\n", sb.Flags)
 	fmt.Fprintf(bw, "# al-extents %d;\n", sb.ALExtents)
 	fmt.Fprintf(bw, "la-size-sect %d;\n", sb.DataSize/512)

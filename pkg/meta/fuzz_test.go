@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // FuzzDecodeSuperblock: any 4 KiB block decodes to an error or to a
@@ -13,7 +14,7 @@ import (
 // slot; it never panics.
 func FuzzDecodeSuperblock(f *testing.F) {
 	l, _ := ComputeLayout(InternalPlacement, 1<<30, 1<<30, 4096, 1237)
-	sb := Superblock{Seq: 3, DataSize: l.DataSize, GI: GI{9, 8, 7, 6}, Flags: FlagConsistent, Granularity: 4096,
+	sb := Superblock{Seq: 3, DataSize: l.DataSize, GI: genid.GI{9, 8, 7, 6}, Flags: genid.FlagConsistent, Granularity: 4096,
 		Placement: l.Placement, Capacity: l.Capacity, MDOffset: l.MDOffset, MDSize: l.MDSize, ALOffset: l.ALOffset,
 		ALSize: l.ALSize, ALExtents: 1237, BMOffset: l.BMOffset, BMSize: l.BMSize}
 	block := make([]byte, SuperblockSize)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 var (
@@ -45,7 +46,7 @@ type Options struct {
 	Logger *slog.Logger
 	// DisableAL is DRBD's `al-updates no`: BeginWrite writes no log
 	// transaction (a write costs no metadata I/O however scattered the
-	// writes are), and the superblock records FlagALDisabled. The price
+	// writes are), and the superblock records genid.FlagALDisabled. The price
 	// is DRBD's: attaching after a crash while Primary with the log
 	// disabled marks the whole disk out of sync (a full resync), since
 	// nothing says which extents had writes in flight.
@@ -75,15 +76,15 @@ type Options struct {
 // With the log disabled (Options.DisableAL, al-updates no), 2 and 3 do
 // not hold; instead:
 //
-//  5. The superblock says FlagALDisabled, and FlagPrimaryInd whenever
+//  5. The superblock says genid.FlagALDisabled, and genid.FlagPrimaryInd whenever
 //     writes may be in flight (the node is Primary: the caller persists
 //     it before it writes); the bitmap is written before a superblock
-//     that clears FlagPrimaryInd. Open after a crash with both flags
+//     that clears genid.FlagPrimaryInd. Open after a crash with both flags
 //     set marks every block out of sync, which restores 4's conclusion.
 //
 // In both cases:
 //
-//  6. The superblock says FlagALClean (Close) only after the data
+//  6. The superblock says genid.FlagALClean (Close) only after the data
 //     device, and the meta device, were flushed: a crash after a clean
 //     detach loses no write the log stopped covering.
 type Meta struct {
@@ -114,7 +115,7 @@ func newUUID() uint64 {
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("meta: crypto/rand failed: " + err.Error()) // never happens on Linux
 	}
-	return binary.BigEndian.Uint64(b[:]) &^ UUIDPrimaryBit
+	return binary.BigEndian.Uint64(b[:]) &^ genid.UUIDPrimaryBit
 }
 
 // Probe reads the superblock of placement p on md without changing
@@ -159,8 +160,8 @@ func Probe(md disk.Disk, p Placement, name string) (Superblock, string, error) {
 // checks (with Probe) that nothing valid is overwritten unless forced.
 func Format(md disk.Disk, l Layout) (Superblock, error) {
 	sb := Superblock{
-		Seq: 1, DataSize: l.DataSize, GI: GI{UUIDJustCreated, 0, 0, 0}, DeviceUUID: newUUID(),
-		Flags: FlagALClean, Granularity: uint32(l.Granularity), Placement: l.Placement, Capacity: l.Capacity,
+		Seq: 1, DataSize: l.DataSize, GI: genid.GI{genid.UUIDJustCreated, 0, 0, 0}, DeviceUUID: newUUID(),
+		Flags: genid.FlagALClean, Granularity: uint32(l.Granularity), Placement: l.Placement, Capacity: l.Capacity,
 		MDOffset: l.MDOffset, MDSize: l.MDSize, ALOffset: l.ALOffset, ALSize: l.ALSize,
 		ALExtents: uint32(l.ALExtents), BMOffset: l.BMOffset, BMSize: l.BMSize, PeerMaxBio: 1 << 20,
 	}
@@ -221,7 +222,7 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 		return nil, err
 	}
 	switch {
-	case sb.Flags&FlagALClean != 0:
+	case sb.Flags&genid.FlagALClean != 0:
 	case fullSyncAtAttach(sb.Flags):
 		if err := m.markAll(); err != nil {
 			return nil, err
@@ -245,12 +246,12 @@ func Open(md disk.Disk, p Placement, opts Options) (*Meta, error) {
 	err = m.updateLocked(func(s *Superblock) {
 		s.ALExtents = uint32(n)
 		s.ALEpoch++
-		s.Flags &^= FlagALClean | FlagALDisabled
+		s.Flags &^= genid.FlagALClean | genid.FlagALDisabled
 		if opts.DisableAL {
-			s.Flags |= FlagALDisabled
+			s.Flags |= genid.FlagALDisabled
 		}
-		if s.Flags&FlagPrimaryInd != 0 {
-			s.Flags |= FlagCrashedPrimary
+		if s.Flags&genid.FlagPrimaryInd != 0 {
+			s.Flags |= genid.FlagCrashedPrimary
 		}
 	})
 	if err != nil {
@@ -324,8 +325,8 @@ func (m *Meta) recoverAL() error {
 // every block out of sync: a crash (the log is not clean) while Primary
 // with the log disabled (DRBD's attach: CRASHED_PRIMARY and
 // MDF_AL_DISABLED, "Assuming that all blocks are out of sync").
-func fullSyncAtAttach(f Flags) bool {
-	return f&FlagALClean == 0 && f&FlagALDisabled != 0 && f&FlagPrimaryInd != 0
+func fullSyncAtAttach(f genid.Flags) bool {
+	return f&genid.FlagALClean == 0 && f&genid.FlagALDisabled != 0 && f&genid.FlagPrimaryInd != 0
 }
 
 // markAll is recoverAL for a log that was disabled: every block is
@@ -368,7 +369,7 @@ func (m *Meta) Stats() Stats {
 // Update applies change to a copy of the superblock and makes it durable
 // (written to the other slot, then flushed) before returning; the
 // in-memory superblock changes only if that succeeded. Callers persist
-// GI rotations and flags this way before acting on them.
+// genid.GI rotations and flags this way before acting on them.
 func (m *Meta) Update(change func(*Superblock)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -384,7 +385,7 @@ func (m *Meta) updateLocked(change func(*Superblock)) error {
 	}
 	next := m.sb
 	change(&next)
-	if m.alDisabled && m.sb.Flags&FlagPrimaryInd != 0 && next.Flags&FlagPrimaryInd == 0 {
+	if m.alDisabled && m.sb.Flags&genid.FlagPrimaryInd != 0 && next.Flags&genid.FlagPrimaryInd == 0 {
 		// Invariant 5: once the superblock no longer says Primary, a
 		// crash replays nothing, so the marks must be on disk first.
 		if err := m.syncBitmapLocked(); err != nil {
@@ -407,7 +408,7 @@ func (m *Meta) updateLocked(change func(*Superblock)) error {
 	return nil
 }
 
-// NewCurrentUUID starts a new data generation (see GI.NewCurrent) and
+// NewCurrentUUID starts a new data generation (see genid.GI.NewCurrent) and
 // persists it. With clearBitmap, the bitmap is emptied and the bitmap
 // UUID cleared too (drbdadm new-current-uuid --clear-bitmap: the data
 // is declared in sync with a peer holding the same generation).
@@ -425,7 +426,7 @@ func (m *Meta) NewCurrentUUID(primary, clearBitmap bool) error {
 	}
 	val := newUUID()
 	return m.updateLocked(func(s *Superblock) {
-		s.GI.setBitmap(0) // an older bitmap UUID goes to the history
+		s.GI.SetBitmap(0) // an older bitmap UUID goes to the history
 		s.GI.NewCurrent(val, primary)
 	})
 }
@@ -551,7 +552,7 @@ func (m *Meta) closeLocked() error {
 		return fmt.Errorf("meta: close of %s: flush: %w; the log stays unclean", m.name, err)
 	}
 	m.stats.Flushes++
-	return m.updateLocked(func(s *Superblock) { s.Flags |= FlagALClean })
+	return m.updateLocked(func(s *Superblock) { s.Flags |= genid.FlagALClean })
 }
 
 // BeginWrite makes the activity log cover [off, off+n) before a write

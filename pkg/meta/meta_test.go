@@ -15,6 +15,7 @@ import (
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // newInternal formats internal metadata on a fresh crashable disk of
@@ -31,8 +32,8 @@ func newInternal(t *testing.T, size int64, al int) (*disk.Crash, Layout) {
 
 func TestSuperblockRoundTrip(t *testing.T) {
 	_, l := newInternal(t, 1<<30, 1237)
-	sb := Superblock{Seq: 42, DataSize: l.DataSize, GI: GI{0xDEADBEEF00, 0x1234, 0x5678, 0x9ABC}, DeviceUUID: 77,
-		Flags: FlagConsistent | FlagWasUpToDate | FlagPrimaryInd, Granularity: 4096, Placement: l.Placement,
+	sb := Superblock{Seq: 42, DataSize: l.DataSize, GI: genid.GI{0xDEADBEEF00, 0x1234, 0x5678, 0x9ABC}, DeviceUUID: 77,
+		Flags: genid.FlagConsistent | genid.FlagWasUpToDate | genid.FlagPrimaryInd, Granularity: 4096, Placement: l.Placement,
 		Capacity: l.Capacity, MDOffset: l.MDOffset, MDSize: l.MDSize, ALOffset: l.ALOffset, ALSize: l.ALSize,
 		ALExtents: 1237, ALEpoch: 9, BMOffset: l.BMOffset, BMSize: l.BMSize, PeerMaxBio: 1 << 20}
 	buf := make([]byte, slotSize)
@@ -61,7 +62,7 @@ func TestSuperblockTornWrite(t *testing.T) {
 	// Update again without flushing: make the write cached, then tear it.
 	rng := rand.New(rand.NewPCG(1, 1))
 	for i := 0; i < 200; i++ {
-		require.NoError(t, m.Update(func(s *Superblock) { s.GI[Current] = uint64(i) << 8 }))
+		require.NoError(t, m.Update(func(s *Superblock) { s.GI[genid.Current] = uint64(i) << 8 }))
 		cur := m.Superblock()
 		// A crash now: the update is durable (FUA).
 		sb, _, err := Probe(d.CrashClone(rng, 0), InternalPlacement, "d")
@@ -76,15 +77,15 @@ func TestSuperblockTornWrite(t *testing.T) {
 	require.NoError(t, d.ReadAt(block, l.MDOffset))
 	next := m.Superblock()
 	next.Seq++
-	next.GI[Current] = 0xFEED00
+	next.GI[genid.Current] = 0xFEED00
 	next.encode(block[slotFor(next.Seq)*slotStride:])
 	require.NoError(t, d.WriteAt(block, l.MDOffset, false)) // cached
 	seen := map[uint64]bool{}
 	for i := 0; i < 200; i++ {
 		sb, warn, err := Probe(d.CrashClone(rng, 0.5), InternalPlacement, "d")
 		require.NoError(t, err)
-		seen[sb.GI[Current]] = true
-		if sb.GI[Current] != next.GI[Current] {
+		seen[sb.GI[genid.Current]] = true
+		if sb.GI[genid.Current] != next.GI[genid.Current] {
 			assert.Equal(t, m.Superblock(), sb)
 			if warn != "" {
 				assert.Contains(t, warn, "torn")
@@ -196,19 +197,19 @@ func TestLifecycle(t *testing.T) {
 	d, l := newInternal(t, 256<<20, 67)
 	sb, _, err := Probe(d, InternalPlacement, "d")
 	require.NoError(t, err)
-	assert.Equal(t, GI{UUIDJustCreated}, sb.GI)
-	assert.Equal(t, FlagALClean, sb.Flags)
+	assert.Equal(t, genid.GI{genid.UUIDJustCreated}, sb.GI)
+	assert.Equal(t, genid.FlagALClean, sb.Flags)
 
 	m, err := Open(d, InternalPlacement, Options{Name: "d"})
 	require.NoError(t, err)
 	assert.Empty(t, m.Recovered())
-	assert.Zero(t, m.Superblock().Flags&FlagALClean, "attached: the log is not clean")
+	assert.Zero(t, m.Superblock().Flags&genid.FlagALClean, "attached: the log is not clean")
 	assert.Equal(t, uint64(1), m.Superblock().ALEpoch)
 
 	require.NoError(t, m.BeginWrite(10<<20, 8192))
 	assert.Equal(t, uint64(2), m.MarkOutOfSync(10<<20, 8192))
 	m.EndWrite(10<<20, 8192)
-	require.NoError(t, m.Update(func(s *Superblock) { s.Flags |= FlagConsistent | FlagWasUpToDate | FlagPrimaryInd }))
+	require.NoError(t, m.Update(func(s *Superblock) { s.Flags |= genid.FlagConsistent | genid.FlagWasUpToDate | genid.FlagPrimaryInd }))
 	require.NoError(t, m.Close())
 	require.ErrorIs(t, m.BeginWrite(0, 1), ErrClosed)
 	require.ErrorIs(t, m.Update(func(*Superblock) {}), ErrClosed)
@@ -220,7 +221,7 @@ func TestLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, m.Recovered())
 	assert.Equal(t, uint64(2), m.OutOfSync())
-	assert.NotZero(t, m.Superblock().Flags&FlagCrashedPrimary)
+	assert.NotZero(t, m.Superblock().Flags&genid.FlagCrashedPrimary)
 	assert.Equal(t, uint64(2), m.SetInSync(10<<20, 8192))
 	assert.Zero(t, m.SetInSync(0, 100), "a partial block is not cleared")
 
@@ -278,8 +279,8 @@ func TestNewCurrentUUID(t *testing.T) {
 	require.NoError(t, m.SyncBitmap())
 	require.NoError(t, m.NewCurrentUUID(true, false))
 	g := m.Superblock().GI
-	assert.Equal(t, UUIDJustCreated, g[Bitmap])
-	assert.Equal(t, UUIDPrimaryBit, g[Current]&UUIDPrimaryBit)
+	assert.Equal(t, genid.UUIDJustCreated, g[genid.Bitmap])
+	assert.Equal(t, genid.UUIDPrimaryBit, g[genid.Current]&genid.UUIDPrimaryBit)
 	assert.Equal(t, uint64(256), m.OutOfSync())
 
 	// As drbd_adm_new_c_uuid: the old bitmap UUID goes to the history,
@@ -288,9 +289,9 @@ func TestNewCurrentUUID(t *testing.T) {
 	require.NoError(t, m.NewCurrentUUID(false, true))
 	g2 := m.Superblock().GI
 	// The bitmap UUID keeps bit 0: this node was Primary when it began.
-	assert.Equal(t, GI{g2[Current], g[Current], UUIDJustCreated, 0}, g2)
-	assert.Zero(t, g2[Current]&UUIDPrimaryBit)
-	assert.NotEqual(t, g[Current]&^UUIDPrimaryBit, g2[Current])
+	assert.Equal(t, genid.GI{g2[genid.Current], g[genid.Current], genid.UUIDJustCreated, 0}, g2)
+	assert.Zero(t, g2[genid.Current]&genid.UUIDPrimaryBit)
+	assert.NotEqual(t, g[genid.Current]&^genid.UUIDPrimaryBit, g2[genid.Current])
 	assert.Zero(t, m.OutOfSync())
 	require.NoError(t, m.Close())
 	s, err := Inspect(d, InternalPlacement, "d")
@@ -425,59 +426,6 @@ func TestALReplay(t *testing.T) {
 	}
 }
 
-func TestGIRotations(t *testing.T) {
-	const (
-		a = 0xAAAA000000000000
-		b = 0xBBBB000000000000
-		c = 0xCCCC000000000000
-		d = 0xDDDD000000000000
-		r = 0x1234560000000000
-	)
-	for _, tc := range []struct {
-		name string
-		in   GI
-		op   func(*GI) uint64
-		want GI
-		ret  uint64
-	}{
-		{"new current (peer lost), as Primary", GI{a | 1, 0, c, d}, func(g *GI) uint64 { g.NewCurrent(r, true); return 0 }, GI{r | 1, a | 1, c, d}, 0},
-		{"promotion sets bit 0", GI{a, b, c, d}, func(g *GI) uint64 { g.SetPrimary(true); return 0 }, GI{a | 1, b, c, d}, 0},
-		{"demotion clears bit 0", GI{a | 1, b, c, d}, func(g *GI) uint64 { g.SetPrimary(false); return 0 }, GI{a, b, c, d}, 0},
-		{"fresh metadata keeps its marker", GI{UUIDJustCreated, 0, 0, 0}, func(g *GI) uint64 { g.SetPrimary(true); return 0 }, GI{UUIDJustCreated, 0, 0, 0}, 0},
-		{"new current as Secondary", GI{a, 0, c, d}, func(g *GI) uint64 { g.NewCurrent(r, false); return 0 }, GI{r, a, c, d}, 0},
-		{"resync start on the source", GI{a, b, c, d}, func(g *GI) uint64 { return g.StartResyncSource(r) }, GI{a, b + UUIDNewBMOffset, b, c}, b + UUIDNewBMOffset},
-		{"resync start, no bitmap UUID", GI{a, 0, c, d}, func(g *GI) uint64 { return g.StartResyncSource(r) }, GI{a, r, c, d}, r},
-		{"resync start, just created", GI{a, UUIDJustCreated, c, d}, func(g *GI) uint64 { return g.StartResyncSource(r) }, GI{a, r, UUIDJustCreated, c}, r},
-		{"resync start on the target", GI{b, 0, c, d}, func(g *GI) uint64 { g.StartResyncTarget(a + 5); return 0 }, GI{a + 4, 0, c, d}, 0},
-		{"resync end on the source", GI{a, b, c, d}, func(g *GI) uint64 { g.FinishResyncSource(); return 0 }, GI{a, 0, b, c}, 0},
-		{"resync end on the source, nothing to rotate", GI{a, 0, c, d}, func(g *GI) uint64 { g.FinishResyncSource(); return 0 }, GI{a, 0, c, d}, 0},
-		{"resync end on the target", GI{r, 0, 0, 0}, func(g *GI) uint64 { g.FinishResyncTarget(GI{a | 1, 0, b, c}, false); return 0 }, GI{a, 0, b, c}, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			g := tc.in
-			ret := tc.op(&g)
-			assert.Equal(t, tc.want, g)
-			assert.Equal(t, tc.ret, ret)
-		})
-	}
-	assert.True(t, Equal(a|1, a))
-	assert.False(t, Equal(a, b))
-}
-
-func TestShowGI(t *testing.T) {
-	var buf bytes.Buffer
-	require.NoError(t, WriteShowGI(&buf, GI{0xD7A3B4C1B8F7AE3E, 0, 0x4B2E9F3C1A0D5E6F, 0}, FlagConsistent|FlagWasUpToDate|FlagPrimaryInd|FlagCrashedPrimary))
-	out := buf.String()
-	assert.Contains(t, out, "\nD7A3B4C1B8F7AE3E:0000000000000000:4B2E9F3C1A0D5E6F:0000000000000000:1:1:1:0:0:0:1\n")
-	assert.Contains(t, out, "flags: crashed Primary, StandAlone, UpToDate\nmeta-data: need apply-al\n")
-	assert.Contains(t, out, "       +--<  Current data generation UUID  >-\n")
-	assert.Contains(t, out, "      -<  This node was a crashed primary, and has not seen its peer since   >--+\n")
-	assert.Equal(t, "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:1:1:0\n",
-		GetGI(GI{UUIDJustCreated}, FlagFullSync|FlagPeerOutdated))
-	assert.Equal(t, "consistent,al-clean", (FlagConsistent | FlagALClean).String())
-	assert.Equal(t, "none", Flags(0).String())
-}
-
 func TestDump(t *testing.T) {
 	d, _ := newInternal(t, 256<<20, 67)
 	m, err := Open(d, InternalPlacement, Options{Name: "d"})
@@ -537,9 +485,9 @@ func TestALUpdatesNo(t *testing.T) {
 			d, _ := newInternal(t, 20<<20, 67)
 			m, err := Open(d, InternalPlacement, Options{Name: "d", DisableAL: true})
 			require.NoError(t, err)
-			require.NotZero(t, m.Superblock().Flags&FlagALDisabled)
+			require.NotZero(t, m.Superblock().Flags&genid.FlagALDisabled)
 			if tc.primary {
-				require.NoError(t, m.Update(func(s *Superblock) { s.Flags |= FlagPrimaryInd }))
+				require.NoError(t, m.Update(func(s *Superblock) { s.Flags |= genid.FlagPrimaryInd }))
 			}
 			before := m.Stats()
 			for e := int64(0); e < 4; e++ { // four extents: four transactions with the log
@@ -552,7 +500,7 @@ func TestALUpdatesNo(t *testing.T) {
 			m.MarkOutOfSync(ExtentSize, 8192) // the peer did not take it
 			m.EndWrite(ExtentSize, 8192)
 			if tc.demote {
-				require.NoError(t, m.Update(func(s *Superblock) { s.Flags &^= FlagPrimaryInd }))
+				require.NoError(t, m.Update(func(s *Superblock) { s.Flags &^= genid.FlagPrimaryInd }))
 			}
 			if tc.clean {
 				require.NoError(t, m.Close())
@@ -577,7 +525,7 @@ func TestALUpdatesNo(t *testing.T) {
 			} else {
 				assert.Equal(t, tc.oos, m2.OutOfSync())
 			}
-			assert.Equal(t, !tc.reattach, m2.Superblock().Flags&FlagALDisabled != 0, "the flag follows the configuration")
+			assert.Equal(t, !tc.reattach, m2.Superblock().Flags&genid.FlagALDisabled != 0, "the flag follows the configuration")
 		})
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // On-disk identification.
@@ -57,9 +59,9 @@ func (e *DiskError) Unwrap() error { return e.Err }
 type Superblock struct {
 	Seq         uint64 // slot sequence: the valid slot with the higher one is current
 	DataSize    int64  // usable data size (DRBD's la_size)
-	GI          GI
+	GI          genid.GI
 	DeviceUUID  uint64 // random at create-md; names this metadata
-	Flags       Flags
+	Flags       genid.Flags
 	Granularity uint32 // bytes per bitmap bit (bm_bytes_per_bit)
 	Placement   Placement
 	Capacity    int64 // backing disk size (4 KiB aligned) at create-md
@@ -169,7 +171,7 @@ func decodeSuperblock(b []byte) (Superblock, slotState, error) {
 		sb.GI[i] = be.Uint64(b[offGI+8*i:])
 	}
 	sb.DeviceUUID = be.Uint64(b[offDeviceUUID:])
-	sb.Flags = Flags(be.Uint32(b[offFlags:]))
+	sb.Flags = genid.Flags(be.Uint32(b[offFlags:]))
 	sb.Granularity = be.Uint32(b[offGranularity:])
 	switch kind, idx := be.Uint32(b[offPlacement:]), int32(be.Uint32(b[offIndex:])); {
 	case kind == 0 && idx == -1:

@@ -12,6 +12,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/pkg/netsim"
 )
@@ -60,7 +61,7 @@ func TestDurabilityKnobs(t *testing.T) {
 			al := r.md.Stats().ALTransactions // the status's al: (refreshed by publish)
 			assert.Equal(t, tc.alWrites, al > 0, "al: %d", al)
 			flags := r.md.Superblock().Flags
-			assert.Equal(t, !tc.alWrites, flags&meta.FlagALDisabled != 0, "flags %s", flags)
+			assert.Equal(t, !tc.alWrites, flags&genid.FlagALDisabled != 0, "flags %s", flags)
 			require.NoError(t, r.Do(ctx, fsm.Demote{}))
 			require.NoError(t, r.Do(ctx, fsm.Detach{}))
 

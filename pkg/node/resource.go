@@ -18,6 +18,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
@@ -99,7 +100,7 @@ type Resource struct {
 	explain struct {
 		hs   *fsm.Handshake
 		at   time.Time // when hs ran
-		gi   meta.GI
+		gi   genid.GI
 		oos  uint64
 		gran int64
 	}
@@ -228,7 +229,7 @@ func knownDigest(alg string) bool {
 func randomUUID() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return binary.LittleEndian.Uint64(b[:]) &^ meta.UUIDPrimaryBit
+	return binary.LittleEndian.Uint64(b[:]) &^ genid.UUIDPrimaryBit
 }
 
 // Name returns the resource's name.

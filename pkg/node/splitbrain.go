@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/twinblock/twinblock/pkg/config"
-	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/splitbrain"
 )
 
@@ -53,7 +53,7 @@ func (r *Resource) Explain() string {
 		g := e.gi
 		fmt.Fprintf(&b, "%s: no handshake with %s since the daemon started.\n", r.name, r.peer.Name)
 		fmt.Fprintf(&b, "  this node (%s): current %016X bitmap %016X history %016X %016X, %d blocks out of sync\n",
-			r.self.Name, g[meta.Current], g[meta.Bitmap], g[meta.HistoryStart], g[meta.HistoryEnd], e.oos)
+			r.self.Name, g[genid.Current], g[genid.Bitmap], g[genid.HistoryStart], g[genid.HistoryEnd], e.oos)
 		fmt.Fprintf(&b, "  Run `twinblock connect %s` on both nodes: the handshake compares the two nodes' generations;\n", r.name)
 		fmt.Fprintf(&b, "  a split brain is detected again without moving any data, and then explained here.\n")
 		return b.String()

@@ -24,6 +24,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/pkg/netsim"
 	"github.com/twinblock/twinblock/pkg/status"
@@ -231,8 +232,8 @@ func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
 			t.Fatal(err)
 		}
 		if err := md.Update(func(sb *meta.Superblock) {
-			sb.GI = meta.GI{0x5eed000}
-			sb.Flags = meta.FlagConsistent | meta.FlagWasUpToDate
+			sb.GI = genid.GI{0x5eed000}
+			sb.Flags = genid.FlagConsistent | genid.FlagWasUpToDate
 		}); err != nil {
 			t.Fatal(err)
 		}

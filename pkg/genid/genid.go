@@ -1,4 +1,4 @@
-package meta
+package genid
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 	"strings"
 )
 
-// Index of a UUID in the generation-identifier tuple (DRBD's UI_*).
 const (
 	Current = iota
 	Bitmap
@@ -14,7 +13,6 @@ const (
 	HistoryEnd
 )
 
-// Special UUID values and bits (drbd_int.h).
 const (
 	// UUIDJustCreated is the current UUID of fresh metadata.
 	UUIDJustCreated uint64 = 4
@@ -26,21 +24,14 @@ const (
 	UUIDNewBMOffset uint64 = 1 << 48
 )
 
-// GI is the generation-identifier tuple: current, bitmap, and two
-// history UUIDs. The zero bitmap UUID means "no bitmap against an older
-// generation"; it is zero while connected and in sync.
 type GI [4]uint64
 
-// String is DRBD's get-gi form, CURRENT:BITMAP:HIST0:HIST1 in hex.
 func (g GI) String() string {
 	return fmt.Sprintf("%016X:%016X:%016X:%016X", g[Current], g[Bitmap], g[HistoryStart], g[HistoryEnd])
 }
 
-// Equal compares two UUIDs as DRBD does, ignoring the primary bit.
 func Equal(a, b uint64) bool { return a&^UUIDPrimaryBit == b&^UUIDPrimaryBit }
 
-// setCurrent stores val as the current UUID with bit 0 telling whether
-// this node is Primary (_drbd_uuid_set).
 func (g *GI) setCurrent(val uint64, primary bool) {
 	val &^= UUIDPrimaryBit
 	if primary {
@@ -49,10 +40,6 @@ func (g *GI) setCurrent(val uint64, primary bool) {
 	g[Current] = val
 }
 
-// SetPrimary sets or clears bit 0 of the current UUID: DRBD sets it when
-// the node is promoted and clears it when it is demoted, so that the
-// bitmap UUID taken from it by NewCurrent tells whether the node was
-// Primary before a split (discard-younger-primary, discard-older-primary).
 func (g *GI) SetPrimary(primary bool) {
 	if g[Current] == 0 || g[Current] == UUIDJustCreated {
 		return
@@ -60,9 +47,7 @@ func (g *GI) SetPrimary(primary bool) {
 	g.setCurrent(g[Current], primary)
 }
 
-// setBitmap stores val as the bitmap UUID, first moving a non-zero old
-// bitmap UUID into the history (drbd_uuid_set(UI_BITMAP)).
-func (g *GI) setBitmap(val uint64) {
+func (g *GI) SetBitmap(val uint64) {
 	if g[Bitmap] != 0 {
 		g[HistoryEnd] = g[HistoryStart]
 		g[HistoryStart] = g[Bitmap]
@@ -70,21 +55,11 @@ func (g *GI) setBitmap(val uint64) {
 	g[Bitmap] = val
 }
 
-// NewCurrent starts a new data generation (drbd_uuid_new_current): the
-// current UUID becomes the bitmap UUID, the base against which the
-// bitmap records changes, and val (random) the current one. DRBD does
-// this when a Primary loses its peer, when a disconnected Secondary is
-// promoted, and on new-current-uuid. The caller persists the result
-// before any write of the new generation is acknowledged.
 func (g *GI) NewCurrent(val uint64, primary bool) {
 	g[Bitmap] = g[Current] // with its bit 0: Primary when it began
 	g.setCurrent(val, primary)
 }
 
-// StartResyncSource rotates the source's tuple at resync start and
-// returns the sync UUID to send to the target: the old bitmap UUID goes
-// to the history and the new bitmap UUID is it plus UUIDNewBMOffset (a
-// random one if there was none, or only "just created").
 func (g *GI) StartResyncSource(random uint64) uint64 {
 	u := g[Bitmap]
 	if u != 0 && u != UUIDJustCreated {
@@ -93,19 +68,15 @@ func (g *GI) StartResyncSource(random uint64) uint64 {
 		u = random
 	}
 	u &^= UUIDPrimaryBit
-	g.setBitmap(u)
+	g.SetBitmap(u)
 	return u
 }
 
-// StartResyncTarget adopts the sync UUID as the current one and clears
-// the bitmap UUID; the target is Inconsistent until the resync ends.
 func (g *GI) StartResyncTarget(sync uint64) {
 	g.setCurrent(sync, false)
 	g[Bitmap] = 0
 }
 
-// FinishResyncSource rotates at resync end: the bitmap UUID moves into
-// the history and is cleared (drbd_uuid_set_bm(0)).
 func (g *GI) FinishResyncSource() {
 	if g[Bitmap] == 0 {
 		return
@@ -115,17 +86,13 @@ func (g *GI) FinishResyncSource() {
 	g[Bitmap] = 0
 }
 
-// FinishResyncTarget adopts the source's tuple (after its
-// FinishResyncSource), with the primary bit of this node's own role.
 func (g *GI) FinishResyncTarget(source GI, primary bool) {
 	*g = source
 	g.setCurrent(source[Current], primary)
 }
 
-// Flags are the superblock's MDF_* bits, with DRBD 8.4's values.
 type Flags uint32
 
-// The flags (drbd_int.h MDF_*).
 const (
 	// FlagConsistent: the data is consistent (not in the middle of a
 	// resync as target).
@@ -165,7 +132,6 @@ var flagNames = []struct {
 	{FlagCrashedPrimary, "crashed-primary"}, {FlagALClean, "al-clean"}, {FlagALDisabled, "al-disabled"},
 }
 
-// String lists the set flags by name, "none" if none.
 func (f Flags) String() string {
 	var parts []string
 	for _, n := range flagNames {
@@ -190,7 +156,6 @@ func bit(f, b Flags) int {
 	return 0
 }
 
-// WriteShowGI prints DRBD 8.4's show-gi picture of the tuple and flags.
 func WriteShowGI(w io.Writer, g GI, f Flags) error {
 	var b strings.Builder
 	b.WriteString("\n" +
@@ -242,7 +207,6 @@ func WriteShowGI(w io.Writer, g GI, f Flags) error {
 	return err
 }
 
-// GetGI is DRBD 8.4's get-gi line: the four UUIDs and seven flag digits.
 func GetGI(g GI, f Flags) string {
 	return fmt.Sprintf("%s:%d:%d:%d:%d:%d:%d:%d\n", g, bit(f, FlagConsistent), bit(f, FlagWasUpToDate),
 		bit(f, FlagPrimaryInd), bit(f, FlagConnectedInd), bit(f, FlagFullSync), bit(f, FlagPeerOutdated),
