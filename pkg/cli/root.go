@@ -7,10 +7,9 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-)
 
-// Version is twinblock's version, shown by --version and in the status file.
-const Version = "0.1.0"
+	"github.com/twinblock/twinblock/pkg/daemon"
+)
 
 // globals are the flags every verb accepts (DESIGN.md).
 type globals struct {
@@ -35,7 +34,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "twinblock",
 		Short:         "A replicated block device in userspace, served over NBD",
-		Version:       Version,
+		Version:       daemon.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

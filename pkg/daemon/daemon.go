@@ -21,7 +21,8 @@ import (
 	"github.com/twinblock/twinblock/pkg/status"
 )
 
-// Version is reported in the status file's first line.
+// Version is twinblock's version: --version, the status file's first
+// line and the control socket's responses (the one place it is set).
 const Version = "0.1.0"
 
 // Options configure a daemon.
