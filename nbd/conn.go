@@ -191,8 +191,8 @@ func (c *conn) readLoop() error {
 		}
 		c.acquire(r.cost)
 		if r.cost > 0 {
-			r.buf = c.srv.pool.get(int(h.Length))
-			r.data = r.buf.b[:h.Length]
+			r.buf = c.srv.pool.Get(int(h.Length))
+			r.data = r.buf.B[:h.Length]
 		}
 		if h.Type == CmdWrite && h.Length > 0 {
 			if err := c.readPayload(r.data); err != nil {
@@ -529,7 +529,7 @@ func (c *conn) writeBatch(batch []*request) {
 
 func (c *conn) recycle(r *request) {
 	if r.buf != nil {
-		c.srv.pool.put(r.buf)
+		c.srv.pool.Put(r.buf)
 	}
 	r.reset()
 	c.srv.reqs.Put(r)

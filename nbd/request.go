@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"unicode/utf8"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // RequestHeader is the fixed 28-byte header of every transmission-phase
@@ -50,9 +52,9 @@ func AppendRequestHeader(b []byte, h RequestHeader) []byte {
 // its fields are reset by reset before reuse.
 type request struct {
 	RequestHeader
-	buf  *buffer // pooled storage behind data
-	data []byte  // READ result or WRITE payload, len == Length
-	cost int64   // bytes charged to the connection's budget
+	buf  *alignbuf.Buf // pooled storage behind data
+	data []byte        // READ result or WRITE payload, len == Length
+	cost int64         // bytes charged to the connection's budget
 
 	errno uint32
 	msg   string

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // errTooManyFiles is the accept error that is worth waiting out.
@@ -60,7 +62,7 @@ type Server struct {
 	opts    Options
 	catalog Catalog
 	log     *slog.Logger
-	pool    bufPool
+	pool    alignbuf.Pool
 	reqs    sync.Pool
 
 	mu        sync.Mutex

@@ -2,11 +2,10 @@ package replication
 
 import (
 	"fmt"
-	"math/bits"
 	"slices"
 	"sync"
-	"unsafe"
 
+	"github.com/twinblock/twinblock/internal/alignbuf"
 	"github.com/twinblock/twinblock/pkg/disk"
 )
 
@@ -45,7 +44,7 @@ import (
 type applier struct {
 	l         *Link
 	disk      disk.Disk // nil: diskless (the receiver answers before the applier)
-	pool      bufPool
+	pool      alignbuf.Pool
 	work      chan *applyOp // to the workers; never full (capacity maxApplyOps)
 	flushKick chan struct{} // cap 1: the first epoch may be ready
 
@@ -76,14 +75,14 @@ type applyOp struct {
 	id      uint64
 	off, n  int64
 	flags   DataFlags
-	buf     *payloadBuf // Data, ResyncReply: the payload (decoded); ReadRequest: where to read
-	zbuf    *payloadBuf // compressed Data, ResyncReply: the payload as received; VerifyRequest: the digests
-	zlen    int         // bytes of zbuf used
-	codec   Codec       // zbuf's compression
-	charged int64       // bytes charged to the budget
-	epoch   uint64      // epochal writes: the epoch they count in
-	deps    int         // earlier overlapping ops not finished
-	waiters []*applyOp  // later ops that wait for this one
+	buf     *alignbuf.Buf // Data, ResyncReply: the payload (decoded); ReadRequest: where to read
+	zbuf    *alignbuf.Buf // compressed Data, ResyncReply: the payload as received; VerifyRequest: the digests
+	zlen    int           // bytes of zbuf used
+	codec   Codec         // zbuf's compression
+	charged int64         // bytes charged to the budget
+	epoch   uint64        // epochal writes: the epoch they count in
+	deps    int           // earlier overlapping ops not finished
+	waiters []*applyOp    // later ops that wait for this one
 
 	status SyncStatus          // ResyncReply
 	wire   int64               // ResyncReply: payload bytes received
@@ -124,7 +123,7 @@ const maxOpenEpochs = 1 << 16
 
 func (a *applier) init(l *Link, budget int64) {
 	a.l, a.disk, a.budget = l, l.cfg.Disk, budget
-	a.pool.limit = min(budget, 8<<20)
+	a.pool.SetLimit(min(budget, 8<<20)) // a burst of big writes does not pin its memory
 	a.cond.L = &a.mu
 	a.work = make(chan *applyOp, maxApplyOps)
 	a.flushKick = make(chan struct{}, 1)
@@ -187,7 +186,7 @@ func (a *applier) charge(n int64) bool {
 // uncharged: it lives only until a worker decoded it), a buffer of n
 // bytes and the new charge. false once the link is ending (everything
 // is released).
-func (a *applier) inflateBuffer(buf *payloadBuf, charged, n int64) (zbuf, out *payloadBuf, outCharged int64, ok bool) {
+func (a *applier) inflateBuffer(buf *alignbuf.Buf, charged, n int64) (zbuf, out *alignbuf.Buf, outCharged int64, ok bool) {
 	a.mu.Lock()
 	for a.bytes-charged > 0 && a.bytes-charged+n > a.budget && !a.closing {
 		a.cond.Wait()
@@ -199,13 +198,13 @@ func (a *applier) inflateBuffer(buf *payloadBuf, charged, n int64) (zbuf, out *p
 	}
 	a.bytes += n - charged
 	a.mu.Unlock()
-	return buf, a.pool.get(int(n)), n, true
+	return buf, a.pool.Get(int(n)), n, true
 }
 
 // release gives back a buffer and its charge (both may be zero).
-func (a *applier) release(b *payloadBuf, charged int64) {
+func (a *applier) release(b *alignbuf.Buf, charged int64) {
 	if b != nil {
-		a.pool.put(b)
+		a.pool.Put(b)
 	}
 	if charged != 0 {
 		a.mu.Lock()
@@ -309,7 +308,7 @@ func (a *applier) run(op *applyOp) {
 	}
 	l, d := a.l, a.disk
 	if op.zbuf != nil {
-		if err := decompress(op.codec, op.buf.b[:op.n], op.zbuf.b[:op.zlen]); err != nil {
+		if err := decompress(op.codec, op.buf.B[:op.n], op.zbuf.B[:op.zlen]); err != nil {
 			l.fail(violation(op.kind, "ID %d: %v", op.id, err))
 			a.finish(op)
 			return
@@ -327,13 +326,13 @@ func (a *applier) run(op *applyOp) {
 				err = d.WriteZeroes(op.off, op.n, true, fua)
 				break
 			}
-			err = d.WriteAt(op.buf.b[:op.n], op.off, fua)
+			err = d.WriteAt(op.buf.B[:op.n], op.off, fua)
 		case TypeTrim:
 			err = d.Trim(op.off, op.n, fua)
 		case TypeWriteZeroes:
 			err = d.WriteZeroes(op.off, op.n, op.flags&DataNoHole != 0, fua)
 		case TypeReadRequest:
-			err = d.ReadAt(op.buf.b[:op.n], op.off)
+			err = d.ReadAt(op.buf.B[:op.n], op.off)
 		}
 	}
 	errno, peerFault := uint32(0), false
@@ -344,10 +343,10 @@ func (a *applier) run(op *applyOp) {
 	case op.kind == TypeReadRequest:
 		m := outMsg{t: TypeReadReply, id: op.id, errno: errno, n: uint32(op.n)}
 		if errno == 0 {
-			m.payload, m.buf = op.buf.b[:op.n], op.buf
+			m.payload, m.buf = op.buf.B[:op.n], op.buf
 		}
 		if !l.enqueueReply(m) || errno != 0 {
-			a.pool.put(op.buf)
+			a.pool.Put(op.buf)
 		}
 		op.buf = nil // the sender's now
 	case errno != 0:
@@ -400,10 +399,10 @@ func (a *applier) finish(op *applyOp) {
 // list.
 func (a *applier) recycleLocked(op *applyOp) {
 	if op.buf != nil {
-		a.pool.put(op.buf)
+		a.pool.Put(op.buf)
 	}
 	if op.zbuf != nil {
-		a.pool.put(op.zbuf)
+		a.pool.Put(op.zbuf)
 	}
 	a.bytes -= op.charged
 	clear(op.waiters)
@@ -469,70 +468,5 @@ func (a *applier) flusher() {
 	}
 }
 
-// Payload buffers: power-of-two size classes from 4 KiB to
-// MaxPayloadSize, 4 KiB aligned (enough for O_DIRECT disks).
-const (
-	minBufShift   = 12
-	maxBufShift   = 26
-	numBufClasses = maxBufShift - minBufShift + 1
-	bufAlign      = 4096
-)
-
-var _ [1<<maxBufShift - MaxPayloadSize]struct{} // the largest class holds the largest payload
-
-type payloadBuf struct {
-	b     []byte // the whole class size; callers slice it
-	class int
-}
-
-// bufPool keeps freed payload buffers for reuse, up to limit bytes (so a
-// burst of big writes does not pin its memory for the life of the link);
-// steady traffic that fits allocates nothing.
-type bufPool struct {
-	mu    sync.Mutex
-	free  [numBufClasses][]*payloadBuf
-	held  int64
-	limit int64
-}
-
-func bufClass(n int) int {
-	if n <= 1<<minBufShift {
-		return 0
-	}
-	return bits.Len(uint(n-1)) - minBufShift
-}
-
-// get returns a buffer of at least n bytes (1..MaxPayloadSize).
-func (p *bufPool) get(n int) *payloadBuf {
-	c := bufClass(n)
-	p.mu.Lock()
-	if f := p.free[c]; len(f) > 0 {
-		b := f[len(f)-1]
-		f[len(f)-1] = nil
-		p.free[c] = f[:len(f)-1]
-		p.held -= int64(len(b.b))
-		p.mu.Unlock()
-		return b
-	}
-	p.mu.Unlock()
-	return &payloadBuf{b: alignedAlloc(1 << (c + minBufShift)), class: c}
-}
-
-func (p *bufPool) put(b *payloadBuf) {
-	p.mu.Lock()
-	if p.held+int64(len(b.b)) <= p.limit {
-		p.free[b.class] = append(p.free[b.class], b)
-		p.held += int64(len(b.b))
-	}
-	p.mu.Unlock()
-}
-
-// alignedAlloc returns n bytes starting on a bufAlign boundary.
-func alignedAlloc(n int) []byte {
-	raw := make([]byte, n+bufAlign)
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) & (bufAlign - 1)); r != 0 {
-		off = bufAlign - r
-	}
-	return raw[off : off+n : off+n]
-}
+// The largest pool class holds the largest payload.
+var _ [1<<alignbuf.MaxShift - MaxPayloadSize]struct{}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // Payload compression (net { compression }). A node compresses what it
@@ -83,22 +85,22 @@ func maxCompressedLen(c Codec, n int) int {
 // the compressed bytes, or ok = false (and no buffer) if that does not
 // save at least an eighth of src. It counts what it was given and what
 // it made.
-func (l *Link) compress(c Codec, src []byte) (buf *payloadBuf, out []byte, ok bool) {
+func (l *Link) compress(c Codec, src []byte) (buf *alignbuf.Buf, out []byte, ok bool) {
 	bound := maxCompressedLen(c, len(src))
-	if bound <= 0 || bound > 1<<maxBufShift {
+	if bound <= 0 || bound > 1<<alignbuf.MaxShift {
 		return nil, nil, false
 	}
-	buf = l.ap.pool.get(bound)
+	buf = l.ap.pool.Get(bound)
 	switch c {
 	case CodecS2:
-		out = s2.Encode(buf.b[:bound], src)
+		out = s2.Encode(buf.B[:bound], src)
 	case CodecZstd:
-		out = zstdEncoder().EncodeAll(src, buf.b[:0:bound])
+		out = zstdEncoder().EncodeAll(src, buf.B[:0:bound])
 	}
 	l.compIn.Add(uint64(len(src)))
 	l.compOut.Add(uint64(len(out)))
-	if len(out) > len(src)-len(src)/8 || len(out) == 0 || &out[0] != &buf.b[0] {
-		l.ap.pool.put(buf)
+	if len(out) > len(src)-len(src)/8 || len(out) == 0 || &out[0] != &buf.B[0] {
+		l.ap.pool.Put(buf)
 		return nil, nil, false
 	}
 	return buf, out, true

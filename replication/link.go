@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/twinblock/twinblock/internal/alignbuf"
 	"github.com/twinblock/twinblock/pkg/disk"
 )
 
@@ -366,7 +367,7 @@ type Link struct {
 	spare []outMsg // the queue's other buffer: the sender swaps them
 
 	// receiver-owned
-	rbuf     *payloadBuf // payload buffer handed to the decoder
+	rbuf     *alignbuf.Buf // payload buffer handed to the decoder
 	rcharged int64
 	lastID   uint64 // highest write-path ID received
 	bitmap   []byte // the peer's bitmap chunks so far
@@ -562,7 +563,7 @@ func (l *Link) Submit(r *Request) error {
 		err := l.cause
 		l.mu.Unlock()
 		if m.buf != nil {
-			l.ap.pool.put(m.buf)
+			l.ap.pool.Put(m.buf)
 		}
 		r.done <- err
 		return err

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // errStop ends the receiver without a new cause (the peer's Goodbye set
@@ -113,9 +115,9 @@ func (l *Link) getPayload(n int) []byte {
 	if !l.ap.charge(int64(n)) {
 		return nil
 	}
-	b := l.ap.pool.get(n)
+	b := l.ap.pool.Get(n)
 	l.rbuf, l.rcharged = b, int64(n)
-	return b.b
+	return b.B
 }
 
 // checkSeq enforces the write path's strictly increasing IDs.
@@ -177,7 +179,7 @@ func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags, dm *D
 	if l.cfg.Protocol == 'B' {
 		l.enqueueReply(outMsg{t: TypeRecvAck, id: id})
 	}
-	var zbuf *payloadBuf
+	var zbuf *alignbuf.Buf
 	switch {
 	case flags&DataAllZero != 0 && t == TypeData:
 		l.ap.release(buf, charged) // the length was all of it
@@ -251,7 +253,7 @@ func (l *Link) serveRead(id, off uint64, length uint32) error {
 	if op == nil {
 		return nil
 	}
-	op.kind, op.id, op.off, op.n, op.buf = TypeReadRequest, id, int64(off), n, l.ap.pool.get(int(n))
+	op.kind, op.id, op.off, op.n, op.buf = TypeReadRequest, id, int64(off), n, l.ap.pool.Get(int(n))
 	l.ap.submit(op)
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // outMsg is one frame waiting in the send queue. It holds copies of what
@@ -16,12 +18,12 @@ type outMsg struct {
 	n       uint32 // Data (as written), Trim, WriteZeroes, ReadRequest, ResyncRequest, ResyncAck, VerifyRequest length; ReadReply's requested length
 	flags   DataFlags
 	errno   uint32
-	alg     DigestAlg   // ResyncRequest, VerifyRequest
-	status  SyncStatus  // ResyncReply, VerifyReply
-	codec   Codec       // ResyncReply
-	last    bool        // Bitmap
-	payload []byte      // Data (the caller's, or compressed in buf), ReadReply, ResyncReply, VerifyRequest, VerifyReply (buf's), Bitmap, ResyncRequest's checksum
-	buf     *payloadBuf // back to the pool once written
+	alg     DigestAlg     // ResyncRequest, VerifyRequest
+	status  SyncStatus    // ResyncReply, VerifyReply
+	codec   Codec         // ResyncReply
+	last    bool          // Bitmap
+	payload []byte        // Data (the caller's, or compressed in buf), ReadReply, ResyncReply, VerifyRequest, VerifyReply (buf's), Bitmap, ResyncRequest's checksum
+	buf     *alignbuf.Buf // back to the pool once written
 	state   State
 	reply   bool // an answer to the peer (counted in Link.replies)
 }
@@ -312,7 +314,7 @@ func (l *Link) afterWrite(batch []outMsg) {
 	l.mu.Unlock()
 	for i := range batch {
 		if b := batch[i].buf; b != nil {
-			l.ap.pool.put(b)
+			l.ap.pool.Put(b)
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sync"
 	"syscall"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // The resync and online-verify side of a Link: the bitmap exchange, the
@@ -193,11 +195,11 @@ func (l *Link) Verify(off, n int64, digests []byte, done func(VerifyResult)) err
 	case int64(len(digests)) != blocksOf(n)*int64(alg.Size()):
 		return bad("%d bytes of digests, want %d %v digests of %d bytes", len(digests), blocksOf(n), alg, alg.Size())
 	}
-	buf := l.ap.pool.get(len(digests))
-	copy(buf.b, digests)
+	buf := l.ap.pool.Get(len(digests))
+	copy(buf.B, digests)
 	c := syncCallPool.Get().(*syncCall)
 	*c = syncCall{verify: true, off: off, n: n, alg: alg, vDone: done}
-	return l.startSync(c, outMsg{t: TypeVerifyRequest, off: uint64(off), n: uint32(n), alg: alg, payload: buf.b[:len(digests)], buf: buf})
+	return l.startSync(c, outMsg{t: TypeVerifyRequest, off: uint64(off), n: uint32(n), alg: alg, payload: buf.B[:len(digests)], buf: buf})
 }
 
 // startSync waits for a slot, registers c and queues its request m.
@@ -210,7 +212,7 @@ func (l *Link) startSync(c *syncCall, m outMsg) error {
 		err := l.cause
 		l.mu.Unlock()
 		if m.buf != nil {
-			l.ap.pool.put(m.buf)
+			l.ap.pool.Put(m.buf)
 		}
 		syncCallPool.Put(c)
 		return err
@@ -357,7 +359,7 @@ func (l *Link) answerServed(m outMsg, keep bool) {
 	if l.closing {
 		l.mu.Unlock()
 		if m.buf != nil {
-			l.ap.pool.put(m.buf)
+			l.ap.pool.Put(m.buf)
 		}
 		return
 	}
@@ -372,7 +374,7 @@ func (l *Link) answerServed(m outMsg, keep bool) {
 	l.mu.Unlock()
 	if !ok {
 		if m.buf != nil {
-			l.ap.pool.put(m.buf)
+			l.ap.pool.Put(m.buf)
 		}
 		l.tooManyReplies()
 	}
@@ -449,8 +451,8 @@ func (l *Link) recvVerifyRequest(m *VerifyRequest) error {
 	if op == nil {
 		return nil
 	}
-	zb := l.ap.pool.get(len(m.Digests))
-	copy(zb.b, m.Digests)
+	zb := l.ap.pool.Get(len(m.Digests))
+	copy(zb.B, m.Digests)
 	op.kind, op.id, op.off, op.n, op.alg = TypeVerifyRequest, m.ID, int64(m.Offset), n, m.Alg
 	op.zbuf, op.zlen = zb, len(m.Digests)
 	l.ap.submit(op)
@@ -503,7 +505,7 @@ func (l *Link) recvResyncReply(m *ResyncReply) error {
 			return nil // the link is ending (the sweep completes c)
 		}
 	}
-	var zbuf *payloadBuf
+	var zbuf *alignbuf.Buf
 	if m.Codec != CodecNone {
 		var ok bool
 		if zbuf, buf, charged, ok = l.ap.inflateBuffer(buf, charged, c.n); !ok {
@@ -610,11 +612,11 @@ func (a *applier) serveResync(op *applyOp) {
 	l := a.l
 	unlock := l.lockRange(op.off, op.n)
 	defer unlock()
-	buf := a.pool.get(int(op.n))
-	p := buf.b[:op.n]
+	buf := a.pool.Get(int(op.n))
+	p := buf.B[:op.n]
 	m := outMsg{t: TypeResyncReply, id: op.id}
 	if err := a.disk.ReadAt(p, op.off); err != nil {
-		a.pool.put(buf)
+		a.pool.Put(buf)
 		errno, peerFault := errnoOf(err, true)
 		if !peerFault {
 			a.diskError(op, err)
@@ -626,17 +628,17 @@ func (a *applier) serveResync(op *applyOp) {
 	var sum [MaxDigestSize]byte
 	switch {
 	case op.alg != DigestNone && bytes.Equal(appendDigest(op.alg, sum[:0], p), op.csum[:op.alg.Size()]):
-		a.pool.put(buf)
+		a.pool.Put(buf)
 		m.status = StatusInSync
 		l.sameCsum.Add(uint64(blocksOf(op.n)))
 	case allZero(p):
-		a.pool.put(buf)
+		a.pool.Put(buf)
 		m.status = StatusZero
 	default:
 		m.payload, m.buf = p, buf
 		if c := l.syncCodec; c != CodecNone {
 			if zb, out, ok := l.compress(c, p); ok {
-				a.pool.put(buf)
+				a.pool.Put(buf)
 				m.payload, m.buf, m.codec = out, zb, c
 			}
 		}
@@ -651,9 +653,9 @@ func (a *applier) serveVerify(op *applyOp) {
 	l := a.l
 	unlock := l.lockRange(op.off, op.n)
 	defer unlock()
-	buf := a.pool.get(int(op.n))
-	defer a.pool.put(buf)
-	p := buf.b[:op.n]
+	buf := a.pool.Get(int(op.n))
+	defer a.pool.Put(buf)
+	p := buf.B[:op.n]
 	m := outMsg{t: TypeVerifyReply, id: op.id}
 	if err := a.disk.ReadAt(p, op.off); err != nil {
 		errno, peerFault := errnoOf(err, true)
@@ -666,10 +668,10 @@ func (a *applier) serveVerify(op *applyOp) {
 	}
 	blocks := blocksOf(op.n)
 	size := op.alg.Size()
-	mask := a.pool.get(int((blocks + 7) / 8))
-	bits := mask.b[:(blocks+7)/8]
+	mask := a.pool.Get(int((blocks + 7) / 8))
+	bits := mask.B[:(blocks+7)/8]
 	clear(bits)
-	theirs := op.zbuf.b[:op.zlen]
+	theirs := op.zbuf.B[:op.zlen]
 	var sum [MaxDigestSize]byte
 	run := int64(-1) // first block of the current run of mismatches
 	report := func(from, to int64) {
@@ -711,12 +713,12 @@ func (a *applier) writeResync(op *applyOp) {
 		err = a.disk.WriteZeroes(op.off, op.n, true, false)
 	default:
 		if op.zbuf != nil {
-			if derr := decompress(op.codec, op.buf.b[:op.n], op.zbuf.b[:op.zlen]); derr != nil {
+			if derr := decompress(op.codec, op.buf.B[:op.n], op.zbuf.B[:op.zlen]); derr != nil {
 				l.fail(violation(TypeResyncReply, "ID %d: %v", op.id, derr))
 				return // the sweep completes c
 			}
 		}
-		err = a.disk.WriteAt(op.buf.b[:op.n], op.off, false)
+		err = a.disk.WriteAt(op.buf.B[:op.n], op.off, false)
 	}
 	var errno uint32
 	if err != nil {

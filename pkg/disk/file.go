@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // FileOptions select how a File is opened.
@@ -128,7 +130,7 @@ func (d *File) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	if d.direct && !aligned(p, d.align) {
-		b := alignedBuf(len(p), d.align)
+		b := alignbuf.Alloc(len(p), d.align)
 		if err := d.ReadAt(b, off); err != nil {
 			return err
 		}
@@ -154,7 +156,7 @@ func (d *File) WriteAt(p []byte, off int64, fua bool) error {
 		return err
 	}
 	if d.direct && !aligned(p, d.align) {
-		b := alignedBuf(len(p), d.align)
+		b := alignbuf.Alloc(len(p), d.align)
 		copy(b, p)
 		p = b
 	}
@@ -294,7 +296,7 @@ func (d *File) zeroRange(off, n int64, noHole bool) error {
 
 // writeZeroBytes writes real zeroes, 1 MiB at a time.
 func (d *File) writeZeroBytes(off, n int64) error {
-	d.zerosOnce.Do(func() { d.zeros = alignedBuf(1<<20, 4096) })
+	d.zerosOnce.Do(func() { d.zeros = alignbuf.Alloc(1<<20, 4096) })
 	for n > 0 {
 		chunk := min(n, int64(len(d.zeros)))
 		if _, err := d.f.WriteAt(d.zeros[:chunk], off); err != nil {
@@ -329,15 +331,4 @@ func alignDown(x, a int64) int64 { return x / a * a }
 
 func aligned(p []byte, align int) bool {
 	return len(p) == 0 || uintptr(unsafe.Pointer(&p[0]))%uintptr(align) == 0
-}
-
-// alignedBuf returns n bytes starting on an align boundary (align is a
-// power of two).
-func alignedBuf(n, align int) []byte {
-	raw := make([]byte, n+align)
-	off := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) & uintptr(align-1)); r != 0 {
-		off = align - r
-	}
-	return raw[off : off+n : off+n]
 }
