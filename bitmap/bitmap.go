@@ -177,6 +177,42 @@ func (b *Bitmap) next(from, flip uint64) (uint64, bool) {
 	}
 }
 
+// NextRun returns the first run of set bits, as a byte range of a device
+// of size bytes: its blocks start at or after off (a block that starts
+// before off is not returned, so a caller whose cursor ends inside the
+// last, partial block is done), are set in b and clear in skip (nil: no
+// skip), and span at most maxLen bytes (at least one block). The range is
+// clamped to size.
+func (b *Bitmap) NextRun(off, maxLen, size int64, skip *Bitmap) (start, length int64, ok bool) {
+	g := int64(1) << b.shift
+	from := uint64((max(off, 0) + g - 1) / g)
+	for {
+		i, found := b.NextSet(from)
+		if !found {
+			return 0, 0, false
+		}
+		if skip != nil && skip.Test(i) {
+			j, found := skip.NextClear(i)
+			if !found {
+				return 0, 0, false
+			}
+			from = j
+			continue
+		}
+		limit := uint64(max(maxLen/g, 1))
+		end := i + 1
+		for end < b.nbits && end-i < limit && b.Test(end) && (skip == nil || !skip.Test(end)) {
+			end++
+		}
+		start = int64(i) * g
+		length = min(int64(end-i)*g, size-start)
+		if length <= 0 {
+			return 0, 0, false
+		}
+		return start, length, true
+	}
+}
+
 // Merge ORs other into b (the connect-time union of both nodes' out-of-sync
 // blocks). Both must have the same geometry.
 func (b *Bitmap) Merge(other *Bitmap) error {

@@ -274,13 +274,12 @@ func (r *Resource) engineConfig(verify bool) resync.EngineConfig {
 		c.MinRate = d.Size("c-min-rate")
 	}
 	cfg := resync.EngineConfig{
-		Size:        r.md.Layout().DataSize,
-		MaxRequest:  int64(l.MaxPayload()),
-		MaxInFlight: 32 << 20,
-		Controller:  c,
-		Clock:       r.env.Clock,
-		ReadLocal:   r.data.ReadAt,
-		Lock:        r.dev.lockRange,
+		Size:       r.md.Layout().DataSize,
+		MaxRequest: int64(l.MaxPayload()),
+		Controller: c,
+		Clock:      r.env.Clock,
+		ReadLocal:  r.data.ReadAt,
+		Lock:       r.dev.lockRange,
 		// c-min-rate's "foreign I/O": this node's own clients (a
 		// Primary target) and the peer's replicated writes (the usual
 		// case: the Primary is the source and writes through us).
@@ -345,41 +344,6 @@ func (t linkTransport) Verify(off, n int64, digests []byte, done func([]byte, er
 	})
 }
 
-// nextRun finds the first run of bits set in bm and clear in skip (may
-// be nil) at or after byte off, at most max bytes, clamped to size.
-func nextRun(bm, skip *bitmap.Bitmap, off, max, size int64) (int64, int64, bool) {
-	g := int64(bm.Granularity())
-	from := uint64(off / g)
-	for {
-		i, ok := bm.NextSet(from)
-		if !ok {
-			return 0, 0, false
-		}
-		if skip != nil && skip.Test(i) {
-			j, ok := skip.NextClear(i)
-			if !ok {
-				return 0, 0, false
-			}
-			from = j
-			continue
-		}
-		limit := uint64(max / g)
-		if limit == 0 {
-			limit = 1
-		}
-		end := i + 1
-		for end < bm.Bits() && end-i < limit && bm.Test(end) && (skip == nil || !skip.Test(end)) {
-			end++
-		}
-		start := int64(i) * g
-		length := min(int64(end-i)*g, size-start)
-		if length <= 0 {
-			return 0, 0, false
-		}
-		return start, length, true
-	}
-}
-
 // durableBitmap is the sync target's bitmap: a range the engine fetched
 // is "in sync" for the engine at once, but its bits are cleared in the
 // metadata only at the next commit, after the data was flushed. So the
@@ -409,7 +373,7 @@ func (b *durableBitmap) NextDirty(off, max int64) (int64, int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.md.WithBitmap(func(bm *bitmap.Bitmap) {
-		runOff, runLen, ok = nextRun(bm, b.synced, off, max, b.size)
+		runOff, runLen, ok = bm.NextRun(off, max, b.size, b.synced)
 	})
 	return runOff, runLen, ok
 }

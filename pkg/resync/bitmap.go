@@ -26,24 +26,8 @@ type lockedBitmap struct {
 }
 
 func (l *lockedBitmap) NextDirty(off, limit int64) (runOff, runLen int64, ok bool) {
-	l.with(func(b *bitmap.Bitmap) {
-		g := int64(b.Granularity())
-		first := (max(off, 0) + g - 1) / g
-		s, found := b.NextSet(uint64(first))
-		if !found {
-			return
-		}
-		nb := uint64(1)
-		for maxBlocks := uint64(max(limit/g, 1)); nb < maxBlocks && b.Test(s+nb); nb++ {
-		}
-		runOff = int64(s) * g
-		runLen = min(int64(nb)*g, l.size-runOff)
-		ok = runLen > 0
-	})
-	if !ok {
-		return 0, 0, false
-	}
-	return runOff, runLen, true
+	l.with(func(b *bitmap.Bitmap) { runOff, runLen, ok = b.NextRun(off, limit, l.size, nil) })
+	return runOff, runLen, ok
 }
 
 func (l *lockedBitmap) SetInSync(off, n int64) {
