@@ -157,16 +157,3 @@ func decompress(c Codec, dst, src []byte) error {
 	}
 	return nil
 }
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for len(b) >= len(zeroPage) {
-		if string(b[:len(zeroPage)]) != string(zeroPage[:]) {
-			return false
-		}
-		b = b[len(zeroPage):]
-	}
-	return string(b) == string(zeroPage[:len(b)])
-}
-
-var zeroPage [16 << 10]byte

@@ -642,7 +642,7 @@ func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
 // (or by its length, DataAllZero, when it is all zeroes) if that pays.
 // The caller's goroutine does it, so writes compress in parallel.
 func (l *Link) packData(m *outMsg) {
-	if allZero(m.payload) {
+	if disk.AllZero(m.payload) {
 		m.flags |= DataAllZero
 		m.payload = nil
 		return

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/twinblock/twinblock/internal/alignbuf"
+	"github.com/twinblock/twinblock/pkg/disk"
 )
 
 // The resync and online-verify side of a Link: the bitmap exchange, the
@@ -631,7 +632,7 @@ func (a *applier) serveResync(op *applyOp) {
 		a.pool.Put(buf)
 		m.status = StatusInSync
 		l.sameCsum.Add(uint64(blocksOf(op.n)))
-	case allZero(p):
+	case disk.AllZero(p):
 		a.pool.Put(buf)
 		m.status = StatusZero
 	default:

@@ -37,3 +37,18 @@ func checkRange(off, n, size int64) error {
 	}
 	return nil
 }
+
+// AllZero reports whether b holds only zero bytes: a block a WRITE_ZEROES
+// or a hole can stand for.
+func AllZero(b []byte) bool {
+	for len(b) >= len(zeroPage) {
+		if string(b[:len(zeroPage)]) != string(zeroPage[:]) {
+			return false
+		}
+		b = b[len(zeroPage):]
+	}
+	return string(b) == string(zeroPage[:len(b)])
+}
+
+// zeroPage is what AllZero compares with (memequal, not a byte loop).
+var zeroPage [16 << 10]byte

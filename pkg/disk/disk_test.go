@@ -208,3 +208,29 @@ func TestFaulty(t *testing.T) {
 	assert.Equal(t, 1, f.MinBlockSize())
 	assert.Equal(t, "write-zeroes", OpWriteZeroes.String())
 }
+
+func TestAllZero(t *testing.T) {
+	big := make([]byte, 3*len(zeroPage)+5)
+	tests := []struct {
+		name string
+		b    []byte
+		at   int // where a non-zero byte goes, -1: none
+		want bool
+	}{
+		{"empty", nil, -1, true},
+		{"one zero", []byte{0}, -1, true},
+		{"one one", []byte{1}, 0, false},
+		{"zeroes across compare pages", big, -1, true},
+		{"last byte of a compare page", big, len(zeroPage) - 1, false},
+		{"in the tail", big, len(big) - 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := append([]byte(nil), tc.b...)
+			if tc.at >= 0 {
+				b[tc.at] = 7
+			}
+			require.Equal(t, tc.want, AllZero(b))
+		})
+	}
+}

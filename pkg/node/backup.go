@@ -310,7 +310,7 @@ func (j *journal) save(d disk.Disk, off, n int64) error {
 			if err := d.ReadAt(b, pos); err != nil {
 				return fmt.Errorf("reading the old content: %w", err)
 			}
-			if allZero(b) {
+			if disk.AllZero(b) {
 				j.zeroSkip += int64(len(b)) // the image's hole reads as zeroes
 			} else if _, err := j.imgF.WriteAt(b, pos); err != nil {
 				return err
@@ -332,21 +332,6 @@ func (j *journal) save(d disk.Disk, off, n int64) error {
 		j.saved.MarkRange(r.Offset, r.Length)
 	}
 	return nil
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // materialize creates the files now (a discard: so that a crash before

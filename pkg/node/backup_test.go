@@ -216,7 +216,7 @@ func TestCowDiskSaves(t *testing.T) {
 			// Blocks not saved are holes (zeroes).
 			for b := int64(0); b*bs < sz; b++ {
 				if _, ok := want[b]; !ok {
-					assert.True(t, allZero(img[b*bs:min((b+1)*bs, sz)]), "block %d was not saved", b)
+					assert.True(t, disk.AllZero(img[b*bs:min((b+1)*bs, sz)]), "block %d was not saved", b)
 				}
 			}
 			n, files, err := f.j.complete()
