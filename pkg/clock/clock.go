@@ -6,6 +6,12 @@ import (
 	"time"
 )
 
+// Tick is DRBD's unit of time, 0.1 s: the state machine's tick (the
+// unit of ping-timeout and timeout) and the resync controller's period
+// (DRBD's SLEEP_TIME, HZ/10). One constant, because DRBD's rates and
+// timeouts are written in it.
+const Tick = 100 * time.Millisecond
+
 // Clock gives the time and tickers. Implementations are safe for
 // concurrent use.
 type Clock interface {

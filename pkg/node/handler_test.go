@@ -77,7 +77,7 @@ func settle(clk *clock.Fake, limit int, ok func() bool) bool {
 		if ok() {
 			return true
 		}
-		clk.Advance(TickInterval)
+		clk.Advance(clock.Tick)
 		time.Sleep(time.Millisecond)
 	}
 	return ok()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 )
@@ -80,7 +81,7 @@ func TestDisklessPrimaryResyncsReattachedDiskInPlace(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for !ok() && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
-			tt.clk.Advance(TickInterval)
+			tt.clk.Advance(clock.Tick)
 		}
 	}
 	// The batches may have dropped the connection (ping-timeout at the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
@@ -23,10 +24,6 @@ import (
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
 )
-
-// TickInterval is the length of one state-machine tick: DRBD's unit
-// (0.1 s) for ping-timeout and timeout.
-const TickInterval = 100 * time.Millisecond
 
 // counters are the /proc/drbd statistics the data path keeps.
 type counters struct {
@@ -199,7 +196,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	if err != nil {
 		return nil, err
 	}
-	ticks := func(d time.Duration) int { return int(d / TickInterval) }
+	ticks := func(d time.Duration) int { return int(d / clock.Tick) }
 	r.fsm = fsm.New(fsm.Config{
 		Name: cfg.Name, Self: me.Name, Peer: peer.Name, Protocol: proto,
 		Dialer:      me.Name < peer.Name,
@@ -419,7 +416,7 @@ func (r *Resource) Close() error {
 }
 
 func (r *Resource) run() {
-	tick, stopTick := r.env.Clock.NewTicker(TickInterval)
+	tick, stopTick := r.env.Clock.NewTicker(clock.Tick)
 	defer stopTick()
 	var refresh int
 	for {

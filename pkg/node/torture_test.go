@@ -339,7 +339,7 @@ func (tt *torture) settle(limit int, ok func() bool) bool {
 		if ok() {
 			return true
 		}
-		tt.clk.Advance(TickInterval)
+		tt.clk.Advance(clock.Tick)
 		time.Sleep(300 * time.Microsecond)
 	}
 	return ok()
@@ -537,7 +537,7 @@ func (tt *torture) ticking(wait func()) {
 		case <-done:
 			return
 		case <-time.After(2 * time.Millisecond):
-			tt.clk.Advance(TickInterval)
+			tt.clk.Advance(clock.Tick)
 		}
 	}
 }

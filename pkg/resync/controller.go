@@ -1,13 +1,13 @@
 package resync
 
-import "time"
+import (
+	"time"
 
-// TickInterval is the period of the resync controller and of the engine's
-// scheduling (DRBD's SLEEP_TIME, HZ/10).
-const TickInterval = 100 * time.Millisecond
+	"github.com/twinblock/twinblock/pkg/clock"
+)
 
 // ticksPerSecond converts a rate in bytes/s to bytes per tick.
-const ticksPerSecond = int64(time.Second / TickInterval)
+const ticksPerSecond = int64(time.Second / clock.Tick)
 
 // throttleIO is the application I/O, in bytes, that makes the c-min-rate
 // throttle look at the resync's speed: DRBD's 64 sectors.
@@ -64,7 +64,7 @@ func Defaults() ControllerConfig {
 }
 
 // Controller is DRBD 8.4's dynamic resync-rate controller
-// (drbd_rs_controller), driven by ticks of TickInterval. It is pure: no
+// (drbd_rs_controller), driven by ticks of clock.Tick. It is pure: no
 // clock, no I/O, not safe for concurrent use.
 //
 // Each Tick it is told sect_in, the resync bytes that arrived since the

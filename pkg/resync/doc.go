@@ -12,7 +12,7 @@
 //
 // # Pieces
 //
-//   - Controller: pure, one Tick per 100 ms (TickInterval) returning the
+//   - Controller: pure, one Tick per 100 ms (clock.Tick) returning the
 //     bytes to request; fixed rate or DRBD's fill/delay-target controller;
 //     Throttle is the c-min-rate back-off. Formulas on the type.
 //   - Progress: pure, the 8 sync marks 3 s apart, paused time excluded;

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/status"
 )
 
@@ -76,8 +77,8 @@ type EngineConfig struct {
 	// AppIO returns the monotonically increasing bytes of application I/O
 	// on this node's disk (for c-min-rate); nil = none, no throttle.
 	AppIO func() int64
-	// Clock is the tick source; nil = SystemClock.
-	Clock Clock
+	// Clock is the tick source; nil = clock.Real.
+	Clock clock.Clock
 }
 
 // EngineStats is a snapshot of an engine's counters.
@@ -113,7 +114,7 @@ type Engine struct {
 	mode  Mode
 	bm    Bitmap
 	tr    Transport
-	clock Clock
+	clock clock.Clock
 
 	wake   chan struct{}      // capacity 1: a request completed
 	syncCh chan chan struct{} // tests: service, then close the reply
@@ -192,7 +193,7 @@ func newEngine(cfg EngineConfig, mode Mode, bm Bitmap, tr Transport) *Engine {
 	}
 	cfg.MaxInFlight = max(cfg.MaxInFlight, cfg.MaxRequest)
 	if cfg.Clock == nil {
-		cfg.Clock = SystemClock
+		cfg.Clock = clock.Real{}
 	}
 	e := &Engine{
 		cfg:      cfg,
@@ -334,7 +335,7 @@ func (e *Engine) run(ctx context.Context) {
 	if e.cfg.AppIO != nil {
 		e.lastAppIO = e.cfg.AppIO()
 	}
-	tickC, stop := e.clock.NewTicker(TickInterval)
+	tickC, stop := e.clock.NewTicker(clock.Tick)
 	defer stop()
 	ctxDone := ctx.Done()
 	e.onTick() // DRBD arms the resync timer for "now"
@@ -518,7 +519,7 @@ func (e *Engine) fillRoomLocked() int64 {
 	if e.mode != ModeResync || cc.PlanAhead <= 0 || cc.FillTarget <= 0 {
 		return 0
 	}
-	perTick := cc.MaxRate / int64(time.Second/TickInterval)
+	perTick := cc.MaxRate / int64(time.Second/clock.Tick)
 	return max(0, min(cc.FillTarget-e.inflightBytes, perTick-e.tickIssued))
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/twinblock/twinblock/bitmap"
+	"github.com/twinblock/twinblock/pkg/clock"
 )
 
 // fakeClock is a Clock whose ticks the test sends by hand (tick).
@@ -275,7 +276,7 @@ func (h *harness) startResync(cfg EngineConfig) {
 // tick advances the fake clock by one tick and waits until the engine has
 // handled it.
 func (h *harness) tick() {
-	now := h.clock.advance(TickInterval)
+	now := h.clock.advance(clock.Tick)
 	select {
 	case h.clock.c <- now:
 	case <-h.e.Done():

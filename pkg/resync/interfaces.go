@@ -1,7 +1,5 @@
 package resync
 
-import "time"
-
 // BlockSize is the unit of the out-of-sync bitmap and of online verify's
 // digests: 4 KiB, DRBD's BM_BLOCK_SIZE. Requests are multiples of it
 // (except one that ends at the end of a device whose size is not).
@@ -49,26 +47,4 @@ type Transport interface {
 	// mismatch bitmask (bit i LSB-first in byte i/8 = block i differs; valid
 	// during the call only).
 	Verify(off, n int64, digests []byte, done func(mismatch []byte, err error)) error
-}
-
-// Clock is the engine's source of time and ticks (the shape of tailscale's
-// tstime.Clock, reduced to what the engine uses), so tests drive ticks by
-// hand.
-type Clock interface {
-	Now() time.Time
-	// NewTicker returns a channel that receives the time every d, and a
-	// function that stops it.
-	NewTicker(d time.Duration) (c <-chan time.Time, stop func())
-}
-
-// SystemClock is the real clock; an EngineConfig without a Clock uses it.
-var SystemClock Clock = systemClock{}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) NewTicker(d time.Duration) (<-chan time.Time, func()) {
-	t := time.NewTicker(d)
-	return t.C, t.Stop
 }

@@ -9,13 +9,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/status"
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 // at is t0 plus a duration given in tenths of a second (ticks).
-func at(ticks int) time.Time { return t0.Add(time.Duration(ticks) * TickInterval) }
+func at(ticks int) time.Time { return t0.Add(time.Duration(ticks) * clock.Tick) }
 
 // runAt drives p tick by tick from tick `from` to `to` (inclusive), left
 // falling by perTick bytes each tick after the first (not below 0), and
