@@ -3,8 +3,9 @@ package replication
 import (
 	"fmt"
 	"math"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/twinblock/twinblock/internal/flagset"
 )
 
 // Type is the type of a frame. Types are grouped by their high byte, with
@@ -207,26 +208,14 @@ const (
 	FeatureWriteZeroes  Features = 1 << 4 // the node executes WriteZeroes
 )
 
-var featureNames = []struct {
-	f    Features
-	name string
-}{
-	{FeatureRLE, "rle"}, {FeatureCompressS2, "compress-s2"}, {FeatureCompressZstd, "compress-zstd"},
-	{FeatureTrim, "trim"}, {FeatureWriteZeroes, "write-zeroes"},
+var featureNames = []flagset.Name[Features]{
+	{Flag: FeatureRLE, Name: "rle"}, {Flag: FeatureCompressS2, Name: "compress-s2"}, {Flag: FeatureCompressZstd, Name: "compress-zstd"},
+	{Flag: FeatureTrim, Name: "trim"}, {Flag: FeatureWriteZeroes, Name: "write-zeroes"},
 }
 
 // String lists the bits by name, "|"-separated ("none" for zero), unknown
 // bits in hex.
-func (f Features) String() string {
-	var parts []string
-	for _, n := range featureNames {
-		if f&n.f != 0 {
-			parts = append(parts, n.name)
-			f &^= n.f
-		}
-	}
-	return joinFlags(parts, uint64(f))
-}
+func (f Features) String() string { return flagset.String(f, featureNames, "|") }
 
 // DataFlags modify a write (Data, Trim, WriteZeroes).
 type DataFlags uint32
@@ -257,12 +246,9 @@ const (
 	dataCodecFlags = DataCompressS2 | DataCompressZstd
 )
 
-var dataFlagNames = []struct {
-	f    DataFlags
-	name string
-}{
-	{DataFUA, "fua"}, {DataFlushBefore, "flush-before"}, {DataNoHole, "no-hole"},
-	{DataCompressS2, "compress-s2"}, {DataCompressZstd, "compress-zstd"}, {DataAllZero, "all-zero"},
+var dataFlagNames = []flagset.Name[DataFlags]{
+	{Flag: DataFUA, Name: "fua"}, {Flag: DataFlushBefore, Name: "flush-before"}, {Flag: DataNoHole, Name: "no-hole"},
+	{Flag: DataCompressS2, Name: "compress-s2"}, {Flag: DataCompressZstd, Name: "compress-zstd"}, {Flag: DataAllZero, Name: "all-zero"},
 }
 
 // codec returns the compression the flags announce.
@@ -288,16 +274,7 @@ func codecFlag(c Codec) DataFlags {
 }
 
 // String lists the flags by name, "|"-separated.
-func (f DataFlags) String() string {
-	var parts []string
-	for _, n := range dataFlagNames {
-		if f&n.f != 0 {
-			parts = append(parts, n.name)
-			f &^= n.f
-		}
-	}
-	return joinFlags(parts, uint64(f))
-}
+func (f DataFlags) String() string { return flagset.String(f, dataFlagNames, "|") }
 
 // StateFlags travel in State. Their values are DRBD 8.4's uuid_flags.
 type StateFlags uint32
@@ -326,36 +303,14 @@ const (
 		StateUserPaused | StateVerifySource
 )
 
-var stateFlagNames = []struct {
-	f    StateFlags
-	name string
-}{
-	{StateDiscardMyData, "discard-my-data"}, {StateCrashedPrimary, "crashed-primary"},
-	{StateInconsistent, "inconsistent"}, {StateSkipInitialSync, "skip-initial-sync"},
-	{StateUserPaused, "user-paused"}, {StateVerifySource, "verify-source"},
+var stateFlagNames = []flagset.Name[StateFlags]{
+	{Flag: StateDiscardMyData, Name: "discard-my-data"}, {Flag: StateCrashedPrimary, Name: "crashed-primary"},
+	{Flag: StateInconsistent, Name: "inconsistent"}, {Flag: StateSkipInitialSync, Name: "skip-initial-sync"},
+	{Flag: StateUserPaused, Name: "user-paused"}, {Flag: StateVerifySource, Name: "verify-source"},
 }
 
 // String lists the flags by name, "|"-separated.
-func (f StateFlags) String() string {
-	var parts []string
-	for _, n := range stateFlagNames {
-		if f&n.f != 0 {
-			parts = append(parts, n.name)
-			f &^= n.f
-		}
-	}
-	return joinFlags(parts, uint64(f))
-}
-
-func joinFlags(parts []string, unknown uint64) string {
-	if unknown != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", unknown))
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, "|")
-}
+func (f StateFlags) String() string { return flagset.String(f, stateFlagNames, "|") }
 
 func violation(t Type, format string, args ...any) error {
 	return fmt.Errorf("%w: %v: %s", ErrProtocol, t, fmt.Sprintf(format, args...))

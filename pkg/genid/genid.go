@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/twinblock/twinblock/internal/flagset"
 )
 
 const (
@@ -123,31 +125,13 @@ const (
 	FlagALDisabled Flags = 1 << 8
 )
 
-var flagNames = []struct {
-	f    Flags
-	name string
-}{
-	{FlagConsistent, "consistent"}, {FlagPrimaryInd, "primary-ind"}, {FlagConnectedInd, "connected-ind"},
-	{FlagFullSync, "full-sync"}, {FlagWasUpToDate, "was-up-to-date"}, {FlagPeerOutdated, "peer-outdated"},
-	{FlagCrashedPrimary, "crashed-primary"}, {FlagALClean, "al-clean"}, {FlagALDisabled, "al-disabled"},
+var flagNames = []flagset.Name[Flags]{
+	{Flag: FlagConsistent, Name: "consistent"}, {Flag: FlagPrimaryInd, Name: "primary-ind"}, {Flag: FlagConnectedInd, Name: "connected-ind"},
+	{Flag: FlagFullSync, Name: "full-sync"}, {Flag: FlagWasUpToDate, Name: "was-up-to-date"}, {Flag: FlagPeerOutdated, Name: "peer-outdated"},
+	{Flag: FlagCrashedPrimary, Name: "crashed-primary"}, {Flag: FlagALClean, Name: "al-clean"}, {Flag: FlagALDisabled, Name: "al-disabled"},
 }
 
-func (f Flags) String() string {
-	var parts []string
-	for _, n := range flagNames {
-		if f&n.f != 0 {
-			parts = append(parts, n.name)
-			f &^= n.f
-		}
-	}
-	if f != 0 {
-		parts = append(parts, fmt.Sprintf("0x%x", uint32(f)))
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ",")
-}
+func (f Flags) String() string { return flagset.String(f, flagNames, ",") }
 
 func bit(f, b Flags) int {
 	if f&b != 0 {
