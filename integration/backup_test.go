@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/twinblock/twinblock/pkg/node"
+	"github.com/twinblock/twinblock/pkg/backup"
 )
 
 // bkWrite writes a random block at each of blocks through node n's
@@ -111,7 +111,7 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	require.NotNil(t, m, "no \"discarded blocks saved\" line on b:\n%s", p.procs["b"].Log()[markB:])
 	assert.Equal(t, img, m[2])
 	assert.Contains(t, logB, "saving the blocks this node discards to "+img)
-	x, err := node.ReadDiscardedIndex(img + ".blocks")
+	x, err := backup.ReadIndex(img + ".blocks")
 	require.NoError(t, err)
 	assert.True(t, x.Complete, "the index is complete")
 	assert.Contains(t, x.Header, "resource r0, node b")

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/twinblock/twinblock/nbd/client"
-	"github.com/twinblock/twinblock/pkg/node"
+	"github.com/twinblock/twinblock/pkg/backup"
 )
 
 // newRestoreDiscardedCmd is twinblock restore-discarded: the blocks a
@@ -54,61 +53,26 @@ unless --force is given.`,
 }
 
 // restoreDiscarded writes the saved blocks of img through the export
-// res served at addr.
+// res served at addr (pkg/backup does the copy).
 func restoreDiscarded(ctx context.Context, w io.Writer, res, addr, img string, force bool) error {
-	idxPath := node.DiscardedIndexPath(img)
-	x, err := node.ReadDiscardedIndex(idxPath)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s: no index %s: restore-discarded needs the .img.blocks file next to the image", res, idxPath)
-	case errors.Is(err, node.ErrBadDiscardedIndex):
-		return fmt.Errorf("%s: %w", res, err)
-	case err != nil:
-		return fmt.Errorf("%s: %w", res, err)
-	}
-	if !x.Complete && !force {
-		return fmt.Errorf("%s: %s is incomplete (no %q line: the resync that discarded these blocks did not finish); use --force to restore the blocks it lists", res, idxPath, "complete")
-	}
-	f, err := os.Open(img)
+	im, err := backup.OpenImage(img, force)
 	if err != nil {
 		return fmt.Errorf("%s: %w", res, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("%s: %w", res, err)
-	}
-	if err := x.CheckRuns(st.Size()); err != nil {
-		return fmt.Errorf("%s: %s: %w", res, idxPath, err)
-	}
-
+	defer im.Close()
 	c, err := client.Dial(ctx, dialAddr(addr), client.Options{Export: res})
 	if err != nil {
 		return fmt.Errorf("%s: cannot open the NBD export at %s (restore-discarded writes through this node, which must be Primary): %w", res, addr, err)
 	}
 	defer c.Close()
-	if c.Size() != st.Size() {
-		return fmt.Errorf("%s: %s holds %d bytes, the export %d: not an image of this resource's data", res, img, st.Size(), c.Size())
+	if c.Size() != im.Size() {
+		return fmt.Errorf("%s: %s holds %d bytes, the export %d: not an image of this resource's data", res, img, im.Size(), c.Size())
 	}
 	_, _, maxPayload := c.BlockSizes()
-	chunk := int64(min(max(maxPayload, 4096), 1<<20))
-	buf := make([]byte, chunk)
-	for _, r := range x.Runs {
-		for pos := r.Offset; pos < r.Offset+r.Length; {
-			b := buf[:min(chunk, r.Offset+r.Length-pos)]
-			if _, err := f.ReadAt(b, pos); err != nil {
-				return fmt.Errorf("%s: reading %s at %d: %w", res, img, pos, err)
-			}
-			if err := c.WriteAt(b, pos, false); err != nil {
-				return fmt.Errorf("%s: writing %d bytes at %d through the export: %w", res, len(b), pos, err)
-			}
-			pos += int64(len(b))
-		}
+	blocks, bytes, err := im.Restore(c, int64(min(max(maxPayload, 4096), 1<<20)))
+	if err != nil {
+		return fmt.Errorf("%s: through the export: %w", res, err)
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("%s: flush: %w", res, err)
-	}
-	blocks, bytes := x.Blocks()
 	_, err = fmt.Fprintf(w, "restored %d blocks (%d bytes) from %s\n", blocks, bytes, img)
 	return err
 }

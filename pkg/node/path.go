@@ -80,7 +80,7 @@ func (r *Resource) action(a fsm.Action) {
 			r.attachErr = err
 			return
 		}
-		r.resumeBackup()
+		r.keeper.Resume(r.md.Layout().DataSize, r.fsm.State().Disk == fsm.Inconsistent)
 	case fsm.ActCloseDisk:
 		r.stopSync() // its checkpoints write the metadata
 		r.closeDisk()
@@ -198,13 +198,39 @@ func unlockAll(locks []*os.File) {
 	}
 }
 
+// linkDisk is the disk the peer link writes to: the data area, through
+// the backup keeper's copy-on-write when backup-discarded is on (nil
+// while diskless).
+func (r *Resource) linkDisk() disk.Disk {
+	if r.data == nil {
+		return nil
+	}
+	return r.keeper.Disk(r.data)
+}
+
+// armBackup arms the backup keeper's journal for a connection about to
+// be set up (pkg/backup: the peer may write as soon as the link exists).
+func (r *Resource) armBackup() {
+	if r.md != nil {
+		r.keeper.Arm(r.md.Layout().DataSize, r.fsm.GI())
+	}
+}
+
+// backupIdle tells the backup keeper when no connection is up or being
+// set up.
+func (r *Resource) backupIdle() {
+	if r.link == nil && r.handshakes == 0 {
+		r.keeper.Idle()
+	}
+}
+
 // closeDisk detaches: the data path no longer uses the disk (the IOMode
 // was published first), so the metadata can be closed cleanly.
 func (r *Resource) closeDisk() {
 	if r.md == nil {
 		return
 	}
-	r.closeBackup()
+	r.keeper.Close()
 	r.await(func() {
 		r.dev.mu.Lock()
 		r.dev.path.data, r.dev.path.md = nil, nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/nbd"
+	"github.com/twinblock/twinblock/pkg/backup"
 	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
@@ -23,6 +24,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
+	"github.com/twinblock/twinblock/splitbrain"
 )
 
 // counters are the /proc/drbd statistics the data path keeps.
@@ -84,10 +86,9 @@ type Resource struct {
 	sync       *syncRun
 	handshakes int // connection setups running (handshake .. evLink)
 
-	// backup is the armed discarded-blocks journal (backup.go): set and
-	// cleared by run, read by the link's cowDisk.
-	backup     atomic.Pointer[journal]
-	backupNews []func() // log lines for after the Ready's own (run's)
+	// keeper holds the backup-discarded journal (pkg/backup); run calls
+	// its hooks, the link's disk reads the armed journal.
+	keeper *backup.Keeper
 
 	verifyFound atomic.Uint64 // 4 KiB blocks online verify found out of sync (this run)
 
@@ -184,6 +185,8 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
 	r.swap = &swapDisk{}
+	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
+		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
 	proto := byte('C')
 	if cfg.Protocol != "" {
 		proto = cfg.Protocol[0]
@@ -546,7 +549,13 @@ func (r *Resource) event(ev any) {
 		r.armBackup()
 		prev := r.fsm.LastHandshake()
 		r.stepped(r.fsm.Step(fsm.LinkUp{Peer: peerInfo(e.link.PeerState()), Sent: peerInfo(e.sent), OutOfSync: oos}))
-		r.backupDecide(prev)
+		r.process() // the handshake's lines are logged before the keeper's
+		var outcome *splitbrain.Outcome
+		var peerGI genid.GI
+		if hs := r.fsm.LastHandshake(); hs != nil && hs != prev {
+			outcome, peerGI = &hs.Outcome, hs.Peer.GI
+		}
+		r.keeper.Decide(outcome, peerGI)
 	case evLinkClosed:
 		if e.link == nil || e.link != r.link {
 			return
@@ -652,7 +661,8 @@ func (r *Resource) process() {
 			r.runHandler(h)
 		}
 		r.reconcileSync()
-		r.reconcileBackup()
+		st := r.fsm.State()
+		r.keeper.Reconcile(st.Disk == fsm.UpToDate && st.Conn == fsm.Connected)
 		r.publish()
 	}
 }
