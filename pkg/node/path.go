@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/twinblock/twinblock/nbd"
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
@@ -488,78 +487,15 @@ func peerInfo(s replication.State) fsm.PeerInfo {
 	}
 }
 
-// openExport starts the NBD export on nbd-listen (Primary only).
+// openExport starts the NBD export (Primary only); a failure is kept for
+// the verb that promoted (command).
 func (r *Resource) openExport() {
-	if r.nbdSrv != nil {
-		return
-	}
-	addr := r.self.NBDListen
-	network := "tcp"
-	if strings.HasPrefix(addr, "unix:") {
-		network, addr = "unix", strings.TrimPrefix(addr, "unix:")
-	}
-	ln, err := r.env.Net.Listen(network, addr)
-	if err != nil {
-		r.exportErr = fmt.Errorf("%s: cannot serve the NBD export on %s: %w", r.name, r.self.NBDListen, err)
+	if err := r.exp.Open(); err != nil {
+		r.exportErr = err
 		r.log.Error("cannot serve the NBD export", "listen", r.self.NBDListen, "err", err)
-		return
 	}
-	cat := &catalog{r: r}
-	srv, err := nbd.NewServer(nbd.Options{Catalog: cat, Logger: r.log})
-	if err != nil {
-		_ = ln.Close()
-		r.exportErr = fmt.Errorf("%s: nbd server: %w", r.name, err)
-		r.log.Error("nbd server", "err", err)
-		return
-	}
-	r.nbdSrv, r.nbdLn = srv, ln
-	r.log.Info("serving the NBD export", "listen", r.self.NBDListen, "export", r.name)
-	if r.self.NBDDevice != "" {
-		r.log.Warn("kernel NBD attach is not implemented: serving the NBD export alone", "device", r.self.NBDDevice)
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		_ = srv.Serve(ln)
-	}()
 }
 
-// closeExport stops the NBD export (after demotion, no client is left:
-// the state machine refuses to demote while one is connected).
-func (r *Resource) closeExport() {
-	if r.nbdSrv == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv, ln := r.nbdSrv, r.nbdLn
-	r.await(func() { _ = srv.Shutdown(ctx) })
-	// Shutdown closes the listeners Serve has taken; one whose Serve
-	// goroutine had not started yet is closed here, or the address
-	// would stay taken and the next promotion fail (torture seed
-	// 3459862671850880973).
-	_ = ln.Close()
-	r.nbdSrv, r.nbdLn = nil, nil
-}
-
-// catalog serves the resource's one export and counts its sessions.
-type catalog struct{ r *Resource }
-
-func (c *catalog) export() *nbd.Export {
-	return &nbd.Export{Name: c.r.name, Description: "twinblock resource " + c.r.name, Device: c.r.dev}
-}
-
-func (c *catalog) Lookup(name string) (*nbd.Export, error) {
-	if name != "" && name != c.r.name {
-		return nil, nbd.ErrUnknownExport
-	}
-	c.r.dev.mu.RLock()
-	serve := c.r.dev.path.mode.Serve
-	c.r.dev.mu.RUnlock()
-	if !serve {
-		return nil, fmt.Errorf("%s: this node is not Primary; twinblock serves the export only on the Primary", c.r.name)
-	}
-	return c.export(), nil
-}
-
-func (c *catalog) List() []*nbd.Export { return []*nbd.Export{c.export()} }
+// closeExport stops the NBD export; its sessions' requests in flight may
+// wait for a fence, which await serves meanwhile.
+func (r *Resource) closeExport() { r.await(r.exp.Close) }

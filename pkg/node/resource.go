@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/twinblock/twinblock/bitmap"
-	"github.com/twinblock/twinblock/nbd"
 	"github.com/twinblock/twinblock/pkg/backup"
 	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/config"
@@ -78,8 +77,7 @@ type Resource struct {
 	swap       *swapDisk
 	accept     net.Listener
 	connectCtx context.CancelFunc
-	nbdSrv     *nbd.Server
-	nbdLn      net.Listener
+	exp        exporter
 	attachErr  error // why the last attach failed
 	listenErr  error // why the last startConnecting could not listen
 	exportErr  error // why the last openExport failed
@@ -185,6 +183,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
 	r.swap = &swapDisk{}
+	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
 	proto := byte('C')
@@ -497,11 +496,7 @@ func (r *Resource) command(ev fsm.Event) error {
 // stepOpenCount tells the state machine how many NBD sessions (the
 // device's opens) there are now.
 func (r *Resource) stepOpenCount() {
-	n := 0
-	if r.nbdSrv != nil {
-		n = r.nbdSrv.Sessions(r.name)
-	}
-	r.stepped(r.fsm.Step(fsm.OpenCount{N: n}))
+	r.stepped(r.fsm.Step(fsm.OpenCount{N: r.exp.Sessions()}))
 }
 
 func (r *Resource) event(ev any) {
@@ -732,9 +727,7 @@ func (r *Resource) snapshotLocked() status.Resource {
 		s.NetSent, s.NetRecv = ls.SentBytes+ls.ResyncSent, ls.RecvBytes+ls.ResyncRecv
 		s.Pending, s.Unacked, s.Epochs = int64(ls.Pending), int64(ls.Unacked), int64(ls.Epochs)
 	}
-	if r.nbdSrv != nil {
-		s.NBDClients = r.nbdSrv.Sessions(r.name)
-	}
+	s.NBDClients = r.exp.Sessions()
 	s.PausedByUser, s.PausedByPeer = r.fsm.UserPaused(), r.fsm.PeerPaused()
 	s.SplitBrain, s.SplitBrainRule = r.fsm.SplitBrain()
 	r.syncStatus(&s)
