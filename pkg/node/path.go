@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
-	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
-	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/replication"
 	"github.com/twinblock/twinblock/splitbrain"
 )
@@ -113,88 +110,13 @@ func (r *Resource) action(a fsm.Action) {
 
 // openDisk opens the backing disk and its metadata (drbdadm attach).
 func (r *Resource) openDisk() error {
-	h := r.self
-	open := func(path string) (disk.Disk, error) { return disk.OpenFile(path, disk.FileOptions{}) }
-	var locks []*os.File
-	if r.env.OpenDisk != nil {
-		open = r.env.OpenDisk
-	} else {
-		var err error
-		if locks, err = lockDisks(h); err != nil {
-			return err
-		}
-	}
-	backing, err := open(h.Disk)
+	md, data, err := r.store.Open()
 	if err != nil {
-		unlockAll(locks)
-		return fmt.Errorf("%s: %w", r.name, err)
-	}
-	mdDisk := disk.Disk(backing)
-	placement := meta.InternalPlacement
-	if !h.MetaDisk.Internal {
-		placement = meta.ExternalPlacement(h.MetaDisk.Index)
-		if mdDisk, err = open(h.MetaDisk.Path); err != nil {
-			_ = backing.Close()
-			unlockAll(locks)
-			return fmt.Errorf("%s: meta-disk: %w", r.name, err)
-		}
-	}
-	opts := meta.Options{Name: h.Disk, ALExtents: int(r.cfg.Disk.Int("al-extents")), Logger: r.log}
-	if !h.MetaDisk.Internal {
-		opts.Name, opts.Data = h.MetaDisk.Path, backing
-	}
-	dataIO, mdIO := r.diskOptions(backing, mdDisk, &opts) // disk-flushes, md-flushes, al-updates
-	closeAll := func() {
-		if mdDisk != disk.Disk(backing) {
-			_ = mdDisk.Close()
-		}
-		_ = backing.Close()
-		unlockAll(locks)
-	}
-	md, err := meta.Open(mdIO, placement, opts)
-	if err != nil {
-		closeAll()
-		if errors.Is(err, meta.ErrNoMetadata) {
-			return fmt.Errorf("%s: %w (run create-md %s first)", r.name, err, r.name)
-		}
-		return fmt.Errorf("%s: %w", r.name, err)
-	}
-	data, err := disk.NewRegion(dataIO, 0, md.Layout().DataSize)
-	if err != nil {
-		_ = md.Close()
-		closeAll()
 		return err
 	}
-	r.backing, r.mdDisk, r.data, r.md, r.locks = backing, mdDisk, data, md, locks
+	r.data, r.md = data, md
 	r.curMD.Store(md)
 	return nil
-}
-
-// lockDisks takes the exclusive locks on the backing disk and an
-// external meta device, so that no metadata verb edits them while they
-// are attached.
-func lockDisks(h *config.Host) ([]*os.File, error) {
-	paths := []string{h.Disk}
-	// An indexed meta device is shared by several resources: not locked.
-	if !h.MetaDisk.Internal && h.MetaDisk.Index < 0 && h.MetaDisk.Path != h.Disk {
-		paths = append(paths, h.MetaDisk.Path)
-	}
-	var locks []*os.File
-	for _, p := range paths {
-		f, err := disk.Lock(p, true)
-		if err != nil {
-			unlockAll(locks)
-			return nil, err
-		}
-		locks = append(locks, f)
-	}
-	return locks, nil
-}
-
-func unlockAll(locks []*os.File) {
-	for _, f := range locks {
-		_ = f.Close()
-	}
 }
 
 // linkDisk is the disk the peer link writes to: the data area, through
@@ -239,15 +161,10 @@ func (r *Resource) closeDisk() {
 	})
 	r.curMD.Store(nil)
 	r.swap.set(nil)
-	if err := r.md.Close(); err != nil {
+	if err := r.store.Close(); err != nil {
 		r.log.Warn("metadata close", "err", err)
 	}
-	if r.mdDisk != r.backing {
-		_ = r.mdDisk.Close()
-	}
-	_ = r.backing.Close()
-	unlockAll(r.locks)
-	r.backing, r.mdDisk, r.data, r.md, r.locks = nil, nil, nil, nil, nil
+	r.data, r.md = nil, nil
 }
 
 // linkConfig is the peer link's configuration from the net section.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,13 +61,11 @@ type Resource struct {
 	fenced atomic.Pointer[replication.Link]
 
 	// Owned by run.
-	backing disk.Disk // the backing disk as opened
-	mdDisk  disk.Disk // the meta device (backing itself when internal)
-	data    disk.Disk // the data area
-	md      *meta.Meta
-	locks   []*os.File                // advisory locks on the attached disks
-	curMD   atomic.Pointer[meta.Meta] // md, for the link's goroutines
-	link    *replication.Link
+	store storage   // the disk holder (storage.go)
+	data  disk.Disk // the data area
+	md    *meta.Meta
+	curMD atomic.Pointer[meta.Meta] // md, for the link's goroutines
+	link  *replication.Link
 	// swap is the disk every link writes to (through peerlessDisk): the
 	// attached data area, swapped at attach and detach, so that a link
 	// that outlives a disk never touches a closed one, and a disk
@@ -183,6 +180,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
 	r.swap = &swapDisk{}
+	r.store = &fileStorage{name: cfg.Name, host: me, disk: &cfg.Disk, open: r.env.OpenDisk, log: r.log}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
