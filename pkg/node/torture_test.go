@@ -459,6 +459,9 @@ func (tt *torture) heal() {
 
 // step runs one random step.
 func (tt *torture) step() {
+	if tt.primary < 0 {
+		tt.restorePrimary()
+	}
 	switch x := tt.rng.IntN(100); {
 	case x < 55:
 		tt.batch()
@@ -513,6 +516,9 @@ func (tt *torture) step() {
 		_ = tt.do(i, fsm.Connect{})
 		tt.settle(300, tt.synced)
 	case x < 97:
+		if tt.primary < 0 {
+			return
+		}
 		i := 1 - tt.primary
 		tt.st.fault("invalidate")
 		err := tt.do(i, fsm.Invalidate{})
@@ -520,10 +526,36 @@ func (tt *torture) step() {
 		tt.batch()
 		tt.settle(1200, tt.synced)
 	default:
+		if tt.primary < 0 {
+			return
+		}
 		tt.st.fault("verify")
 		err := tt.do(tt.primary, fsm.StartVerify{})
 		tt.logf("verify on %s: %v", tt.nodes[tt.primary].name, err)
 		tt.settle(1200, tt.quiet)
+	}
+}
+
+// restorePrimary: no node is Primary (a restart that did not resync in
+// time): as an administrator would, once the pair is back in sync,
+// promote one of them (a node alone may hold UpToDate-looking data that
+// its peer went on without: DRBD, too, leaves that to fencing). If the
+// pair does not sync, the step runs without a Primary (the admin
+// actions that need one are skipped).
+func (tt *torture) restorePrimary() {
+	tt.heal()
+	if !tt.settle(600, tt.synced) {
+		return
+	}
+	for i := range tt.nodes {
+		if err := tt.do(i, fsm.Promote{}); err != nil {
+			tt.logf("promote %s (%s): %v", tt.nodes[i].name, line(tt.status(i)), err)
+			continue
+		}
+		tt.primary = i
+		tt.logf("%s promoted (there was no Primary)", tt.nodes[i].name)
+		tt.checkReads("lost")
+		return
 	}
 }
 
@@ -955,7 +987,7 @@ func (tt *torture) diskError(i int) {
 // switchover demotes the Primary and promotes the other node, when the
 // pair is in sync.
 func (tt *torture) switchover() {
-	if !tt.synced() {
+	if tt.primary < 0 || !tt.synced() {
 		return
 	}
 	tt.st.fault("switchover")
