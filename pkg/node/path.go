@@ -1,11 +1,8 @@
 package node
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/pkg/disk"
@@ -281,88 +278,20 @@ func (r *Resource) handshake(nc net.Conn) {
 	}()
 }
 
-// startConnecting listens on this node's address for the peer; the
-// dialing node (see fsm.Config.Dialer) also dials when told to.
+// startConnecting listens for the peer (the connector); a failure makes
+// the connection StandAlone and the verb (connect, up) fails with it.
 func (r *Resource) startConnecting() {
-	if r.accept != nil {
-		return
-	}
-	ln, err := r.env.Net.Listen("tcp", r.self.Address)
-	if err != nil {
-		// The connection cannot come up: StandAlone, and the verb
-		// (connect, up) fails with the reason.
-		err = fmt.Errorf("%s: cannot listen for the peer on %s: %w", r.name, r.self.Address, err)
+	if err := r.conn.Listen(); err != nil {
 		r.log.Error("cannot listen for the peer", "address", r.self.Address, "err", err)
 		r.listenErr = err
 		r.stepped(r.fsm.Step(fsm.DialFailed{Err: err, Fatal: true}))
-		return
-	}
-	r.accept = ln
-	peerHost, _, _ := net.SplitHostPort(r.peer.Address)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		backoff := time.Duration(0)
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) || r.ctx.Err() != nil {
-					return // stopConnecting or shutdown
-				}
-				// A transient failure (EMFILE, ECONNABORTED): back off
-				// from 5 ms to 1 s, as hashicorp/raft's accept loop.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				r.log.Warn("accepting the peer's connection failed; retrying", "in", backoff, "err", err)
-				select {
-				case <-time.After(backoff):
-					continue
-				case <-r.ctx.Done():
-					return
-				}
-			}
-			backoff = 0
-			host, _, _ := net.SplitHostPort(nc.RemoteAddr().String())
-			if !sameHost(host, peerHost) {
-				r.log.Warn("refusing a connection from an address that is not the peer's", "from", nc.RemoteAddr(), "peer", r.peer.Address)
-				_ = nc.Close()
-				continue
-			}
-			r.post(evAccepted{nc: nc})
-		}
-	}()
-}
-
-func sameHost(a, b string) bool {
-	ia, ib := net.ParseIP(a), net.ParseIP(b)
-	if ia != nil && ib != nil {
-		return ia.Equal(ib)
-	}
-	return strings.EqualFold(a, b)
-}
-
-func (r *Resource) stopConnecting() {
-	if r.accept != nil {
-		_ = r.accept.Close()
-		r.accept = nil
 	}
 }
 
-// dial makes one connection attempt to the peer, from this node's
-// address, in the background.
-func (r *Resource) dial() {
-	ctx, cancel := context.WithTimeout(r.ctx, dialTimeout)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		defer cancel()
-		nc, err := r.env.Net.Dial(ctx, "tcp", r.self.Address, r.peer.Address)
-		if err != nil {
-			r.post(evLink{err: fmt.Errorf("connect to %s: %w", r.peer.Address, err)})
-			return
-		}
-		r.post(evAccepted{nc: nc})
-	}()
-}
+func (r *Resource) stopConnecting() { r.conn.Stop() }
+
+// dial makes one connection attempt to the peer (the connector).
+func (r *Resource) dial() { r.conn.Dial() }
 
 // stateMsg is this node's State message.
 func (r *Resource) stateMsg() replication.State {

@@ -72,8 +72,7 @@ type Resource struct {
 	// attached under a standing link (a Diskless Primary's, resynced in
 	// place) is the one it writes.
 	swap       *swapDisk
-	accept     net.Listener
-	connectCtx context.CancelFunc
+	conn       connector
 	exp        exporter
 	attachErr  error // why the last attach failed
 	listenErr  error // why the last startConnecting could not listen
@@ -236,6 +235,12 @@ func (r *Resource) Name() string { return r.name }
 // Diskless and Secondary until commands say otherwise (drbdadm up).
 func (r *Resource) Start(ctx context.Context) {
 	r.ctx, r.cancel = context.WithCancel(ctx)
+	if r.conn == nil {
+		r.conn = &streamConnector{name: r.name, self: r.self.Address, peer: r.peer.Address, net: r.env.Net, log: r.log,
+			ctx: r.ctx, wg: &r.wg,
+			onConn:       func(nc net.Conn) { r.post(evAccepted{nc: nc}) },
+			onDialFailed: func(err error) { r.post(evLink{err: err}) }}
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
