@@ -75,7 +75,7 @@ func (r *Resource) action(a fsm.Action) {
 		}
 		r.keeper.Resume(r.md.Layout().DataSize, r.fsm.State().Disk == fsm.Inconsistent)
 	case fsm.ActCloseDisk:
-		r.stopSync() // its checkpoints write the metadata
+		r.syncer.Stop() // its checkpoints write the metadata
 		r.closeDisk()
 	case fsm.ActStartConnecting:
 		r.startConnecting()

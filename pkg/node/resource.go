@@ -77,7 +77,7 @@ type Resource struct {
 	attachErr  error // why the last attach failed
 	listenErr  error // why the last startConnecting could not listen
 	exportErr  error // why the last openExport failed
-	sync       *syncRun
+	syncer     syncRunner
 	handshakes int // connection setups running (handshake .. evLink)
 
 	// keeper holds the backup-discarded journal (pkg/backup); run calls
@@ -180,6 +180,9 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.dev.fenceDisk = r.fenceDisk
 	r.swap = &swapDisk{}
 	r.store = &fileStorage{name: cfg.Name, host: me, disk: &cfg.Disk, open: r.env.OpenDisk, log: r.log}
+	r.syncer = &engineSyncer{cfg: cfg, clock: r.env.Clock, log: r.log, ctx: func() context.Context { return r.ctx },
+		post: r.post, await: r.await, lock: r.dev.lockRange, handler: r.runHandler, found: &r.verifyFound, curMD: r.curMD.Load,
+		appIO: func() int64 { return int64(r.stats.diskWritten.Load() + r.stats.diskRead.Load()) }}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
@@ -593,7 +596,13 @@ func (r *Resource) event(ev any) {
 			r.stepped(r.fsm.Step(fsm.SyncUUIDReceived{UUID: e.uuid}))
 		}
 	case evEngineDone:
-		r.engineDone(e)
+		ev, err := r.syncer.Finished(e)
+		switch {
+		case err != nil:
+			r.diskFailed(fsm.DiskFailed{Err: err})
+		case ev != nil:
+			r.stepped(r.fsm.Step(ev))
+		}
 	}
 }
 
@@ -658,8 +667,8 @@ func (r *Resource) process() {
 		for _, h := range rd.Handlers {
 			r.runHandler(h)
 		}
-		r.reconcileSync()
 		st := r.fsm.State()
+		r.syncer.Reconcile(wantOf(st, r.link, r.md, r.data))
 		r.keeper.Reconcile(st.Disk == fsm.UpToDate && st.Conn == fsm.Connected)
 		r.publish()
 	}
@@ -684,7 +693,7 @@ func (r *Resource) goDown() {
 func (r *Resource) shutdown() {
 	r.closeExport()
 	r.stopConnecting()
-	r.stopSync()
+	r.syncer.Stop()
 	if r.link != nil {
 		r.closeLink(r.link, "shutting down")
 		r.link = nil
@@ -733,7 +742,7 @@ func (r *Resource) snapshotLocked() status.Resource {
 	s.NBDClients = r.exp.Sessions()
 	s.PausedByUser, s.PausedByPeer = r.fsm.UserPaused(), r.fsm.PeerPaused()
 	s.SplitBrain, s.SplitBrainRule = r.fsm.SplitBrain()
-	r.syncStatus(&s)
+	r.syncer.Status(&s)
 	return s
 }
 

@@ -3,10 +3,14 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twinblock/twinblock/bitmap"
+	"github.com/twinblock/twinblock/pkg/clock"
+	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
@@ -20,9 +24,68 @@ import (
 // interrupted resync repeats at most this much work.
 const checkpointInterval = time.Second
 
-// syncRun is the resync or verify in progress on this node, owned by
-// run. The sync target and the verify source run an engine (they pull);
-// the sync source and verify target only keep the progress marks.
+// syncRunner runs the resync and online verify the state machine's
+// connection state asks for. The Ready loop calls Reconcile after every
+// Ready, Stop when the disk goes or the resource stops, Finished when an
+// engine reports its end (evEngineDone), and Status for the snapshot.
+type syncRunner interface {
+	// Reconcile starts, pauses, resumes or stops the machinery to
+	// match want.
+	Reconcile(want syncWant)
+	// Stop ends it: what is left stays in the bitmap; what the target
+	// wrote and flushed is committed.
+	Stop()
+	// Finished takes an engine's end: the event to step (nil: none, or
+	// not the running engine), or a disk error (the commit failed).
+	Finished(e evEngineDone) (fsm.Event, error)
+	// Status fills the snapshot's progress of a running resync or verify.
+	Status(s *status.Resource)
+}
+
+// syncWant is what the state machine and the resource hold now.
+type syncWant struct {
+	conn     fsm.ConnState // the connection state, PausedSync* folded into Sync*
+	paused   bool
+	link     *replication.Link
+	md       *meta.Meta
+	data     disk.Disk
+	upToDate bool // the local disk is UpToDate (after-resync-target)
+}
+
+// wantOf is the syncWant for state st.
+func wantOf(st fsm.State, link *replication.Link, md *meta.Meta, data disk.Disk) syncWant {
+	w := syncWant{conn: st.Conn, link: link, md: md, data: data, upToDate: st.Disk == fsm.UpToDate}
+	switch st.Conn {
+	case fsm.PausedSyncS:
+		w.conn, w.paused = fsm.SyncSource, true
+	case fsm.PausedSyncT:
+		w.conn, w.paused = fsm.SyncTarget, true
+	}
+	return w
+}
+
+// engineSyncer is the real syncRunner: pkg/resync's engines over the
+// peer link, with durable checkpoints.
+type engineSyncer struct {
+	cfg     *config.Resource
+	clock   clock.Clock
+	log     *slog.Logger
+	ctx     func() context.Context // the resource's (set by Start)
+	post    func(any)              // to run: evEngineDone, DiskFailed
+	await   func(func())           // waits while serving fences
+	lock    func(off, n int64) func()
+	appIO   func() int64 // this node's own disk I/O, for c-min-rate
+	handler func(name string)
+	found   *atomic.Uint64 // blocks online verify found out of sync
+	curMD   func() *meta.Meta
+
+	run  *syncRun
+	want syncWant // the last Reconcile's
+}
+
+// syncRun is the resync or verify in progress on this node. The sync
+// target and the verify source run an engine (they pull); the sync
+// source and verify target only keep the progress marks.
 type syncRun struct {
 	conn     fsm.ConnState // the state it was started for (SyncSource, SyncTarget, VerifyS, VerifyT)
 	link     *replication.Link
@@ -42,37 +105,27 @@ type evEngineDone struct {
 	err    error
 }
 
-// reconcileSync starts, pauses and stops the resync and verify machinery
-// to match the state machine's connection state. It runs after every
-// Ready.
-func (r *Resource) reconcileSync() {
-	st := r.fsm.State()
-	base := st.Conn
-	switch base {
-	case fsm.PausedSyncS:
-		base = fsm.SyncSource
-	case fsm.PausedSyncT:
-		base = fsm.SyncTarget
+// Reconcile implements syncRunner.
+func (y *engineSyncer) Reconcile(w syncWant) {
+	y.want = w
+	if s := y.run; s != nil && (s.conn != w.conn || s.link != w.link || w.md == nil) {
+		y.Stop()
 	}
-	paused := st.Conn == fsm.PausedSyncS || st.Conn == fsm.PausedSyncT
-	if s := r.sync; s != nil && (s.conn != base || s.link != r.link || r.md == nil) {
-		r.stopSync()
-	}
-	switch base {
+	switch w.conn {
 	case fsm.SyncSource, fsm.SyncTarget, fsm.VerifyS, fsm.VerifyT:
 	default:
 		return
 	}
-	if r.link == nil || r.md == nil {
+	if w.link == nil || w.md == nil {
 		return
 	}
-	if r.sync == nil {
-		r.startSync(base)
+	if y.run == nil {
+		y.start(w)
 	}
-	if s := r.sync; s != nil && s.paused != paused {
-		s.paused = paused
+	if s := y.run; s != nil && s.paused != w.paused {
+		s.paused = w.paused
 		now := time.Now()
-		if paused {
+		if w.paused {
 			s.progress.Pause(now)
 			if s.engine != nil {
 				s.engine.Pause()
@@ -86,32 +139,32 @@ func (r *Resource) reconcileSync() {
 	}
 }
 
-func (r *Resource) startSync(conn fsm.ConnState) {
-	gran := int64(r.md.Layout().Granularity)
-	size := r.md.Layout().DataSize
-	s := &syncRun{conn: conn, link: r.link, started: time.Now()}
-	ctx, cancel := context.WithCancel(r.ctx)
+func (y *engineSyncer) start(w syncWant) {
+	gran := int64(w.md.Layout().Granularity)
+	size := w.md.Layout().DataSize
+	s := &syncRun{conn: w.conn, link: w.link, started: time.Now()}
+	ctx, cancel := context.WithCancel(y.ctx())
 	s.cancel = cancel
-	switch conn {
+	switch w.conn {
 	case fsm.SyncTarget:
-		s.bm = newDurableBitmap(r.md, r.data, size)
+		s.bm = newDurableBitmap(w.md, w.data, size)
 		s.total = s.bm.OutOfSyncBytes()
-		s.engine = resync.NewResync(r.engineConfig(false), s.bm, linkTransport{r.link})
-		r.log.Info("Began resync as SyncTarget", "will sync KB", s.total>>10)
-		r.runHandler("before-resync-target")
+		s.engine = resync.NewResync(y.engineConfig(w, false), s.bm, linkTransport{w.link})
+		y.log.Info("Began resync as SyncTarget", "will sync KB", s.total>>10)
+		y.handler("before-resync-target")
 	case fsm.SyncSource:
-		s.total = int64(r.md.OutOfSync()) * gran
-		r.log.Info("Began resync as SyncSource", "will sync KB", s.total>>10)
+		s.total = int64(w.md.OutOfSync()) * gran
+		y.log.Info("Began resync as SyncSource", "will sync KB", s.total>>10)
 	case fsm.VerifyS:
 		s.total = size
-		s.engine = resync.NewVerify(r.engineConfig(true), linkTransport{r.link}, resync.BitmapOf(size, r.md.WithBitmap), 0)
+		s.engine = resync.NewVerify(y.engineConfig(w, true), linkTransport{w.link}, resync.BitmapOf(size, w.md.WithBitmap), 0)
 	case fsm.VerifyT:
 		// The peer's requests may have arrived before this state did:
-		// verifyFound counts from the last report on.
+		// found counts from the last report on.
 		s.total = size
 	}
 	s.progress = resync.NewProgress(s.started, s.total)
-	r.sync = s
+	y.run = s
 	if s.engine != nil {
 		e := s.engine
 		e.Start(ctx)
@@ -120,12 +173,12 @@ func (r *Resource) startSync(conn fsm.ConnState) {
 			defer s.wg.Done()
 			select {
 			case <-e.Done():
-				r.post(evEngineDone{engine: e, err: e.Err()})
+				y.post(evEngineDone{engine: e, err: e.Err()})
 			case <-ctx.Done():
 			}
 		}()
 	}
-	if s.bm != nil || conn == fsm.SyncSource {
+	if s.bm != nil || w.conn == fsm.SyncSource {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -136,9 +189,9 @@ func (r *Resource) startSync(conn fsm.ConnState) {
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					if err := r.checkpoint(s); err != nil {
-						r.log.Error("resync checkpoint failed", "err", err)
-						r.post(fsm.DiskFailed{Err: err})
+					if err := y.checkpoint(s); err != nil {
+						y.log.Error("resync checkpoint failed", "err", err)
+						y.post(fsm.DiskFailed{Err: err})
 						return
 					}
 				}
@@ -151,93 +204,92 @@ func (r *Resource) startSync(conn fsm.ConnState) {
 // data written so far is flushed before the bits it clears are written
 // (a bit must never say "in sync" about data a crash can lose); on the
 // source, the bits the target's acks cleared are written.
-func (r *Resource) checkpoint(s *syncRun) error {
+func (y *engineSyncer) checkpoint(s *syncRun) error {
 	if s.bm != nil {
 		return s.bm.commit()
 	}
-	if m := r.curMD.Load(); m != nil {
+	if m := y.curMD(); m != nil {
 		return m.SyncBitmap()
 	}
 	return nil
 }
 
-// stopSync ends the resync or verify machinery (the state left the sync
-// states, or the link or disk changed). What is left stays in the
-// bitmap; what the target wrote and flushed is committed.
-func (r *Resource) stopSync() {
-	s := r.sync
+// Stop implements syncRunner (the state left the sync states, or the
+// link or disk changed, or the resource stops).
+func (y *engineSyncer) Stop() {
+	s := y.run
 	if s == nil {
 		return
 	}
-	r.sync = nil
+	y.run = nil
 	if s.engine != nil {
 		s.engine.Close()
 	}
 	s.cancel()
-	r.await(s.wg.Wait)
-	if s.bm != nil && r.md != nil {
+	y.await(s.wg.Wait)
+	md := y.want.md
+	if s.bm != nil && md != nil {
 		if err := s.bm.commit(); err != nil {
-			r.log.Error("resync checkpoint failed", "err", err)
+			y.log.Error("resync checkpoint failed", "err", err)
 		}
-	} else if r.md != nil {
-		if err := r.md.SyncBitmap(); err != nil {
-			r.log.Error("bitmap write failed", "err", err)
+	} else if md != nil {
+		if err := md.SyncBitmap(); err != nil {
+			y.log.Error("bitmap write failed", "err", err)
 		}
 	}
 	switch s.conn {
 	case fsm.VerifyT:
-		r.verifyReport()
+		y.verifyReport()
 	case fsm.SyncTarget:
-		if r.fsm.State().Disk == fsm.UpToDate {
-			r.runHandler("after-resync-target")
+		if y.want.upToDate {
+			y.handler("after-resync-target")
 		}
 	}
 }
 
-// engineDone acts on a finished engine: a target's resync is made
-// durable and reported done; a verify reports what it found.
-func (r *Resource) engineDone(e evEngineDone) {
-	s := r.sync
+// Finished implements syncRunner: a target's resync is made durable and
+// reported done; a verify reports what it found.
+func (y *engineSyncer) Finished(e evEngineDone) (fsm.Event, error) {
+	s := y.run
 	if s == nil || s.engine != e.engine {
-		return
+		return nil, nil
 	}
 	if e.err != nil {
-		r.log.Warn("resync stopped", "err", e.err)
-		r.stepped(r.fsm.Step(fsm.ResyncFailed{Err: e.err}))
-		return
+		y.log.Warn("resync stopped", "err", e.err)
+		return fsm.ResyncFailed{Err: e.err}, nil
 	}
 	switch s.conn {
 	case fsm.SyncTarget:
 		if err := s.bm.commit(); err != nil {
-			r.diskFailed(fsm.DiskFailed{Err: err})
-			return
+			return nil, err
 		}
 		st := e.engine.Stats()
 		dt := time.Since(s.started).Round(time.Second)
-		r.log.Info(fmt.Sprintf("Resync done (total %s; paused %s; %d K/sec)", dt, st.Paused.Round(time.Second), kibPerSec(s.total, time.Since(s.started)-st.Paused)),
+		y.log.Info(fmt.Sprintf("Resync done (total %s; paused %s; %d K/sec)", dt, st.Paused.Round(time.Second), kibPerSec(s.total, time.Since(s.started)-st.Paused)),
 			"same-csum-blocks", st.SameCsum, "wire-bytes", st.Wire)
-		r.stepped(r.fsm.Step(fsm.ResyncDone{}))
+		return fsm.ResyncDone{}, nil
 	case fsm.VerifyS:
-		r.verifyFound.Store(uint64(e.engine.Stats().Mismatch))
-		r.verifyReport()
-		r.stepped(r.fsm.Step(fsm.VerifyDone{}))
+		y.found.Store(uint64(e.engine.Stats().Mismatch))
+		y.verifyReport()
+		return fsm.VerifyDone{}, nil
 	}
+	return nil, nil
 }
 
 // verifyReport logs what online verify found and runs the out-of-sync
 // handler if it found something (DRBD: "Online verify found N 4k block
 // out of sync!"). The blocks are marked; a disconnect/connect resyncs
 // them.
-func (r *Resource) verifyReport() {
-	n := r.verifyFound.Swap(0)
-	r.log.Info(fmt.Sprintf("Online verify done; found %d 4k block out of sync!", n))
-	if r.md != nil {
-		if err := r.md.SyncBitmap(); err != nil {
-			r.log.Error("bitmap write failed", "err", err)
+func (y *engineSyncer) verifyReport() {
+	n := y.found.Swap(0)
+	y.log.Info(fmt.Sprintf("Online verify done; found %d 4k block out of sync!", n))
+	if md := y.want.md; md != nil {
+		if err := md.SyncBitmap(); err != nil {
+			y.log.Error("bitmap write failed", "err", err)
 		}
 	}
 	if n > 0 {
-		r.runHandler("out-of-sync")
+		y.handler("out-of-sync")
 	}
 }
 
@@ -251,9 +303,9 @@ func kibPerSec(bytes int64, d time.Duration) int64 {
 // engineConfig is the resync engine's configuration from the resource's
 // disk and net sections; knobs the file leaves unset take twinblock's
 // defaults (resync.Defaults), not DRBD's.
-func (r *Resource) engineConfig(verify bool) resync.EngineConfig {
-	d := r.cfg.Disk
-	l := r.link
+func (y *engineSyncer) engineConfig(w syncWant, verify bool) resync.EngineConfig {
+	d := y.cfg.Disk
+	l := w.link
 	c := resync.Defaults()
 	if d.Has("resync-rate") {
 		c.Rate = d.Size("resync-rate")
@@ -274,38 +326,36 @@ func (r *Resource) engineConfig(verify bool) resync.EngineConfig {
 		c.MinRate = d.Size("c-min-rate")
 	}
 	cfg := resync.EngineConfig{
-		Size:       r.md.Layout().DataSize,
+		Size:       w.md.Layout().DataSize,
 		MaxRequest: int64(l.MaxPayload()),
 		Controller: c,
-		Clock:      r.env.Clock,
-		ReadLocal:  r.data.ReadAt,
-		Lock:       r.dev.lockRange,
+		Clock:      y.clock,
+		ReadLocal:  w.data.ReadAt,
+		Lock:       y.lock,
 		// c-min-rate's "foreign I/O": this node's own clients (a
 		// Primary target) and the peer's replicated writes (the usual
 		// case: the Primary is the source and writes through us).
-		AppIO: func() int64 {
-			return int64(r.stats.diskWritten.Load()+r.stats.diskRead.Load()) + int64(l.Stats().RecvBytes)
-		},
+		AppIO: func() int64 { return y.appIO() + int64(l.Stats().RecvBytes) },
 	}
-	alg := r.cfg.Net.String("csums-alg")
+	alg := y.cfg.Net.String("csums-alg")
 	if verify {
-		alg = r.cfg.Net.String("verify-alg")
+		alg = y.cfg.Net.String("verify-alg")
 	}
 	if alg != "" {
 		if f, _, err := replication.Digest(alg); err == nil {
 			cfg.Digest = f
 		} else {
-			r.log.Warn("digest unavailable; resync without checksums", "alg", alg, "err", err)
+			y.log.Warn("digest unavailable; resync without checksums", "alg", alg, "err", err)
 		}
 	}
 	return cfg
 }
 
-// syncStatus fills the status snapshot's progress for a running resync
-// or verify.
-func (r *Resource) syncStatus(s *status.Resource) {
-	sr := r.sync
-	if sr == nil || r.md == nil {
+// Status implements syncRunner.
+func (y *engineSyncer) Status(s *status.Resource) {
+	sr := y.run
+	md := y.want.md
+	if sr == nil || md == nil {
 		return
 	}
 	now := time.Now()
@@ -314,7 +364,7 @@ func (r *Resource) syncStatus(s *status.Resource) {
 	case fsm.SyncTarget:
 		left = sr.bm.OutOfSyncBytes()
 	case fsm.SyncSource:
-		left = int64(r.md.OutOfSync()) * int64(r.md.Layout().Granularity)
+		left = int64(md.OutOfSync()) * int64(md.Layout().Granularity)
 	case fsm.VerifyS:
 		left = sr.total - sr.engine.Stats().Position
 	case fsm.VerifyT:
