@@ -357,7 +357,7 @@ func TestResyncCsumsIdenticalDisks(t *testing.T) {
 
 // TestVerifyFindsCorruption: blocks corrupted on b behind the daemon's
 // back are found by online verify (log line, out-of-sync handler), and the
-// next connect resyncs them.
+// Primary resyncs them at once (it renegotiates the connection).
 func TestVerifyFindsCorruption(t *testing.T) {
 	const size = 64 << 20
 	dir := t.TempDir()
@@ -391,7 +391,12 @@ func TestVerifyFindsCorruption(t *testing.T) {
 	require.Contains(t, p.procs["a"].Log(), "Online verify done; found 3 4k block out of sync!")
 	p.waitFor(t, "b", "cstate", "Connected", 10*time.Second)
 	require.Contains(t, p.procs["b"].Log(), "found 3 4k block out of sync!")
-	require.Equal(t, int64(12), p.procDRBD(t, "a").oosKiB, "oos: shows the three blocks")
+	// The Primary does not stay Connected UpToDate/UpToDate over the
+	// marks (DRBD would, showing oos:12): it renegotiates, and the
+	// handshake resyncs the three blocks from it.
+	p.waitSynced(t, 30*time.Second)
+	require.Contains(t, p.procs["a"].Log()+p.procs["b"].Log(), "blocks marked out of sync while connected in sync: renegotiating")
+	require.Zero(t, p.procDRBD(t, "a").oosKiB)
 	// Both nodes run the out-of-sync handler, as DRBD's VerifyS and VerifyT do.
 	deadline = time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -404,7 +409,7 @@ func TestVerifyFindsCorruption(t *testing.T) {
 	require.ElementsMatch(t, []string{"r0 peer a", "r0 peer b"}, strings.Split(strings.TrimSpace(string(got)), "\n"),
 		"the out-of-sync handler ran once on each node, with DRBD's environment")
 
-	// Verify does not repair; a disconnect and connect does.
+	// A disconnect and connect finds nothing left to resync.
 	p.tb(t, "a", "disconnect", "r0")
 	p.tb(t, "a", "connect", "r0")
 	p.waitSynced(t, 30*time.Second)

@@ -92,6 +92,15 @@ type (
 	// drops the connection, and the reconnect resyncs what was marked).
 	PeerWriteFailed struct{ Err error }
 
+	// MarkedWhileInSync: the driver found Blocks marked out of sync in
+	// this node's bitmap while Connected with both disks UpToDate and
+	// no resync: writes that were in flight while the connection came up
+	// went to this disk alone and were marked after the handshake had
+	// counted the bits. Connected UpToDate/UpToDate would be a lie (DRBD
+	// shows such oos beside it until a resync); the connection is
+	// renegotiated, and its handshake resyncs the marks.
+	MarkedWhileInSync struct{ Blocks uint64 }
+
 	// Promote: drbdadm primary [--force].
 	Promote struct{ Force bool }
 	// Demote: drbdadm secondary.
@@ -133,21 +142,22 @@ type (
 	StartVerify struct{}
 )
 
-func (AttachBegin) isEvent()     {}
-func (Attached) isEvent()        {}
-func (AttachFailed) isEvent()    {}
-func (Detach) isEvent()          {}
-func (DiskFailed) isEvent()      {}
-func (Connect) isEvent()         {}
-func (Disconnect) isEvent()      {}
-func (DialFailed) isEvent()      {}
-func (LinkUp) isEvent()          {}
-func (PeerChanged) isEvent()     {}
-func (LinkDown) isEvent()        {}
-func (PeerWriteFailed) isEvent() {}
-func (Promote) isEvent()         {}
-func (Demote) isEvent()          {}
-func (OpenCount) isEvent()       {}
+func (AttachBegin) isEvent()       {}
+func (Attached) isEvent()          {}
+func (AttachFailed) isEvent()      {}
+func (Detach) isEvent()            {}
+func (DiskFailed) isEvent()        {}
+func (Connect) isEvent()           {}
+func (Disconnect) isEvent()        {}
+func (DialFailed) isEvent()        {}
+func (LinkUp) isEvent()            {}
+func (PeerChanged) isEvent()       {}
+func (LinkDown) isEvent()          {}
+func (PeerWriteFailed) isEvent()   {}
+func (MarkedWhileInSync) isEvent() {}
+func (Promote) isEvent()           {}
+func (Demote) isEvent()            {}
+func (OpenCount) isEvent()         {}
 
 func (BitmapReceived) isEvent()   {}
 func (SyncUUIDReceived) isEvent() {}

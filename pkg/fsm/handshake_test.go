@@ -54,3 +54,44 @@ func TestLinkUpDecidesOnWhatWasSent(t *testing.T) {
 		})
 	}
 }
+
+// TestMarkedWhileInSyncRenegotiates: blocks marked while the pair says
+// it is in sync drop the connection (the handshake that follows resyncs
+// them); in any other state the event changes nothing.
+func TestMarkedWhileInSyncRenegotiates(t *testing.T) {
+	gen := genid.GI{0x5eed000}
+	for _, tc := range []struct {
+		name     string
+		peerDisk DiskState
+		drops    bool
+	}{
+		{"in sync", UpToDate, true},
+		{"peer Inconsistent (a resync)", Inconsistent, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := uint64(0)
+			n := New(Config{Name: "r0", Self: "a", Peer: "b", NewUUID: func() uint64 { u += 0x100; return u }})
+			require.NoError(t, n.Step(AttachBegin{}))
+			require.NoError(t, n.Step(Attached{GI: gen, Flags: genid.FlagConsistent | genid.FlagWasUpToDate}))
+			require.NoError(t, n.Step(Connect{}))
+			require.NoError(t, n.Step(Promote{}))
+			sent := PeerInfo{Role: Primary, Disk: UpToDate, GI: n.GI()}
+			require.NoError(t, n.Step(LinkUp{Peer: PeerInfo{Role: Secondary, Disk: UpToDate, GI: n.GI()}, Sent: sent}))
+			require.Equal(t, Connected, n.State().Conn)
+			if tc.peerDisk != UpToDate {
+				require.NoError(t, n.Step(PeerChanged{Peer: PeerInfo{Role: Secondary, Disk: tc.peerDisk, GI: n.GI()}}))
+			}
+			n.Advance()
+			require.NoError(t, n.Step(MarkedWhileInSync{Blocks: 3}))
+			var closed bool
+			for _, a := range n.Ready().Actions {
+				closed = closed || a.Kind == ActCloseLink
+			}
+			require.Equal(t, tc.drops, closed)
+			if tc.drops {
+				require.Equal(t, WFConnection, n.State().Conn)
+				require.Contains(t, n.Ready().Log, "r0: 3 blocks marked out of sync while connected in sync: renegotiating")
+			}
+		})
+	}
+}

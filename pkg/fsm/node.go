@@ -269,6 +269,10 @@ func (n *Node) step(e Event) error {
 			// connection is dropped; the reconnect resyncs the marks.
 			n.dropLink(NetworkFailure, fmt.Sprintf("peer did not take a write: %v", e.Err))
 		}
+	case MarkedWhileInSync:
+		if n.conn == Connected && n.disk == UpToDate && n.peerDisk == UpToDate {
+			n.dropLink(NetworkFailure, fmt.Sprintf("%d blocks marked out of sync while connected in sync: renegotiating", e.Blocks))
+		}
 	case LinkDown:
 		if !n.conn.Established() && n.conn != WFReportParams {
 			return nil

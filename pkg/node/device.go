@@ -240,6 +240,13 @@ func (d *device) chunked(off, n int64, f func(off, n int64) error) error {
 	return nil
 }
 
+// mode returns the IOMode the data path runs with.
+func (d *device) mode() fsm.IOMode {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.path.mode
+}
+
 // mutate runs one write-like request on the local disk and the peer in
 // parallel and decides what the client hears (see the device invariant).
 func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replication.DataFlags, local func(disk.Disk) error) error {

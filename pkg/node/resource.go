@@ -78,7 +78,8 @@ type Resource struct {
 	listenErr  error // why the last startConnecting could not listen
 	exportErr  error // why the last openExport failed
 	syncer     syncRunner
-	handshakes int // connection setups running (handshake .. evLink)
+	auth       authority // who may be Primary (authority.go)
+	handshakes int       // connection setups running (handshake .. evLink)
 
 	// keeper holds the backup-discarded journal (pkg/backup); run calls
 	// its hooks, the link's disk reads the armed journal.
@@ -183,6 +184,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.syncer = &engineSyncer{cfg: cfg, clock: r.env.Clock, log: r.log, ctx: func() context.Context { return r.ctx },
 		post: r.post, await: r.await, lock: r.dev.lockRange, handler: r.runHandler, found: &r.verifyFound, curMD: r.curMD.Load,
 		appIO: func() int64 { return int64(r.stats.diskWritten.Load() + r.stats.diskRead.Load()) }}
+	r.auth = localAuthority{}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
@@ -340,7 +342,6 @@ func (r *Resource) onFence(f fenceReq) {
 	if f.link != r.link || r.fenced.Load() == f.link {
 		return // the state machine already left that connection
 	}
-	r.fenced.Store(f.link)
 	var err error
 	if f.write {
 		err = r.fsm.Step(fsm.PeerWriteFailed{Err: f.err})
@@ -351,6 +352,11 @@ func (r *Resource) onFence(f fenceReq) {
 	// The status shows the new state before the caller marks anything
 	// or acknowledges the write (the Ready's actions follow in process).
 	r.publish()
+	// Only now: fence returns at once for a fenced link, so a write
+	// failing on it from another goroutine must not find it fenced
+	// before the status is published (the torture test's check at each
+	// acknowledgement caught that window, seed 1998715050314828971).
+	r.fenced.Store(f.link)
 }
 
 // stepped reports an event the state machine refused, where nothing
@@ -465,7 +471,7 @@ func (r *Resource) run() {
 }
 
 func (r *Resource) command(ev fsm.Event) error {
-	switch ev.(type) {
+	switch e := ev.(type) {
 	case fsm.AttachBegin:
 		if r.self.Disk == "" {
 			return fmt.Errorf("host %s has no disk (disk none)", r.self.Name)
@@ -473,6 +479,10 @@ func (r *Resource) command(ev fsm.Event) error {
 	case fsm.Demote:
 		// DRBD refuses to demote a device that is open.
 		r.stepOpenCount()
+	case fsm.Promote:
+		if err := r.auth.MayPromote(e); err != nil {
+			return err
+		}
 	}
 	r.listenErr, r.exportErr = nil, nil
 	if err := r.fsm.Step(ev); err != nil {
@@ -561,8 +571,18 @@ func (r *Resource) event(ev any) {
 		if e.link == nil || e.link != r.link {
 			return
 		}
+		// The state machine leaves the connection, and the status
+		// shows it, before the link leaves the data path: a write in
+		// flight that failed on it waits in fence (served by the await
+		// below) and is marked and acknowledged only after that. The
+		// other order let a long torture run see a write acknowledged,
+		// marked and missing on the peer behind a Connected
+		// UpToDate/UpToDate status (seeds 9450930055808562195 and
+		// 327014884018170981).
+		r.stepped(r.fsm.Step(fsm.LinkDown{Cause: linkDownCause(e.err), Err: e.err}))
 		r.link = nil
-		r.fenced.Store(e.link)
+		r.publish()
+		r.fenced.Store(e.link) // after the publish, as in onFence
 		r.dropLinkFromPath()
 		if r.md != nil {
 			// The link marked what the peer may lack (OnOutOfSync).
@@ -570,7 +590,6 @@ func (r *Resource) event(ev any) {
 				r.log.Error("bitmap write failed", "err", err)
 			}
 		}
-		r.stepped(r.fsm.Step(fsm.LinkDown{Cause: linkDownCause(e.err), Err: e.err}))
 	case evPeerState:
 		if e.link == r.link {
 			r.stepped(r.fsm.Step(fsm.PeerChanged{Peer: peerInfo(e.st)}))
@@ -646,6 +665,14 @@ func (r *Resource) process() {
 			}
 		}
 		if rd.IOMode != nil {
+			if m := *rd.IOMode; weakens(r.dev.mode(), m) {
+				// The status says so before the data path acts on it:
+				// a write acknowledged without the peer, or without
+				// this disk, never stands behind a status that still
+				// promises both (found by the torture test's check at
+				// each acknowledgement).
+				r.publish()
+			}
 			r.applyPath(*rd.IOMode)
 		}
 		for _, a := range rd.Actions {
@@ -668,6 +695,21 @@ func (r *Resource) process() {
 			r.runHandler(h)
 		}
 		st := r.fsm.State()
+		if st.Conn == fsm.Connected && st.Disk == fsm.UpToDate && st.PeerDisk == fsm.UpToDate && r.md != nil &&
+			(st.Role == fsm.Primary || st.PeerRole == fsm.Primary) {
+			if n := r.md.OutOfSync(); n > 0 {
+				// Blocks marked while the pair says it is in sync:
+				// writes in flight while the connection came up, marked
+				// after its handshake counted the bits (the IOMode that
+				// mirrors them waited for them), or what online verify
+				// found. The renegotiation resyncs them from the
+				// Primary. (Between two Secondaries no side's data is
+				// the reference: verify's marks wait for a connect, as
+				// in DRBD.)
+				r.stepped(r.fsm.Step(fsm.MarkedWhileInSync{Blocks: n}))
+				continue // this Ready renegotiates; the status follows it
+			}
+		}
 		r.syncer.Reconcile(wantOf(st, r.link, r.md, r.data))
 		r.keeper.Reconcile(st.Disk == fsm.UpToDate && st.Conn == fsm.Connected)
 		r.publish()
@@ -701,6 +743,13 @@ func (r *Resource) shutdown() {
 	r.await(func() { r.dev.setPath(ioPath{}, 0) })
 	r.closeDisk()
 	r.publish()
+}
+
+// weakens reports whether the data path going from mode old to next
+// stops holding a write on both disks: it stops mirroring, or stops
+// writing the local disk or counting it UpToDate.
+func weakens(old, next fsm.IOMode) bool {
+	return (old.Mirror && !next.Mirror) || (old.Local && !next.Local) || (old.UpToDate && !next.UpToDate)
 }
 
 // publish refreshes the snapshot and tells the daemon.
