@@ -193,11 +193,15 @@ type torture struct {
 	unsafe   bool      // a lost, divergent or dishonest violation
 	logTo    io.Writer // the nodes' log (nil: $TWINBLOCK_TORTURE_LOG, or none)
 	trace    []string
+	diskMu   sync.Mutex // guards the nodes' backing (setDisk)
 	// frozen: the Primary lost power mid-batch; requests that complete
 	// from then on were never answered.
-	frozen  atomic.Bool
-	traceMu sync.Mutex // a mid-batch fault logs from its own goroutine
-	failed  bool
+	frozen atomic.Bool
+	// powerLosses counts freezes (checkAck skips a write whose peer lost
+	// power while it was in flight).
+	powerLosses atomic.Uint64
+	traceMu     sync.Mutex // a mid-batch fault logs from its own goroutine
+	failed      bool
 }
 
 func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
@@ -495,7 +499,7 @@ func (tt *torture) step() {
 		tt.logf("partition")
 		tt.net.Partition("127.0.0.1", "127.0.0.2")
 		tt.batch()
-		tt.settle(80, func() bool { return tt.status(tt.primary).Conn != "Connected" })
+		tt.settle(80, func() bool { return tt.primary < 0 || tt.status(tt.primary).Conn != "Connected" })
 		tt.batch()
 		tt.net.Heal("127.0.0.1", "127.0.0.2")
 		tt.logf("heal")
@@ -662,6 +666,7 @@ func (tt *torture) batchWith(mid func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			losses := tt.powerLosses.Load()
 			switch o.kind {
 			case "write", "fua":
 				o.err = dev.WriteAt(content(o.tag, o.off, o.n), o.off, o.kind == "fua")
@@ -671,6 +676,9 @@ func (tt *torture) batchWith(mid func()) {
 				o.err = dev.WriteZeroes(o.off, o.n, true, false)
 			}
 			o.late = tt.frozen.Load()
+			if o.err == nil && !o.late && (o.kind == "write" || o.kind == "fua") {
+				tt.checkAck(o, losses)
+			}
 		}()
 	}
 	// Time goes on while requests are in flight: a peer that stops
@@ -727,6 +735,52 @@ func (tt *torture) batchWith(mid func()) {
 			default:
 				m.cands = []uint64{o.tag}
 				m.durable = appendNew(m.durable, o.tag)
+			}
+		}
+	}
+}
+
+// disk returns node n's disk; a mid-batch power loss replaces it from
+// another goroutine (setDisk).
+func (tt *torture) disk(n *tnode) *disk.Crash {
+	tt.diskMu.Lock()
+	defer tt.diskMu.Unlock()
+	return n.backing
+}
+
+func (tt *torture) setDisk(n *tnode, d *disk.Crash) {
+	tt.diskMu.Lock()
+	n.backing = d
+	tt.diskMu.Unlock()
+}
+
+// checkAck checks the honest status at the moment a write is
+// acknowledged: if the Primary's published status then says Connected
+// with the peer's disk UpToDate, the peer's disk holds the write (protocol
+// C applied it before the ack; a write the peer did not take is
+// acknowledged only after the status left Connected). Batches write
+// disjoint ranges, so nothing else changes that range meanwhile.
+//
+// losses is the count of power losses when the write was sent: a peer
+// that lost power since held the write in a cache it may have lost, and
+// its disk is a crash clone now; the check is skipped.
+func (tt *torture) checkAck(o *clientOp, losses uint64) {
+	p := tt.primary
+	s := tt.status(p)
+	if s.Conn != "Connected" || s.PeerDisk != "UpToDate" {
+		return
+	}
+	peer := tt.nodes[1-p]
+	got := make([]byte, o.n)
+	if err := tt.disk(peer).ReadAt(got, o.off); err != nil || tt.powerLosses.Load() != losses {
+		return
+	}
+	if want := content(o.tag, o.off, o.n); string(got) != string(want) {
+		for b := int64(0); b < o.n/tBlock; b++ {
+			if string(got[b*tBlock:(b+1)*tBlock]) != string(want[b*tBlock:(b+1)*tBlock]) {
+				tt.fail("dishonest", "write %d+%d tag %x acknowledged while %s said %s, and block %d of the peer %s holds tag %x",
+					o.off, o.n, o.tag, tt.nodes[p].name, line(s), o.off/tBlock+b, peer.name, binary.LittleEndian.Uint64(got[b*tBlock:]))
+				return
 			}
 		}
 	}
@@ -896,7 +950,7 @@ func (tt *torture) powerLoss(i int) {
 	tt.traceMu.Lock()
 	seq := uint64(len(tt.trace))
 	tt.traceMu.Unlock()
-	n.backing = tt.cutPower(i, rand.New(rand.NewPCG(tt.seed, seq)), 0.5)
+	tt.setDisk(n, tt.cutPower(i, rand.New(rand.NewPCG(tt.seed, seq)), 0.5))
 }
 
 // cutPower is the moment node i loses power (freeze), then what its
@@ -904,7 +958,7 @@ func (tt *torture) powerLoss(i int) {
 // volatile cache), and the end of the node.
 func (tt *torture) cutPower(i int, rng *rand.Rand, keep float64) *disk.Crash {
 	tt.freeze(i)
-	clone := tt.nodes[i].backing.CrashClone(rng, keep)
+	clone := tt.disk(tt.nodes[i]).CrashClone(rng, keep)
 	tt.bury(i)
 	return clone
 }
@@ -915,6 +969,7 @@ func (tt *torture) cutPower(i int, rng *rand.Rand, keep float64) *disk.Crash {
 // reconnected and answered its peer's Barriers from the disk the crash
 // clone had already left behind.
 func (tt *torture) freeze(i int) {
+	tt.powerLosses.Add(1)
 	n, o := tt.nodes[i], tt.nodes[1-i]
 	tt.net.Partition(n.host, o.host)
 	n.faulty.SetInjector(func(disk.Op) error { return disk.ErrInjected })
@@ -939,16 +994,24 @@ func (tt *torture) primaryPowerLossMidBatch() {
 	i := tt.primary
 	n := tt.nodes[i]
 	keep := tt.rng.Float64()
-	var before status.Resource
+	// The failover decision needs the status as it was at the moment
+	// of the loss: the status read after the freeze may already show
+	// its effects (the disk failing, the link gone), the one read
+	// before the batch not what happened during it. A failover takes
+	// both saying Connected with the peer's disk UpToDate; the disk
+	// state is the one from before.
+	before := tt.status(i)
 	tt.batchWith(func() {
 		tt.freeze(i)
 		tt.frozen.Store(true)
-		before = tt.status(i)
+		if at := tt.status(i); at.Conn != "Connected" || at.PeerDisk != "UpToDate" {
+			before.Conn, before.PeerDisk = at.Conn, at.PeerDisk
+		}
 		tt.traceMu.Lock()
 		seq := uint64(len(tt.trace))
 		tt.traceMu.Unlock()
 		tt.logf("power loss of %s (mid-batch; %s)", n.name, line(before))
-		n.backing = n.backing.CrashClone(rand.New(rand.NewPCG(tt.seed, seq)), keep)
+		tt.setDisk(n, tt.disk(n).CrashClone(rand.New(rand.NewPCG(tt.seed, seq)), keep))
 	})
 	tt.frozen.Store(false)
 	tt.bury(i)
@@ -1028,7 +1091,16 @@ func (tt *torture) checkReads(kind string) {
 		for _, r := range runs(blocks) {
 			i, j := r[0], r[1]
 			p := buf[:int64(j-i)*tBlock]
-			if err := dev.ReadAt(p, blocks[i]*tBlock); err != nil {
+			err := dev.ReadAt(p, blocks[i]*tBlock)
+			for try := 0; err != nil && try < 3; try++ {
+				// A read through the peer fails when the link ends under
+				// it (a ping timeout while time goes on): no data is
+				// lost if the next read finds UpToDate data, or the
+				// status, once it caught up, says there is none.
+				time.Sleep(2 * time.Millisecond)
+				err = dev.ReadAt(p, blocks[i]*tBlock)
+			}
+			if err != nil {
 				if s := tt.status(tt.primary); s.Disk != "UpToDate" && s.PeerDisk != "UpToDate" {
 					continue // no UpToDate data reachable: I/O errors are right
 				}
