@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/clock"
 	"github.com/twinblock/twinblock/pkg/config"
@@ -220,40 +222,36 @@ func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
 		t.Fatal(err)
 	}
 	tt.cfg = cfg.Resources[0]
-	// Both disks start equal (zeroes) in one UpToDate generation, as
-	// after a finished initial sync.
 	for i, name := range []string{"a", "b"} {
-		d := disk.NewCrash(tBacking)
-		l, err := meta.ComputeLayout(meta.InternalPlacement, tBacking, tBacking, meta.DefaultGranularity, meta.DefaultALExtents)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := meta.Format(d, l); err != nil {
-			t.Fatal(err)
-		}
-		md, err := meta.Open(d, meta.InternalPlacement, meta.Options{Name: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := md.Update(func(sb *meta.Superblock) {
-			sb.GI = genid.GI{0x5eed000}
-			sb.Flags = genid.FlagConsistent | genid.FlagWasUpToDate
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if err := md.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		tt.dataSize = l.DataSize
+		d, dataSize := inSyncDisk(t, name)
+		tt.dataSize = dataSize
 		tt.nodes[i] = &tnode{name: name, host: "127.0.0.1", backing: d}
 		if name == "b" {
 			tt.nodes[i].host = "127.0.0.2"
 		}
 	}
 	return tt
+}
+
+// inSyncDisk is a crashable tBacking disk with internal metadata, equal
+// (zeroes) to the other node's, in one UpToDate generation, as after a
+// finished initial sync; it returns the disk and its data area's size.
+func inSyncDisk(t *testing.T, name string) (*disk.Crash, int64) {
+	t.Helper()
+	d := disk.NewCrash(tBacking)
+	l, err := meta.ComputeLayout(meta.InternalPlacement, tBacking, tBacking, meta.DefaultGranularity, meta.DefaultALExtents)
+	require.NoError(t, err)
+	_, err = meta.Format(d, l)
+	require.NoError(t, err)
+	md, err := meta.Open(d, meta.InternalPlacement, meta.Options{Name: name})
+	require.NoError(t, err)
+	require.NoError(t, md.Update(func(sb *meta.Superblock) {
+		sb.GI = genid.GI{0x5eed000}
+		sb.Flags = genid.FlagConsistent | genid.FlagWasUpToDate
+	}))
+	require.NoError(t, md.Close())
+	require.NoError(t, d.Flush())
+	return d, l.DataSize
 }
 
 func (tt *torture) logf(format string, args ...any) {
