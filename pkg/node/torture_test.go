@@ -177,7 +177,12 @@ type tnode struct {
 // blockModel is what one 4 KiB block may hold: cands now (on the
 // Primary), durable after a power loss of the only node that holds it.
 // Tag 0 is zeroes.
-type blockModel struct{ cands, durable []uint64 }
+type blockModel struct {
+	cands, durable []uint64
+	// viaPeer: the last acknowledged write went through the peer alone
+	// (a Diskless Primary's): the Primary's power loss does not touch it.
+	viaPeer bool
+}
 
 type torture struct {
 	t        *testing.T
@@ -584,7 +589,8 @@ type clientOp struct {
 	err    error
 	late   bool // completed after the Primary lost power: never answered
 	// viaPeer: acknowledged by a Diskless Primary through its peer
-	// alone; it survives the Primary's power loss whether flushed or not.
+	// alone; it survives the Primary's power loss whether flushed or
+	// not (not the peer's, unless flushed).
 	viaPeer bool
 }
 
@@ -745,11 +751,13 @@ func (tt *torture) batchWith(mid func()) {
 			case o.err != nil:
 				m.cands = appendNew(m.cands, o.tag)
 				m.durable = appendNew(m.durable, o.tag)
-			case o.kind == "fua" || o.viaPeer:
+			case o.kind == "fua":
 				m.cands, m.durable = []uint64{o.tag}, []uint64{o.tag}
+				m.viaPeer = o.viaPeer
 			default:
 				m.cands = []uint64{o.tag}
 				m.durable = appendNew(m.durable, o.tag)
+				m.viaPeer = o.viaPeer
 			}
 		}
 	}
@@ -911,7 +919,9 @@ func (tt *torture) restartAfterCrash(i int, before status.Resource) {
 		// and did not flush, may be gone with that disk's cache (seeds
 		// 7083408667347918681 and 15438716915923466379).
 		for _, m := range tt.model {
-			m.cands = slices.Clone(m.durable)
+			if !m.viaPeer {
+				m.cands = slices.Clone(m.durable)
+			}
 		}
 		tt.primary = -1
 		tt.start(i)
