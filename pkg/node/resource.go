@@ -707,7 +707,9 @@ func (r *Resource) process() {
 				// the reference: verify's marks wait for a connect, as
 				// in DRBD.)
 				r.stepped(r.fsm.Step(fsm.MarkedWhileInSync{Blocks: n}))
-				continue // this Ready renegotiates; the status follows it
+				if r.fsm.HasReady() {
+					continue // that Ready renegotiates; the status follows it
+				}
 			}
 		}
 		r.syncer.Reconcile(wantOf(st, r.link, r.md, r.data))
