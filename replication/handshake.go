@@ -303,8 +303,8 @@ func startLink(nc net.Conn, dec *Decoder, cfg LinkConfig, peer Hello, peerState 
 		recvDone:   make(chan struct{}),
 		tlBase:     1,
 	}
-	l.readCond.L = &l.mu
-	l.syncCond.L = &l.mu
+	l.reads.init(maxPeerReads, &l.mu)
+	l.syncCalls.init(maxSyncRequests, &l.mu)
 	if c := cfg.codec; c != CodecNone {
 		if l.features&c.feature() == 0 {
 			l.log.Warn("replication: the peer does not decode this node's compression: sending uncompressed",

@@ -337,27 +337,19 @@ type Link struct {
 	replies   int      // answers to the peer in outq or being written
 	sentBytes uint64
 
-	nextID      uint64        // the write path's sequence (Data, Trim, WriteZeroes, Barrier)
-	tl          ring[tlEntry] // the transfer log: entries tlBase, tlBase+1, ...
-	tlBase      uint64        // ID of tl's first entry
-	barriers    ring[uint64]  // Barriers sent and not yet acked, in order
-	pending     int           // Requests not yet complete
-	epochWrites int           // writes since the last Barrier
-	readCond    sync.Cond     // ReadAt waits for a read slot (L = mu)
-	reads       [maxPeerReads]*readCall
-	readSeq     uint64
-	readsOut    int
-	readBytes   int64
-	servedReads int   // peer reads received and not yet answered on the wire
-	servedBytes int64 // their bytes
+	nextID      uint64          // the write path's sequence (Data, Trim, WriteZeroes, Barrier)
+	tl          ring[tlEntry]   // the transfer log: entries tlBase, tlBase+1, ...
+	tlBase      uint64          // ID of tl's first entry
+	barriers    ring[uint64]    // Barriers sent and not yet acked, in order
+	pending     int             // Requests not yet complete
+	epochWrites int             // writes since the last Barrier
+	reads       slots[readCall] // this node's ReadAt calls (slots.go)
+	servedReads int             // peer reads received and not yet answered on the wire
+	servedBytes int64           // their bytes
 	resyncSent  uint64
 
 	// Resync and verify requests of this node (resync.go).
-	syncCond  sync.Cond // Resync and Verify wait for a slot (L = mu)
-	syncCalls [maxSyncRequests]*syncCall
-	syncSeq   uint64
-	syncOut   int
-	syncBytes int64
+	syncCalls slots[syncCall]
 	// The peer's resync and verify requests this node serves.
 	served      []servedSync
 	servedSyncB int64 // their bytes
@@ -695,8 +687,8 @@ func (l *Link) ReadAt(p []byte, off int64) error {
 	}
 	c := readCalls.Get().(*readCall)
 	l.mu.Lock()
-	for !l.closing && (l.readsOut == maxPeerReads || (l.readBytes > 0 && l.readBytes+n > l.readBudget)) {
-		l.readCond.Wait()
+	for !l.closing && l.reads.full(n, l.readBudget) {
+		l.reads.cond.Wait()
 	}
 	if l.closing {
 		err := l.cause
@@ -704,15 +696,8 @@ func (l *Link) ReadAt(p []byte, off int64) error {
 		readCalls.Put(c)
 		return err
 	}
-	slot := 0
-	for l.reads[slot] != nil {
-		slot++
-	}
-	l.readSeq++
-	c.id, c.off, c.p = l.readSeq<<6|uint64(slot), off, p
-	l.reads[slot] = c
-	l.readsOut++
-	l.readBytes += n
+	c.off, c.p = off, p
+	c.id = l.reads.take(c, n)
 	l.enqueueLocked(outMsg{t: TypeReadRequest, id: c.id, off: uint64(off), n: uint32(n)})
 	l.mu.Unlock()
 	err := <-c.done
@@ -723,15 +708,10 @@ func (l *Link) ReadAt(p []byte, off int64) error {
 
 // readCallLocked removes and returns the outstanding read id, or nil.
 func (l *Link) readCallLocked(id uint64) *readCall {
-	slot := id & (maxPeerReads - 1)
-	c := l.reads[slot]
-	if c == nil || c.id != id {
-		return nil
+	c := l.reads.get(id)
+	if c != nil {
+		l.reads.release(id)
 	}
-	l.reads[slot] = nil
-	l.readsOut--
-	l.readBytes -= int64(len(c.p))
-	l.readCond.Signal()
 	return c
 }
 
@@ -769,8 +749,8 @@ func (l *Link) shutdown(cause error, reason string, bye bool) {
 		return
 	}
 	l.closing, l.cause, l.bye, l.sendBye = true, cause, reason, bye
-	l.readCond.Broadcast()
-	l.syncCond.Broadcast()
+	l.reads.cond.Broadcast()
+	l.syncCalls.cond.Broadcast()
 	l.mu.Unlock()
 	l.ap.stop()
 	_ = l.nc.SetWriteDeadline(time.Now().Add(closeGrace))
@@ -836,19 +816,13 @@ func (l *Link) endRequests() []extent {
 		}
 	}
 	l.tl.reset()
-	for slot, c := range l.reads {
-		if c != nil {
-			l.reads[slot] = nil
-			c.done <- l.cause
-		}
-	}
-	l.readsOut = 0
-	for _, c := range l.syncCalls {
-		if c != nil && !c.answered {
+	l.reads.drain(func(c *readCall) { c.done <- l.cause })
+	l.syncCalls.each(func(c *syncCall, _ uint64) {
+		if !c.answered {
 			l.releaseSyncLocked(c)
 			calls = append(calls, c)
 		}
-	}
+	})
 	l.mu.Unlock()
 	for _, c := range calls {
 		c.fail(l.cause)
@@ -862,13 +836,7 @@ func (l *Link) endRequests() []extent {
 func (l *Link) sweep(oos []extent) {
 	var calls []*syncCall
 	l.mu.Lock()
-	for slot, c := range l.syncCalls {
-		if c != nil {
-			l.syncCalls[slot] = nil
-			calls = append(calls, c)
-		}
-	}
-	l.syncOut, l.syncBytes = 0, 0
+	l.syncCalls.drain(func(c *syncCall) { calls = append(calls, c) })
 	l.served, l.servedSyncB = nil, 0
 	l.bitmap = nil
 	clear(l.outq)

@@ -335,8 +335,8 @@ func (l *Link) recvReadReply(m *ReadReply) error {
 	l.rbuf, l.rcharged = nil, 0
 	defer l.ap.release(buf, charged)
 	l.mu.Lock()
-	c := l.reads[m.ID&(maxPeerReads-1)]
-	if c == nil || c.id != m.ID {
+	c := l.reads.get(m.ID)
+	if c == nil {
 		l.mu.Unlock()
 		return violation(TypeReadReply, "ID %d answers no read in flight", m.ID)
 	}

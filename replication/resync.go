@@ -206,8 +206,8 @@ func (l *Link) Verify(off, n int64, digests []byte, done func(VerifyResult)) err
 // startSync waits for a slot, registers c and queues its request m.
 func (l *Link) startSync(c *syncCall, m outMsg) error {
 	l.mu.Lock()
-	for !l.closing && (l.syncOut == maxSyncRequests || (l.syncBytes > 0 && l.syncBytes+c.n > l.syncBudget)) {
-		l.syncCond.Wait()
+	for !l.closing && l.syncCalls.full(c.n, l.syncBudget) {
+		l.syncCalls.cond.Wait()
 	}
 	if l.closing {
 		err := l.cause
@@ -218,43 +218,20 @@ func (l *Link) startSync(c *syncCall, m outMsg) error {
 		syncCallPool.Put(c)
 		return err
 	}
-	slot := 0
-	for l.syncCalls[slot] != nil {
-		slot++
-	}
-	l.syncSeq++
-	c.id = l.syncSeq<<5 | uint64(slot)
-	l.syncCalls[slot] = c
-	l.syncOut++
-	l.syncBytes += c.n
+	c.id = l.syncCalls.take(c, c.n)
 	m.id = c.id
 	l.enqueueLocked(m)
 	l.mu.Unlock()
 	return nil
 }
 
-var _ [1 - maxSyncRequests>>5]struct{} // the slot takes the low 5 bits of an ID
-
 // syncCallLocked returns the outstanding request id, or nil.
-func (l *Link) syncCallLocked(id uint64) *syncCall {
-	c := l.syncCalls[id&(maxSyncRequests-1)]
-	if c == nil || c.id != id {
-		return nil
-	}
-	return c
-}
+func (l *Link) syncCallLocked(id uint64) *syncCall { return l.syncCalls.get(id) }
 
-// releaseSyncLocked frees c's slot; whoever does it calls c's done.
+// releaseSyncLocked frees c's slot; whoever does it calls c's done. False:
+// the sweep has it.
 func (l *Link) releaseSyncLocked(c *syncCall) bool {
-	slot := c.id & (maxSyncRequests - 1)
-	if l.syncCalls[slot] != c {
-		return false // the sweep has it
-	}
-	l.syncCalls[slot] = nil
-	l.syncOut--
-	l.syncBytes -= c.n
-	l.syncCond.Broadcast()
-	return true
+	return l.syncCalls.get(c.id) == c && l.syncCalls.release(c.id)
 }
 
 // finishResync completes a resync whose reply arrived: with ack, it

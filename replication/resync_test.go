@@ -264,7 +264,7 @@ func TestLinkResync(t *testing.T) {
 	assert.Empty(t, la.served, "the source forgot every acked request")
 	la.mu.Unlock()
 	lb.mu.Lock()
-	assert.Zero(t, lb.syncOut)
+	assert.Zero(t, lb.syncCalls.out)
 	lb.mu.Unlock()
 	assert.Zero(t, lb.Stats().Unacked, "resync writes are not writes of the write path")
 }
@@ -505,7 +505,7 @@ func TestLinkResyncOrdering(t *testing.T) {
 		eventually(t, "the answer arrived and waits", func() bool {
 			lb.mu.Lock()
 			defer lb.mu.Unlock()
-			return lb.syncCalls[0] != nil && lb.syncCalls[0].answered
+			return lb.syncCalls.calls[0] != nil && lb.syncCalls.calls[0].answered
 		})
 		assert.Empty(t, results)
 		close(hold.open)
