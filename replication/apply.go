@@ -202,6 +202,28 @@ func (a *applier) inflateBuffer(buf *alignbuf.Buf, charged, n int64) (zbuf, out 
 }
 
 // release gives back a buffer and its charge (both may be zero).
+// payloadOp returns an op that carries the payload buf (charged bytes of
+// the budget), decoded into a buffer of n bytes when codec compressed it
+// (the op keeps both: the worker decompresses); nil if the link is
+// ending, with every buffer released.
+func (a *applier) payloadOp(buf *alignbuf.Buf, charged, n int64, codec Codec) *applyOp {
+	var zbuf *alignbuf.Buf
+	if codec != CodecNone {
+		var ok bool
+		if zbuf, buf, charged, ok = a.inflateBuffer(buf, charged, n); !ok {
+			return nil
+		}
+	}
+	op := a.acquire()
+	if op == nil {
+		a.release(buf, charged)
+		a.release(zbuf, 0)
+		return nil
+	}
+	op.buf, op.charged, op.zbuf, op.codec = buf, charged, zbuf, codec
+	return op
+}
+
 func (a *applier) release(b *alignbuf.Buf, charged int64) {
 	if b != nil {
 		a.pool.Put(b)

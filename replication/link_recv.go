@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
-
-	"github.com/twinblock/twinblock/internal/alignbuf"
 )
 
 // errStop ends the receiver without a new cause (the peer's Goodbye set
@@ -179,25 +177,17 @@ func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags, dm *D
 	if l.cfg.Protocol == 'B' {
 		l.enqueueReply(outMsg{t: TypeRecvAck, id: id})
 	}
-	var zbuf *alignbuf.Buf
-	switch {
-	case flags&DataAllZero != 0 && t == TypeData:
+	inflate := codec
+	if flags&DataAllZero != 0 && t == TypeData {
 		l.ap.release(buf, charged) // the length was all of it
-		buf, charged = nil, 0
-	case codec != CodecNone:
-		var ok bool
-		if zbuf, buf, charged, ok = l.ap.inflateBuffer(buf, charged, n); !ok {
-			return nil
-		}
+		buf, charged, inflate = nil, 0, CodecNone
 	}
-	op := l.ap.acquire()
+	op := l.ap.payloadOp(buf, charged, n, inflate)
 	if op == nil {
-		l.ap.release(buf, charged)
-		l.ap.release(zbuf, 0)
 		return nil
 	}
-	op.kind, op.id, op.off, op.n, op.flags, op.buf, op.charged = t, id, int64(off), n, flags, buf, charged
-	op.zbuf, op.zlen, op.codec = zbuf, int(wire), codec
+	op.kind, op.id, op.off, op.n, op.flags = t, id, int64(off), n, flags
+	op.zlen, op.codec = int(wire), codec
 	l.ap.submit(op)
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/twinblock/twinblock/internal/alignbuf"
 	"github.com/twinblock/twinblock/pkg/disk"
 )
 
@@ -369,33 +368,11 @@ func (l *Link) algMismatch(t Type, theirs, ours DigestAlg) {
 // recvResyncRequest takes a ResyncRequest (this node is the sync source):
 // what it cannot serve it answers at once, the rest goes to the applier.
 func (l *Link) recvResyncRequest(m *ResyncRequest) error {
-	n := int64(m.Length)
-	if n > int64(l.maxPayload) {
-		return violation(TypeResyncRequest, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
-	}
-	if err := l.admitServed(TypeResyncRequest, m.ID, m.Offset, n); err != nil {
+	op, err := l.servedOp(TypeResyncRequest, TypeResyncReply, m.ID, m.Offset, m.Length,
+		m.Alg, m.Alg == DigestNone || m.Alg == l.cfg.csumsAlg, l.cfg.csumsAlg)
+	if op == nil {
 		return err
 	}
-	a := outMsg{t: TypeResyncReply, id: m.ID}
-	d := l.cfg.Disk
-	switch {
-	case m.Alg != DigestNone && m.Alg != l.cfg.csumsAlg:
-		l.algMismatch(TypeResyncRequest, m.Alg, l.cfg.csumsAlg)
-		a.status = StatusAlgMismatch
-	case d == nil:
-		a.status, a.errno = StatusError, uint32(syscall.EIO)
-	case int64(m.Offset) > d.Size()-n:
-		a.status, a.errno = StatusError, uint32(syscall.EINVAL)
-	}
-	if a.status != StatusOK {
-		l.answerServed(a, false)
-		return nil
-	}
-	op := l.ap.acquire()
-	if op == nil {
-		return nil
-	}
-	op.kind, op.id, op.off, op.n, op.alg = TypeResyncRequest, m.ID, int64(m.Offset), n, m.Alg
 	copy(op.csum[:], m.Csum)
 	l.ap.submit(op)
 	return nil
@@ -403,38 +380,54 @@ func (l *Link) recvResyncRequest(m *ResyncRequest) error {
 
 // recvVerifyRequest takes a VerifyRequest: as recvResyncRequest.
 func (l *Link) recvVerifyRequest(m *VerifyRequest) error {
-	n := int64(m.Length)
-	if n > int64(l.maxPayload) {
-		return violation(TypeVerifyRequest, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
-	}
-	if err := l.admitServed(TypeVerifyRequest, m.ID, m.Offset, n); err != nil {
+	op, err := l.servedOp(TypeVerifyRequest, TypeVerifyReply, m.ID, m.Offset, m.Length,
+		m.Alg, m.Alg == l.cfg.verifyAlg, l.cfg.verifyAlg)
+	if op == nil {
 		return err
 	}
-	a := outMsg{t: TypeVerifyReply, id: m.ID}
+	zb := l.ap.pool.Get(len(m.Digests))
+	copy(zb.B, m.Digests)
+	op.zbuf, op.zlen = zb, len(m.Digests)
+	l.ap.submit(op)
+	return nil
+}
+
+// servedOp runs the checks a resync and a verify request of the peer
+// share (t, answered with reply): the length within the agreed payload,
+// the served-request admission, the digest algorithm (algOK, else a
+// mismatch answered with StatusAlgMismatch), a disk, the range. It
+// returns the applier op to fill and submit; nil with a nil error when
+// the request was answered here or the link is ending; a protocol
+// violation as the error.
+func (l *Link) servedOp(t, reply Type, id, off uint64, length uint32, alg DigestAlg, algOK bool, ours DigestAlg) (*applyOp, error) {
+	n := int64(length)
+	if n > int64(l.maxPayload) {
+		return nil, violation(t, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
+	}
+	if err := l.admitServed(t, id, off, n); err != nil {
+		return nil, err
+	}
+	a := outMsg{t: reply, id: id}
 	d := l.cfg.Disk
 	switch {
-	case m.Alg != l.cfg.verifyAlg:
-		l.algMismatch(TypeVerifyRequest, m.Alg, l.cfg.verifyAlg)
+	case !algOK:
+		l.algMismatch(t, alg, ours)
 		a.status = StatusAlgMismatch
 	case d == nil:
 		a.status, a.errno = StatusError, uint32(syscall.EIO)
-	case int64(m.Offset) > d.Size()-n:
+	case int64(off) > d.Size()-n:
 		a.status, a.errno = StatusError, uint32(syscall.EINVAL)
 	}
 	if a.status != StatusOK {
 		l.answerServed(a, false)
-		return nil
+		return nil, nil
 	}
 	op := l.ap.acquire()
 	if op == nil {
-		return nil
+		return nil, nil
 	}
-	zb := l.ap.pool.Get(len(m.Digests))
-	copy(zb.B, m.Digests)
-	op.kind, op.id, op.off, op.n, op.alg = TypeVerifyRequest, m.ID, int64(m.Offset), n, m.Alg
-	op.zbuf, op.zlen = zb, len(m.Digests)
-	l.ap.submit(op)
-	return nil
+	op.kind, op.id, op.off, op.n, op.alg = t, id, int64(off), n, alg
+	return op, nil
 }
 
 // recvResyncReply takes the answer to one of this node's Resyncs: a
@@ -483,21 +476,12 @@ func (l *Link) recvResyncReply(m *ResyncReply) error {
 			return nil // the link is ending (the sweep completes c)
 		}
 	}
-	var zbuf *alignbuf.Buf
-	if m.Codec != CodecNone {
-		var ok bool
-		if zbuf, buf, charged, ok = l.ap.inflateBuffer(buf, charged, c.n); !ok {
-			return nil
-		}
-	}
-	op := l.ap.acquire()
+	op := l.ap.payloadOp(buf, charged, c.n, m.Codec)
 	if op == nil {
-		l.ap.release(buf, charged)
-		l.ap.release(zbuf, 0)
 		return nil
 	}
-	op.kind, op.id, op.off, op.n, op.buf, op.charged = TypeResyncReply, m.ID, c.off, c.n, buf, charged
-	op.zbuf, op.zlen, op.codec = zbuf, int(wire), m.Codec
+	op.kind, op.id, op.off, op.n = TypeResyncReply, m.ID, c.off, c.n
+	op.zlen = int(wire)
 	op.status, op.wire, op.call = m.Status, wire, c
 	l.ap.submit(op)
 	return nil
