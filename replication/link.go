@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"strings"
 	"sync"
@@ -365,16 +364,6 @@ type Link struct {
 	bitmap   []byte // the peer's bitmap chunks so far
 }
 
-// tlEntry is one message of the write path, from Submit until a
-// BarrierAck covers it.
-type tlEntry struct {
-	id     uint64
-	op     Op
-	off, n int64
-	req    *Request // nil once completed (or for a Barrier of the link's own)
-	nack   bool     // completed with an error or reported out of sync
-}
-
 // PeerHello returns the Hello the peer sent.
 func (l *Link) PeerHello() Hello { return l.peer }
 
@@ -435,23 +424,6 @@ func (l *Link) Stats() LinkStats {
 	return s
 }
 
-// Pending returns how many Requests are submitted and not yet complete,
-// and the lowest ID among them (0 if none): a caller's ko-count logic
-// watches whether the oldest request moves.
-func (l *Link) Pending() (n int, oldest uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i := range l.tl.len() {
-		if e := l.tl.at(i); e.req != nil {
-			return l.pending, e.id
-		}
-	}
-	return l.pending, 0
-}
-
-// Op is the kind of a replicated request.
-type Op uint8
-
 // The operations. The zero Op is invalid.
 const (
 	OpWrite       Op = iota + 1 // Data
@@ -473,29 +445,6 @@ func (o Op) String() string {
 		return "flush"
 	}
 	return fmt.Sprintf("Op(%d)", uint8(o))
-}
-
-// Request is one replicated operation. The caller owns it and may reuse it
-// (Submit again) once Wait returned; a Request allocates its completion
-// channel on first use only, so reusing it costs nothing.
-type Request struct {
-	Op     Op
-	Offset int64
-	// Data is OpWrite's payload, 1..Link.MaxPayload bytes. It must stay
-	// valid and unmodified until Wait returns: the link writes it to the
-	// socket without copying.
-	Data []byte
-	// Length is OpTrim's and OpWriteZeroes' size, 1..2^31 bytes (the
-	// caller splits bigger ones).
-	Length int64
-	// Flags: DataFUA (durable on the peer before it is acknowledged),
-	// DataFlushBefore, and DataNoHole for OpWriteZeroes. OpFlush takes
-	// none.
-	Flags DataFlags
-
-	id   uint64
-	busy bool // submitted and not yet waited for; touched by the caller's calls only
-	done chan error
 }
 
 // ID is the request's sequence number on the link (the one Pending
@@ -522,197 +471,6 @@ func (r *Request) Wait() error {
 	err := <-r.done
 	r.busy = false
 	return err
-}
-
-// Submit assigns the next ID of the write path to r, queues it for the
-// sender and returns at once; Wait reports the outcome. OpFlush is sent
-// as a Barrier. It fails (and Wait then returns the same error) with an
-// error wrapping ErrBadRequest for an invalid request, or ErrLinkClosed
-// once the link is ending. Submitting a Request that is still in flight
-// fails with ErrBadRequest and leaves it alone (its Wait reports the
-// earlier submission).
-func (l *Link) Submit(r *Request) error {
-	if r.done == nil {
-		r.done = make(chan error, 1)
-	}
-	if r.busy {
-		return fmt.Errorf("%w: Submit of a request still in flight (ID %d)", ErrBadRequest, r.id)
-	}
-	select {
-	case <-r.done: // the error of a failed Submit nobody waited for
-	default:
-	}
-	m, n, err := l.requestMsg(r)
-	if err != nil {
-		r.done <- err
-		return err
-	}
-	if l.dataCodec != CodecNone && m.t == TypeData {
-		l.packData(&m)
-	}
-	l.mu.Lock()
-	if l.closing {
-		err := l.cause
-		l.mu.Unlock()
-		if m.buf != nil {
-			l.ap.pool.Put(m.buf)
-		}
-		r.done <- err
-		return err
-	}
-	l.nextID++
-	m.id, r.id, r.busy = l.nextID, l.nextID, true
-	l.tl.push(tlEntry{id: m.id, op: r.Op, off: r.Offset, n: n, req: r})
-	l.pending++
-	l.enqueueLocked(m)
-	if r.Op == OpFlush {
-		l.barriers.push(m.id)
-		l.epochWrites = 0
-	} else {
-		l.epochWrites++
-	}
-	if l.epochWrites >= l.cfg.MaxEpochSize { // close the epoch ourselves
-		l.nextID++
-		l.tl.push(tlEntry{id: l.nextID, op: OpFlush})
-		l.barriers.push(l.nextID)
-		l.enqueueLocked(outMsg{t: TypeBarrier, id: l.nextID})
-		l.epochWrites = 0
-	}
-	l.mu.Unlock()
-	return nil
-}
-
-// requestMsg checks r and returns its message (without ID) and the
-// length of the range it covers.
-func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
-	bad := func(format string, args ...any) (outMsg, int64, error) {
-		return outMsg{}, 0, fmt.Errorf("%w: %v: %s", ErrBadRequest, r.Op, fmt.Sprintf(format, args...))
-	}
-	var m outMsg
-	var n int64
-	allowed := DataFUA | DataFlushBefore
-	switch r.Op {
-	case OpWrite:
-		n = int64(len(r.Data))
-		if n == 0 || n > int64(l.maxPayload) {
-			return bad("%d bytes, want 1..%d", n, l.maxPayload)
-		}
-		m = outMsg{t: TypeData, payload: r.Data, n: uint32(n)}
-	case OpTrim, OpWriteZeroes:
-		n = r.Length
-		if n <= 0 || n > MaxZeroLength {
-			return bad("length %d, want 1..%d", n, int64(MaxZeroLength))
-		}
-		m = outMsg{t: TypeTrim, n: uint32(n)}
-		need := FeatureTrim
-		if r.Op == OpWriteZeroes {
-			m.t, need, allowed = TypeWriteZeroes, FeatureWriteZeroes, allowed|DataNoHole
-		}
-		if l.features&need == 0 {
-			return outMsg{}, 0, fmt.Errorf("%w: %v: not executed by both nodes (features %v): %w",
-				ErrBadRequest, r.Op, l.features, errors.ErrUnsupported)
-		}
-	case OpFlush:
-		if r.Flags != 0 {
-			return bad("flags %v", r.Flags)
-		}
-		return outMsg{t: TypeBarrier}, 0, nil
-	default:
-		return bad("unknown operation")
-	}
-	if r.Offset < 0 || r.Offset > math.MaxInt64-n {
-		return bad("offset %d length %d", r.Offset, n)
-	}
-	if u := r.Flags &^ allowed; u != 0 {
-		return bad("flags %v not allowed", u)
-	}
-	m.off, m.flags = uint64(r.Offset), r.Flags
-	return m, n, nil
-}
-
-// packData replaces the payload of a Data message by its compressed form
-// (or by its length, DataAllZero, when it is all zeroes) if that pays.
-// The caller's goroutine does it, so writes compress in parallel.
-func (l *Link) packData(m *outMsg) {
-	if disk.AllZero(m.payload) {
-		m.flags |= DataAllZero
-		m.payload = nil
-		return
-	}
-	if buf, out, ok := l.compress(l.dataCodec, m.payload); ok {
-		m.payload, m.buf = out, buf
-		m.flags |= codecFlag(l.dataCodec)
-	}
-}
-
-// complete ends e's request with err. l.mu is held.
-func (l *Link) completeLocked(e *tlEntry, err error) {
-	r := e.req
-	e.req = nil
-	e.nack = err != nil
-	l.pending--
-	r.done <- err // never blocks: cap 1, one value per Submit
-}
-
-// entryLocked returns the transfer log's entry for id, or nil.
-func (l *Link) entryLocked(id uint64) *tlEntry {
-	if id < l.tlBase || id-l.tlBase >= uint64(l.tl.len()) {
-		return nil
-	}
-	return l.tl.at(int(id - l.tlBase))
-}
-
-// readCall is one ReadAt waiting for its ReadReply.
-type readCall struct {
-	id   uint64
-	off  int64
-	p    []byte
-	done chan error
-}
-
-var readCalls = sync.Pool{New: func() any { return &readCall{done: make(chan error, 1)} }}
-
-// ReadAt reads len(p) bytes at off from the peer's disk (ReadRequest and
-// ReadReply); len(p) must be at most MaxPayload. It blocks while the
-// link has 64 reads (or their byte budget) outstanding. It returns nil,
-// an error wrapping ErrPeerIO (the peer's read failed), ErrBadRequest or
-// ErrLinkClosed.
-func (l *Link) ReadAt(p []byte, off int64) error {
-	n := int64(len(p))
-	if n == 0 {
-		return nil
-	}
-	if n > int64(l.maxPayload) || off < 0 || off > math.MaxInt64-n {
-		return fmt.Errorf("%w: read of %d bytes at %d (max %d bytes)", ErrBadRequest, n, off, l.maxPayload)
-	}
-	c := readCalls.Get().(*readCall)
-	l.mu.Lock()
-	for !l.closing && l.reads.full(n, l.readBudget) {
-		l.reads.cond.Wait()
-	}
-	if l.closing {
-		err := l.cause
-		l.mu.Unlock()
-		readCalls.Put(c)
-		return err
-	}
-	c.off, c.p = off, p
-	c.id = l.reads.take(c, n)
-	l.enqueueLocked(outMsg{t: TypeReadRequest, id: c.id, off: uint64(off), n: uint32(n)})
-	l.mu.Unlock()
-	err := <-c.done
-	c.p = nil
-	readCalls.Put(c)
-	return err
-}
-
-// readCallLocked removes and returns the outstanding read id, or nil.
-func (l *Link) readCallLocked(id uint64) *readCall {
-	c := l.reads.get(id)
-	if c != nil {
-		l.reads.release(id)
-	}
-	return c
 }
 
 // SendState queues s for the peer (its OnState sees it).
