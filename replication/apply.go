@@ -132,7 +132,13 @@ func (a *applier) init(l *Link, budget int64) {
 		a.free = append(a.free, &a.ops[i])
 	}
 	a.active = make([]*applyOp, 0, maxApplyOps)
-	a.epochs.push(epoch{})
+	// The first epoch counts as written: writes this node acknowledged
+	// on an earlier connection may still be in the disk's cache, and the
+	// peer's first Barrier covers them too (a Diskless Primary's FLUSH
+	// after a reconnect was answered without a flush, and a power loss
+	// took writes acknowledged before it: torture seed
+	// 1658929834300997804).
+	a.epochs.push(epoch{wrote: true})
 }
 
 // stop makes every wait return and every new operation be dropped.

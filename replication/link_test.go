@@ -159,6 +159,38 @@ func TestLinkBarrierMakesEarlierWritesDurable(t *testing.T) {
 	sameBytes(t, want, got, "after the BarrierAck a crash keeps every earlier write")
 }
 
+// TestLinkBarrierCoversAnEarlierConnection: writes acknowledged on one
+// connection, which ends without a Barrier, are made durable by the
+// first Barrier of the next connection to the same disk, though that
+// connection wrote nothing (torture seed 1658929834300997804: a Diskless
+// Primary's FLUSH after a reconnect left the peer's cache unflushed).
+func TestLinkBarrierCoversAnEarlierConnection(t *testing.T) {
+	checkGoroutines(t)
+	crash := disk.NewCrash(testDiskSize)
+	rng := rand.New(rand.NewPCG(8, 8))
+	want := patternBytes(0x5a, 64<<10)
+	la, lb := linkPair(t, true, testConfig("a", "b", 'C', nil), testConfig("b", "a", 'C', crash))
+	w := &Request{Op: OpWrite, Offset: 0, Data: want}
+	require.NoError(t, la.Submit(w))
+	require.NoError(t, waitErr(t, w))
+	closeLink(t, la)
+	closeLink(t, lb)
+
+	la2, _ := linkPair(t, true, testConfig("a", "b", 'C', nil), testConfig("b", "a", 'C', crash))
+	for i := range 2 {
+		flush := &Request{Op: OpFlush}
+		require.NoError(t, la2.Submit(flush))
+		require.NoError(t, waitErr(t, flush))
+		if i == 0 {
+			assert.Equal(t, int64(1), crash.Stats().Flushes, "the first Barrier flushes")
+		}
+	}
+	assert.Equal(t, int64(1), crash.Stats().Flushes, "an empty epoch after it does not")
+	got := make([]byte, len(want))
+	require.NoError(t, crash.CrashClone(rng, 0).ReadAt(got, 0))
+	sameBytes(t, want, got, "after the new connection's BarrierAck a crash keeps the earlier connection's writes")
+}
+
 // TestLinkBarrierWaitsForEarlierWrites: with an earlier write held on
 // the peer's disk, the Barrier has arrived (a second epoch is open) but
 // cannot be answered; a later write does not wait for it.
