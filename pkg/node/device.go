@@ -75,7 +75,7 @@ type device struct {
 	size    int64
 	ranges  *rangeLock
 	reqs    sync.Pool
-	onError func(error) // posts DiskFailed to the state machine; never blocks
+	onError func(*meta.Meta, error) // posts evDiskFailed for the disk of md; never blocks
 	// fence makes the state machine stop counting on link (see the
 	// honest-status invariant) and returns once it has; nil in tests
 	// of the device alone.
@@ -96,7 +96,7 @@ type device struct {
 	missed atomic.Bool
 }
 
-func newDevice(onError func(error), stats *counters) *device {
+func newDevice(onError func(*meta.Meta, error), stats *counters) *device {
 	d := &device{ranges: newRangeLock(), onError: onError, stats: stats}
 	d.reqs.New = func() any { return new(replication.Request) }
 	return d
@@ -185,7 +185,7 @@ func (d *device) localError(path ioPath, err error) {
 		// (found by the torture test, seed 1796505021171629551).
 		d.failed.Store(true)
 		if d.onError != nil {
-			d.onError(err)
+			d.onError(path.md, err)
 		}
 	}
 }

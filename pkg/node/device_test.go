@@ -103,7 +103,7 @@ func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
 		_ = r.secondary.Close("test over")
 		_ = md.Close()
 	})
-	r.dev = newDevice(func(error) {}, &counters{})
+	r.dev = newDevice(func(*meta.Meta, error) {}, &counters{})
 	r.dev.fence = func(*replication.Link, error) { r.fences <- md.OutOfSync() }
 	r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Local: true, UpToDate: true, Mirror: true, Protocol: proto}, data: data, md: md, link: r.primary}, l.DataSize)
 	return r

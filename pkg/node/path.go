@@ -237,7 +237,7 @@ func (r *Resource) handshake(nc net.Conn) {
 		linkCh <- l
 		r.post(evPeerState{link: l, st: st})
 	}
-	cfg.OnDiskError = func(err error) { r.post(fsm.DiskFailed{Err: err}) }
+	cfg.OnDiskError = func(err error) { r.post(evDiskFailed{md: r.curMD.Load(), err: err}) }
 	// The state machine leaves the connection before the link marks
 	// what the peer may lack (fence), so the marks never show behind a
 	// Connected, UpToDate/UpToDate status.

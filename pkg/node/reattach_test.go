@@ -113,3 +113,37 @@ func TestDisklessPrimaryResyncsReattachedDiskInPlace(t *testing.T) {
 		require.Equal(t, b, a, "block %d", blk)
 	}
 }
+
+// TestStaleDiskErrorSparesTheNextAttachment: an I/O error reported for a
+// disk that was detached since does not detach the disk attached now
+// (torture seed 1658929834300997804: a write's error, still on its way
+// to the state machine, detached the freshly re-attached disk); an
+// error of the attached disk does.
+func TestStaleDiskErrorSparesTheNextAttachment(t *testing.T) {
+	st := &tortureStats{faults: map[string]int{}}
+	tt := newTorture(t, 43, st)
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	r := tt.nodes[0].r
+	old := r.curMD.Load()
+	require.NotNil(t, old)
+	require.NoError(t, tt.do(0, fsm.Detach{}))
+	require.NoError(t, tt.do(0, fsm.AttachBegin{}))
+	require.True(t, tt.settle(500, tt.synced), "a is attached again and in sync: %s", line(tt.status(0)))
+	cur := r.curMD.Load()
+	require.NotSame(t, old, cur, "a new attachment")
+
+	r.post(evDiskFailed{md: old, err: disk.ErrInjected})
+	require.False(t, tt.settle(50, func() bool { return tt.status(0).Disk != "UpToDate" }),
+		"the earlier attachment's error detached the disk: %s", line(tt.status(0)))
+
+	r.post(evDiskFailed{md: cur, err: disk.ErrInjected})
+	require.True(t, tt.settle(200, func() bool { return tt.status(0).Disk == "Diskless" }),
+		"the attached disk's error detaches it: %s", line(tt.status(0)))
+}

@@ -138,6 +138,13 @@ type (
 		link *replication.Link
 		err  error
 	}
+	// evDiskFailed: an I/O error on the disk of the attachment md
+	// (nil: none), for the state machine's DiskFailed; stale once md is
+	// no longer the one attached.
+	evDiskFailed struct {
+		md  *meta.Meta
+		err error
+	}
 	evAccepted  struct{ nc net.Conn }
 	evPeerState struct {
 		link *replication.Link
@@ -175,7 +182,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	}
 	r := &Resource{env: env.withDefaults(), name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
 		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{})}
-	onErr := func(err error) { r.post(fsm.DiskFailed{Err: err}) }
+	onErr := func(md *meta.Meta, err error) { r.post(evDiskFailed{md: md, err: err}) }
 	r.dev = newDevice(onErr, &r.stats)
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
@@ -517,8 +524,17 @@ func (r *Resource) stepOpenCount() {
 
 func (r *Resource) event(ev any) {
 	switch e := ev.(type) {
-	case fsm.DiskFailed:
-		r.diskFailed(e)
+	case evDiskFailed:
+		if e.md != r.md {
+			// The disk it came from was detached since, and the one
+			// attached now is not to blame: DRBD drains a failed
+			// disk's requests before it can attach again (a stale
+			// error detached a freshly attached disk: torture seed
+			// 1658929834300997804).
+			r.log.Info("a disk error from an earlier attachment: ignored", "err", e.err)
+			return
+		}
+		r.diskFailed(fsm.DiskFailed{Err: e.err})
 	case evAccepted:
 		if r.link != nil || r.fsm.State().Conn != fsm.WFConnection {
 			_ = e.nc.Close()

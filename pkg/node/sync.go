@@ -71,7 +71,7 @@ type engineSyncer struct {
 	clock   clock.Clock
 	log     *slog.Logger
 	ctx     func() context.Context // the resource's (set by Start)
-	post    func(any)              // to run: evEngineDone, DiskFailed
+	post    func(any)              // to run: evEngineDone, evDiskFailed
 	await   func(func())           // waits while serving fences
 	lock    func(off, n int64) func()
 	appIO   func() int64 // this node's own disk I/O, for c-min-rate
@@ -180,6 +180,7 @@ func (y *engineSyncer) start(w syncWant) {
 	}
 	if s.bm != nil || w.conn == fsm.SyncSource {
 		s.wg.Add(1)
+		md := y.curMD()
 		go func() {
 			defer s.wg.Done()
 			t := time.NewTicker(checkpointInterval)
@@ -191,7 +192,7 @@ func (y *engineSyncer) start(w syncWant) {
 				case <-t.C:
 					if err := y.checkpoint(s); err != nil {
 						y.log.Error("resync checkpoint failed", "err", err)
-						y.post(fsm.DiskFailed{Err: err})
+						y.post(evDiskFailed{md: md, err: err})
 						return
 					}
 				}
