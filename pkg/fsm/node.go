@@ -436,6 +436,20 @@ func (n *Node) attached(e Attached) {
 			}
 			n.attachRefused = fmt.Errorf("%w: %s", ErrDataNotCurrent, why)
 			n.logf("attach refused: %s", why)
+			if n.missed && upToDate {
+				// What this node knows of the missed writes is in
+				// memory; the disk says UpToDate. Before it is closed
+				// it says Inconsistent, so that after a restart of
+				// this node it is never promoted, nor a sync source,
+				// as it is (torture seed 1663341875507598789: the
+				// restarted Primary overwrote its Inconsistent peer,
+				// the only holder of a write acknowledged after the
+				// disk failed). DRBD writes nothing to a disk it
+				// refuses.
+				ms := MetaState{GI: e.GI, Flags: e.Flags & ManagedFlags &^ (genid.FlagConsistent | genid.FlagWasUpToDate)}
+				n.ready.Meta = &ms
+				n.logf("the refused disk's flags now say Inconsistent: it lacks acknowledged writes")
+			}
 			return
 		}
 		n.gi = e.GI
