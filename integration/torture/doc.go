@@ -20,12 +20,13 @@
 //     WRITE_ZEROES, reads checked as they complete) on one connection
 //     to whichever node serves, reconnecting on its own; it measures the
 //     longest time without service.
-//   - proxy.go: the peer link's TCP proxy (cut, reset, black hole, delay).
-//   - faultydisk.go: a backing file behind nbdkit's error filter,
-//     mounted with nbdfuse, that starts failing with EIO on command.
-//   - cluster.go: the two daemons, their configs, status files and verbs.
 //   - nemesis.go: the fault kinds and the episode that drives each.
 //   - suite.go: setup, the episode loop, the checks and the report.
+//
+// The daemons, their configs, status files and verbs, the peer link's
+// TCP proxy (cut, reset, black hole, delay) and the disks that start
+// failing with EIO on command are internal/harness's, which the other
+// integration tests and `make demo` use too.
 //
 // The test (torture_test.go, TestRealTorture) is skipped unless one of its
 // -torture.* flags or TWINBLOCK_TORTURE_REAL=1 asks for it; docs/torture.md

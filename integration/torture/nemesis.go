@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/twinblock/twinblock/internal/harness"
 )
 
 // Kind is the fault an episode injects.
@@ -136,9 +138,9 @@ func (s *Suite) fault(k Kind) {
 
 // failover kills p, waits for q to notice, promotes it, and checks the
 // ledger on it before any new write. why names the occasion in the log.
-func (s *Suite) failover(p, q *Node, why string) {
+func (s *Suite) failover(p, q *harness.Node, why string) {
 	s.kill(p)
-	if err := waitFor(15*time.Second, func() bool {
+	if err := harness.Until(15*time.Second, func() bool {
 		st, err := q.Status()
 		return err == nil && st.CS != "Connected" && !st.Syncing()
 	}); err != nil {
@@ -162,7 +164,7 @@ func (s *Suite) failover(p, q *Node, why string) {
 }
 
 // kill sends SIGKILL and tells the writer.
-func (s *Suite) kill(n *Node) {
+func (s *Suite) kill(n *harness.Node) {
 	if n.Name == s.primary {
 		s.allow = 0 // service waits for a promotion or a restart
 	}
@@ -174,8 +176,8 @@ func (s *Suite) kill(n *Node) {
 }
 
 // restart starts a dead daemon and brings its resource up.
-func (s *Suite) restart(n *Node) {
-	if err := n.Start(); err != nil {
+func (s *Suite) restart(n *harness.Node) {
+	if err := n.StartUp(); err != nil {
 		s.finding("stuck", fmt.Sprintf("restarting %s: %v\n%s", n.Name, err, n.LogTail(20)))
 		return
 	}
@@ -185,13 +187,13 @@ func (s *Suite) restart(n *Node) {
 
 // failDisk makes n's disk fail, waits for the detach, and repairs and
 // re-attaches it.
-func (s *Suite) failDisk(n *Node) {
+func (s *Suite) failDisk(n *harness.Node) {
 	s.logf("disk of %s starts failing", n.Name)
 	if err := n.Disk.Fail(); err != nil {
 		s.finding("harness", err.Error())
 		return
 	}
-	if err := waitFor(15*time.Second, func() bool {
+	if err := harness.Until(15*time.Second, func() bool {
 		st, err := n.Status()
 		return err == nil && st.Disk == "Diskless"
 	}); err != nil {
@@ -208,7 +210,7 @@ func (s *Suite) failDisk(n *Node) {
 // repairDisk ends n's disk failure and re-attaches it. A disk that
 // failed is resynced in full when it comes back (77782a4; before it, the
 // admin guide's workaround was invalidate).
-func (s *Suite) repairDisk(n *Node) {
+func (s *Suite) repairDisk(n *harness.Node) {
 	if err := n.Disk.Repair(); err != nil {
 		s.finding("harness", err.Error())
 	}
@@ -243,9 +245,9 @@ func (s *Suite) resyncCrash(k Kind) {
 			return
 		}
 	}
-	var src, tgt *Node
-	if err := waitFor(15*time.Second, func() bool {
-		for _, n := range []*Node{p, q} {
+	var src, tgt *harness.Node
+	if err := harness.Until(15*time.Second, func() bool {
+		for _, n := range []*harness.Node{p, q} {
 			st, err := n.Status()
 			if err == nil && (st.CS == "SyncSource" || st.CS == "PausedSyncS") {
 				src, tgt = n, s.cl.Peer(n)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twinblock/twinblock/internal/harness"
 	"github.com/twinblock/twinblock/nbd/client"
 )
 
@@ -89,7 +90,7 @@ func (r *Report) Failed() bool { return len(r.Findings) > 0 }
 // Suite is one run: the cluster, the ledger, the writer and the nemesis.
 type Suite struct {
 	cfg     Config
-	cl      *Cluster
+	cl      *harness.Cluster
 	l       *Ledger
 	w       *Writer
 	rng     *rand.Rand
@@ -183,7 +184,7 @@ func (s *Suite) sleep(d time.Duration) {
 }
 
 // promote runs `primary r0` on n until it succeeds or within passes.
-func (s *Suite) promote(n *Node, within time.Duration) error {
+func (s *Suite) promote(n *harness.Node, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
 		out, err := n.TB(15*time.Second, "primary", "r0")
@@ -230,8 +231,13 @@ func Run(cfg Config) (*Report, error) {
 	if len(kinds) == 0 {
 		return nil, errors.New("torture: no fault kind to run")
 	}
-	cl, err := NewCluster(ClusterOptions{Dir: cfg.Dir, Bin: cfg.Bin, DiskSize: cfg.DiskSize, Faulty: cfg.Faulty,
-		ResyncRate: cfg.ResyncRate, Logf: s.logf})
+	// A fixed resync rate (c-plan-ahead 0), slow enough for a crash to
+	// land inside a resync.
+	conf := func(v harness.Vars) string {
+		return harness.Config(v, "C", "torture", "ko-count 7;", "c-plan-ahead 0; resync-rate "+cfg.ResyncRate+";", "")
+	}
+	cl, err := harness.New(harness.Options{Dir: cfg.Dir, Bin: cfg.Bin, DiskSize: cfg.DiskSize, Faulty: cfg.Faulty,
+		Proxy: true, Config: conf, Logf: s.logf})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +280,7 @@ func Run(cfg Config) (*Report, error) {
 // sync) and starts the writer once the pair is healthy.
 func (s *Suite) setup() error {
 	for _, n := range []string{"a", "b"} {
-		if err := s.cl.Nodes[n].Start(); err != nil {
+		if err := s.cl.Nodes[n].StartUp(); err != nil {
 			return err
 		}
 	}
@@ -310,11 +316,11 @@ func (s *Suite) setup() error {
 func (s *Suite) waitHealthy(within time.Duration) error {
 	p := s.cl.Nodes[s.primary]
 	q := s.cl.Peer(p)
-	var sp, sq Status
+	var sp, sq harness.Status
 	var last string
 	changed := time.Now()
 	stalled := false
-	err := waitFor(within, func() bool {
+	err := harness.Until(within, func() bool {
 		var e1, e2 error
 		sp, e1 = p.Status()
 		sq, e2 = q.Status()
@@ -595,7 +601,7 @@ func (s *Suite) statuses() string {
 func (s *Suite) checkLedger(where string) {
 	p := s.cl.Nodes[s.primary]
 	var c *client.Client
-	err := waitFor(15*time.Second, func() bool {
+	err := harness.Until(15*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		var err error

@@ -1,4 +1,4 @@
-package torture
+package harness
 
 import (
 	"bufio"
@@ -18,28 +18,76 @@ import (
 	"time"
 )
 
-// Cluster is two twinblock daemons, a (127.0.0.1) and b (127.0.0.2), each
-// with its own disk, config, control socket, status file and log, and the
-// Proxy on the peer link (a's config names it as b's address).
+// Cluster is two twinblock daemons on loopback, the first named node on
+// 127.0.0.1 and the second on 127.0.0.2, each with its own disk, config,
+// control socket, status file and log, and optionally a Proxy on the
+// peer link (the first node's config names it as the second's address).
 type Cluster struct {
 	Dir   string
 	Bin   string
+	Names [2]string
 	Nodes map[string]*Node
-	Proxy *Proxy
+	Proxy *Proxy // nil unless Options.Proxy
 	logf  func(string, ...any)
 }
 
-// ClusterOptions configure NewCluster.
-type ClusterOptions struct {
+// Options configure New.
+type Options struct {
+	// Dir holds every file of the cluster; Bin is the twinblock binary.
 	Dir, Bin string
+	// Names are the two nodes, on 127.0.0.1 and 127.0.0.2; "a" and "b"
+	// if empty. The first dials the peer link (its name sorts first in
+	// the config).
+	Names    [2]string
 	DiskSize int64
 	// Faulty puts each disk behind nbdkit's error filter and nbdfuse
 	// (FaultyDisk); otherwise disks are plain sparse files.
 	Faulty bool
-	// ResyncRate is the fixed resync rate (resync-rate, c-plan-ahead 0),
-	// e.g. "16M", slow enough for a crash to land inside a resync.
-	ResyncRate string
+	// Proxy puts a Proxy on the peer link.
+	Proxy bool
+	// Config renders one node's configuration file; DefaultConfig if
+	// nil.
+	Config func(Vars) string
+	// Fill, if set, writes a node's disk before create-md (the data
+	// area keeps it: internal metadata sits at the end).
+	Fill func(node string, f *os.File) error
+	// NoCreateMD leaves create-md to the caller.
+	NoCreateMD bool
 	Logf       func(string, ...any)
+}
+
+// Vars is what one node's configuration file names: the two nodes' peer
+// link addresses as that node sees them (with a Proxy, the first node
+// sees the proxy as the second's address), their disks and their NBD
+// listen addresses, in the order of Names.
+type Vars struct {
+	Self  string
+	Names [2]string
+	Addr  [2]string
+	Disk  [2]string
+	NBD   [2]string
+}
+
+// DefaultConfig is resource r0, protocol C, authenticated, with the
+// timeouts short enough for tests (ping-int 1, connect-int 1).
+func DefaultConfig(v Vars) string {
+	return Config(v, "C", "s", "", "", "")
+}
+
+// Config renders resource r0 with the given protocol and shared secret,
+// and extra statements in its net, disk and handlers sections.
+func Config(v Vars, protocol, secret, net, disk, handlers string) string {
+	return fmt.Sprintf(`resource r0 {
+  protocol %s;
+  net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; %s }
+  disk { on-io-error detach; %s }
+  handlers { %s }
+  meta-disk internal;
+  on %s { address %s; disk %s; nbd-listen %s; }
+  on %s { address %s; disk %s; nbd-listen %s; }
+}
+`, protocol, secret, net, disk, handlers,
+		v.Names[0], v.Addr[0], v.Disk[0], v.NBD[0], v.Names[1], v.Addr[1], v.Disk[1], v.NBD[1])
 }
 
 // Node is one daemon and what belongs to it.
@@ -67,92 +115,137 @@ type Node struct {
 	fresh time.Time
 }
 
-func freeAddr(host string) (string, error) {
+// FreeAddr is host:port of a port free on host now.
+func FreeAddr(host string) (string, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("harness: %w (127.0.0.2 must be usable: it is loopback on Linux)", err)
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
 }
 
-// NewCluster writes the disks, configs and metadata. Nothing runs yet.
-func NewCluster(o ClusterOptions) (*Cluster, error) {
-	c := &Cluster{Dir: o.Dir, Bin: o.Bin, Nodes: map[string]*Node{}, logf: o.Logf}
-	peer := map[string]string{}
-	for _, n := range []struct{ name, host string }{{"a", "127.0.0.1"}, {"b", "127.0.0.2"}} {
-		nd := &Node{Name: n.name, Host: n.host, bin: o.Bin,
-			Conf:       filepath.Join(o.Dir, n.name+".conf"),
-			Control:    filepath.Join(o.Dir, n.name+".sock"),
-			StatusFile: filepath.Join(o.Dir, n.name+".status"),
-			LogPath:    filepath.Join(o.Dir, n.name+".log"),
+// New writes the disks, configs and (unless NoCreateMD) the metadata.
+// Nothing runs yet.
+func New(o Options) (*Cluster, error) {
+	if o.Names == [2]string{} {
+		o.Names = [2]string{"a", "b"}
+	}
+	if o.Config == nil {
+		o.Config = DefaultConfig
+	}
+	c := &Cluster{Dir: o.Dir, Bin: o.Bin, Names: o.Names, Nodes: map[string]*Node{}, logf: o.Logf}
+	var v Vars
+	v.Names = o.Names
+	for i, host := range []string{"127.0.0.1", "127.0.0.2"} {
+		name := o.Names[i]
+		nd := &Node{Name: name, Host: host, bin: o.Bin,
+			Conf:       filepath.Join(o.Dir, name+".conf"),
+			Control:    filepath.Join(o.Dir, name+".sock"),
+			StatusFile: filepath.Join(o.Dir, name+".status"),
+			LogPath:    filepath.Join(o.Dir, name+".log"),
 		}
+		c.Nodes[name] = nd
 		var err error
-		if nd.NBD, err = freeAddr(n.host); err != nil {
+		if nd.NBD, err = FreeAddr(host); err != nil {
+			c.Close()
 			return nil, err
 		}
-		if peer[n.name], err = freeAddr(n.host); err != nil {
+		if v.Addr[i], err = FreeAddr(host); err != nil {
+			c.Close()
 			return nil, err
 		}
 		if o.Faulty {
-			d, err := NewFaultyDisk(o.Dir, n.name, o.DiskSize, o.Logf)
+			d, err := NewFaultyDisk(o.Dir, name, o.DiskSize, o.Logf)
 			if err != nil {
 				c.Close()
 				return nil, err
 			}
 			nd.Disk, nd.DiskPath, nd.Image = d, d.Path(), d.Image
 		} else {
-			nd.Image = filepath.Join(o.Dir, n.name+".img")
+			nd.Image = filepath.Join(o.Dir, name+".img")
 			nd.DiskPath = nd.Image
 			if err := makeSparse(nd.Image, o.DiskSize); err != nil {
+				c.Close()
 				return nil, err
 			}
 		}
-		c.Nodes[n.name] = nd
+		if o.Fill != nil {
+			if err := fill(nd.Image, func(f *os.File) error { return o.Fill(name, f) }); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		v.Disk[i], v.NBD[i] = nd.DiskPath, nd.NBD
 	}
-	p, err := NewProxy("127.0.0.2", peer["b"], "127.0.0.1")
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	c.Proxy = p
-	bAddr := map[string]string{"a": p.Addr(), "b": peer["b"]}
-	a, b := c.Nodes["a"], c.Nodes["b"]
-	for _, nd := range []*Node{a, b} {
-		conf := fmt.Sprintf(`resource r0 {
-  protocol C;
-  net { cram-hmac-alg sha256; shared-secret "torture"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; ko-count 7; }
-  disk { on-io-error detach; c-plan-ahead 0; resync-rate %s; }
-  meta-disk internal;
-  on a { address %s; disk %s; nbd-listen %s; }
-  on b { address %s; disk %s; nbd-listen %s; }
-}
-`, o.ResyncRate, peer["a"], a.DiskPath, a.NBD, bAddr[nd.Name], b.DiskPath, b.NBD)
-		if err := os.WriteFile(nd.Conf, []byte(conf), 0o644); err != nil {
+	second := v.Addr[1]
+	if o.Proxy {
+		p, err := NewProxy("127.0.0.2", second, "127.0.0.1")
+		if err != nil {
 			c.Close()
 			return nil, err
 		}
+		c.Proxy = p
+	}
+	for i, name := range o.Names {
+		nd := c.Nodes[name]
+		v.Self, v.Addr[1] = name, second
+		if i == 0 && c.Proxy != nil {
+			v.Addr[1] = c.Proxy.Addr()
+		}
+		if err := os.WriteFile(nd.Conf, []byte(o.Config(v)), 0o644); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if o.NoCreateMD {
+			continue
+		}
 		if out, err := nd.TB(30*time.Second, "create-md", "r0"); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("torture: create-md on %s: %v: %s", nd.Name, err, out)
+			return nil, fmt.Errorf("harness: create-md on %s: %v: %s", nd.Name, err, out)
 		}
 	}
 	return c, nil
 }
 
+func fill(path string, w func(*os.File) error) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if err := w(f); err != nil {
+		f.Close()
+		return fmt.Errorf("harness: filling %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// Node is the named node; it panics on a name the cluster lacks (a
+// defect of the caller).
+func (c *Cluster) Node(name string) *Node {
+	n, ok := c.Nodes[name]
+	if !ok {
+		panic("harness: no node " + name)
+	}
+	return n
+}
+
 // Peer is the other node.
 func (c *Cluster) Peer(n *Node) *Node {
-	if n.Name == "a" {
-		return c.Nodes["b"]
+	if n.Name == c.Names[0] {
+		return c.Nodes[c.Names[1]]
 	}
-	return c.Nodes["a"]
+	return c.Nodes[c.Names[0]]
 }
 
 // Close stops both daemons (SIGCONT, SIGTERM, then SIGKILL), the proxy
-// and the faulty disks.
-func (c *Cluster) Close() {
-	for _, n := range c.Nodes {
-		n.Terminate()
+// and the faulty disks. It reports the nodes that ignored SIGTERM.
+func (c *Cluster) Close() []string {
+	var killed []string
+	for _, name := range c.Names {
+		if n := c.Nodes[name]; n != nil && !n.Terminate() {
+			killed = append(killed, name)
+		}
 	}
 	if c.Proxy != nil {
 		c.Proxy.Close()
@@ -162,22 +255,31 @@ func (c *Cluster) Close() {
 			n.Disk.Close()
 		}
 	}
+	return killed
 }
 
-// TB runs a twinblock verb as this node, within timeout.
+// TB runs a twinblock verb as this node, within timeout, and returns its
+// output, trimmed.
 func (n *Node) TB(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	return n.TBContext(context.Background(), timeout, args...)
+}
+
+// TBContext is TB, ended early by ctx.
+func (n *Node) TBContext(ctx context.Context, timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	full := append([]string{"--config", n.Conf, "--node", n.Name, "--control", n.Control}, args...)
 	out, err := exec.CommandContext(ctx, n.bin, full...).CombinedOutput()
 	if ctx.Err() != nil {
 		return string(out), fmt.Errorf("twinblock %s on %s: no answer within %v", strings.Join(args, " "), n.Name, timeout)
 	}
-	return strings.TrimSpace(string(out)), err
+	if err != nil {
+		return strings.TrimSpace(string(out)), fmt.Errorf("twinblock %s on %s: %w", strings.Join(args, " "), n.Name, err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
-// Start runs the daemon, waits for its control socket and brings the
-// resource up.
+// Start runs the daemon and waits for its control socket.
 func (n *Node) Start() error {
 	n.mu.Lock()
 	if n.cmd != nil {
@@ -185,7 +287,7 @@ func (n *Node) Start() error {
 		case <-n.done:
 		default:
 			n.mu.Unlock()
-			return fmt.Errorf("torture: %s already runs", n.Name)
+			return fmt.Errorf("harness: %s already runs", n.Name)
 		}
 	}
 	n.starts++
@@ -213,21 +315,48 @@ func (n *Node) Start() error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := n.TB(5*time.Second, "status"); err == nil {
-			break
+			return nil
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("torture: daemon %s exited at start", n.Name)
+			return fmt.Errorf("harness: daemon %s exited at start:\n%s", n.Name, n.LogTail(20))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("torture: daemon %s did not answer within 15 s", n.Name)
+			return fmt.Errorf("harness: daemon %s did not answer within 15 s:\n%s", n.Name, n.LogTail(20))
 		}
 	}
+}
+
+// StartUp is Start, then `up r0`.
+func (n *Node) StartUp() error {
+	if err := n.Start(); err != nil {
+		return err
+	}
 	if out, err := n.TB(30*time.Second, "up", "r0"); err != nil {
-		return fmt.Errorf("torture: up on %s: %v: %s", n.Name, err, out)
+		return fmt.Errorf("harness: up on %s: %w: %s", n.Name, err, out)
 	}
 	return nil
+}
+
+// WaitFor polls a one-line query verb (cstate, dstate, role) on r0 until
+// it prints want, for at most within.
+func (n *Node) WaitFor(ctx context.Context, verb, want string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		out, _ := n.TBContext(ctx, 10*time.Second, verb, "r0")
+		if out == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("harness: %s: %s is %q, want %q after %v", n.Name, verb, out, want, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // Alive reports whether the daemon runs (stopped or not).
@@ -242,6 +371,23 @@ func (n *Node) Alive() bool {
 		return false
 	default:
 		return true
+	}
+}
+
+// ExitedCleanly reports whether the daemon's last run has ended, with
+// exit status 0.
+func (n *Node) ExitedCleanly() bool {
+	n.mu.Lock()
+	cmd, done := n.cmd, n.done
+	n.mu.Unlock()
+	if cmd == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return cmd.ProcessState.Success()
+	default:
+		return false
 	}
 }
 
@@ -329,6 +475,15 @@ func (n *Node) Terminate() bool {
 		<-done
 		return false
 	}
+}
+
+// Log is the daemon's whole log (every start of it).
+func (n *Node) Log() string {
+	b, err := os.ReadFile(n.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }
 
 // LogTail returns the last lines of the daemon's log, leaving out the
@@ -419,10 +574,10 @@ var (
 )
 
 // ErrNotRunning: the daemon is dead or stopped, its status file stale.
-var ErrNotRunning = errors.New("torture: daemon not running")
+var ErrNotRunning = errors.New("harness: daemon not running")
 
 // ErrStale: the status file predates the daemon's last start or SIGCONT.
-var ErrStale = errors.New("torture: status file not rewritten yet")
+var ErrStale = errors.New("harness: status file not rewritten yet")
 
 // Status reads the status file of a running daemon, once it has been
 // rewritten since the daemon started or was continued.
@@ -453,7 +608,7 @@ func ParseStatus(text string) (Status, error) {
 	s := Status{Text: text}
 	m := reState.FindStringSubmatch(text)
 	if m == nil {
-		return s, fmt.Errorf("torture: no state line in %q", text)
+		return s, fmt.Errorf("harness: no state line in %q", text)
 	}
 	s.CS, s.Role, s.PeerRole, s.Disk, s.PeerDisk = m[1], m[2], m[3], m[4], m[5]
 	if m := reOOS.FindStringSubmatch(text); m != nil {

@@ -1,4 +1,4 @@
-package torture
+package harness
 
 import (
 	"context"
@@ -55,13 +55,13 @@ func NewFaultyDisk(dir, name string, size int64, logf func(string, ...any)) (*Fa
 	d.nbdkit.Stdout, d.nbdkit.Stderr = klog, klog
 	d.nbdkit.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.nbdkit.Start(); err != nil {
-		return nil, fmt.Errorf("torture: nbdkit: %w", err)
+		return nil, fmt.Errorf("harness: nbdkit: %w", err)
 	}
 	d.kitDone = make(chan struct{})
 	go func() { _ = d.nbdkit.Wait(); close(d.kitDone) }()
-	if err := waitFor(5*time.Second, func() bool { _, err := os.Stat(d.sock); return err == nil }); err != nil {
+	if err := Until(5*time.Second, func() bool { _, err := os.Stat(d.sock); return err == nil }); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("torture: nbdkit did not create %s", d.sock)
+		return nil, fmt.Errorf("harness: nbdkit did not create %s", d.sock)
 	}
 	flog, err := os.Create(filepath.Join(dir, name+".nbdfuse.log"))
 	if err != nil {
@@ -74,16 +74,16 @@ func NewFaultyDisk(dir, name string, size int64, logf func(string, ...any)) (*Fa
 	d.nbdfuse.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.nbdfuse.Start(); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("torture: nbdfuse: %w", err)
+		return nil, fmt.Errorf("harness: nbdfuse: %w", err)
 	}
 	d.fuseDone = make(chan struct{})
 	go func() { _ = d.nbdfuse.Wait(); close(d.fuseDone) }()
-	if err := waitFor(10*time.Second, func() bool {
+	if err := Until(10*time.Second, func() bool {
 		fi, err := os.Stat(d.Path())
 		return err == nil && fi.Size() == size
 	}); err != nil {
 		d.Close()
-		return nil, fmt.Errorf("torture: nbdfuse did not mount %s", d.Path())
+		return nil, fmt.Errorf("harness: nbdfuse did not mount %s", d.Path())
 	}
 	logf("disk %s: %s through nbdkit's error filter, mounted by nbdfuse at %s", name, d.Image, d.Path())
 	return d, nil
@@ -147,15 +147,15 @@ func makeSparse(path string, size int64) error {
 	return f.Close()
 }
 
-// waitFor polls cond every 20 ms until it holds or within has passed.
-func waitFor(within time.Duration, cond func() bool) error {
+// Until polls cond every 20 ms until it holds or within has passed.
+func Until(within time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(within)
 	for {
 		if cond() {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("torture: timed out")
+			return errors.New("harness: timed out")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
