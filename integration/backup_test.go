@@ -81,14 +81,14 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	}
 
 	// DRBD's recovery: b is the victim.
-	markA, markB := len(p.procs["a"].Log()), len(p.procs["b"].Log())
+	markA, markB := len(p.Node("a").Log()), len(p.Node("b").Log())
 	p.tb(t, "b", "secondary", "r0")
 	p.tb(t, "b", "connect", "--discard-my-data", "r0")
 	p.waitSynced(t, 60*time.Second)
 	p.waitFor(t, "a", "role", "Primary/Secondary", 5*time.Second)
-	logB := p.procs["b"].Log()[markB:]
+	logB := p.Node("b").Log()[markB:]
 	assert.Contains(t, logB, "Split-Brain detected, manually solved. Sync from peer node")
-	assert.Contains(t, p.procs["a"].Log()[markA:], "Split-Brain detected, manually solved. Sync from this node")
+	assert.Contains(t, p.Node("a").Log()[markA:], "Split-Brain detected, manually solved. Sync from this node")
 
 	// The survivor's data on both nodes.
 	da, db := p.liveData(t, "a", dataSize), p.liveData(t, "b", dataSize)
@@ -104,11 +104,11 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	assert.Regexp(t, `/r0-discarded-\d{8}T\d{6}Z\.img$`, img)
 	var m []string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if m = reBackupSaved.FindStringSubmatch(p.procs["b"].Log()[markB:]); m != nil {
+		if m = reBackupSaved.FindStringSubmatch(p.Node("b").Log()[markB:]); m != nil {
 			break
 		}
 	}
-	require.NotNil(t, m, "no \"discarded blocks saved\" line on b:\n%s", p.procs["b"].Log()[markB:])
+	require.NotNil(t, m, "no \"discarded blocks saved\" line on b:\n%s", p.Node("b").Log()[markB:])
 	assert.Equal(t, img, m[2])
 	assert.Contains(t, logB, "saving the blocks this node discards to "+img)
 	x, err := backup.ReadIndex(img + ".blocks")
@@ -155,7 +155,7 @@ func TestSplitBrainBackupAndRestore(t *testing.T) {
 	p.waitFor(t, "a", "role", "Secondary/Primary", 5*time.Second)
 	out = p.tb(t, "b", "restore-discarded", "r0", img)
 	blocks := len(saved)
-	assert.Equal(t, "restored "+strconv.Itoa(blocks)+" blocks ("+strconv.Itoa(blocks*4096)+" bytes) from "+img+"\n", out)
+	assert.Equal(t, "restored "+strconv.Itoa(blocks)+" blocks ("+strconv.Itoa(blocks*4096)+" bytes) from "+img, out)
 	p.waitSynced(t, 10*time.Second)
 
 	da, db = p.liveData(t, "a", dataSize), p.liveData(t, "b", dataSize)

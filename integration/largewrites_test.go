@@ -45,7 +45,7 @@ func TestLargeWritesReplicatedQemuIO(t *testing.T) {
 
 	// Failover: the Primary dies; the Secondary, UpToDate, is promoted
 	// and must hold every acknowledged write.
-	p.procs["a"].kill()
+	p.Node("a").Kill()
 	p.waitFor(t, "b", "cstate", "WFConnection", 15*time.Second)
 	p.tb(t, "b", "primary", "r0")
 	var reads []qemuCmd

@@ -1,13 +1,9 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/twinblock/twinblock/internal/harness"
 	"github.com/twinblock/twinblock/nbd/client"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/genid"
@@ -27,35 +24,15 @@ import (
 )
 
 // pair is two twinblock daemons, nodes a (127.0.0.1) and b (127.0.0.2),
-// each with its own disk, config file, control socket and status file.
+// each with its own disk, config file, control socket and status file:
+// internal/harness's Cluster, with the test's t.
 type pair struct {
+	*harness.Cluster
 	dir   string
 	disks map[string]string
 	confs map[string]string
 	nbd   map[string]string // NBD listen address per node
-	procs map[string]*daemonProc
-	proxy *cutProxy // between a and b when pairOpts.proxy is set
-}
-
-type daemonProc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  bytes.Buffer
-	done chan struct{}
-}
-
-func (p *daemonProc) Log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-func freePort(t *testing.T, host string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", host+":0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	proxy *harness.Proxy    // between a and b when pairOpts.proxy is set
 }
 
 // newPair writes the configuration (secret per node, so that a test can
@@ -74,68 +51,48 @@ type pairOpts struct {
 	protocol            string
 	net, disk, handlers string
 	fill                func(node string, f *os.File)
-	// proxy puts a cutProxy (splitbrain_test.go) on the link: a's
-	// config names the proxy as b's address, b's config b's real one.
+	// proxy puts a harness.Proxy on the link: a's config names the
+	// proxy as b's address, b's config b's real one.
 	proxy bool
 }
 
 func newPairOpts(t *testing.T, o pairOpts) *pair {
 	t.Helper()
-	size, secrets, protocol := o.size, o.secrets, o.protocol
-	if protocol == "" {
-		protocol = "C"
+	if o.protocol == "" {
+		o.protocol = "C"
 	}
-	if secrets == nil {
-		secrets = map[string]string{"a": "s", "b": "s"}
+	if o.secrets == nil {
+		o.secrets = map[string]string{"a": "s", "b": "s"}
 	}
-	p := &pair{dir: t.TempDir(), disks: map[string]string{}, confs: map[string]string{}, nbd: map[string]string{}, procs: map[string]*daemonProc{}}
-	addr := map[string]string{"a": freePort(t, "127.0.0.1"), "b": freePort(t, "127.0.0.2")}
-	p.nbd["a"], p.nbd["b"] = freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2")
-	bAddr := map[string]string{"a": addr["b"], "b": addr["b"]} // b's address in each node's config
-	if o.proxy {
-		p.proxy = newCutProxy(t, "127.0.0.2", addr["b"], "127.0.0.1")
-		bAddr["a"] = p.proxy.Addr()
+	var fill func(string, *os.File) error
+	if o.fill != nil {
+		fill = func(n string, f *os.File) error { o.fill(n, f); return nil }
 	}
-	for _, n := range []string{"a", "b"} {
-		p.disks[n] = filepath.Join(p.dir, n+".img")
-		f, err := os.Create(p.disks[n])
-		require.NoError(t, err)
-		require.NoError(t, f.Truncate(size))
-		if o.fill != nil {
-			o.fill(n, f)
-		}
-		f.Close()
-	}
-	for _, n := range []string{"a", "b"} {
-		conf := fmt.Sprintf(`resource r0 {
-  protocol %s;
-  net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; %s }
-  disk { on-io-error detach; %s }
-  handlers { %s }
-  meta-disk internal;
-  on a { address %s; disk %s; nbd-listen %s; }
-  on b { address %s; disk %s; nbd-listen %s; }
-}
-`, protocol, secrets[n], o.net, o.disk, o.handlers, addr["a"], p.disks["a"], p.nbd["a"], bAddr[n], p.disks["b"], p.nbd["b"])
-		p.confs[n] = filepath.Join(p.dir, n+".conf")
-		require.NoError(t, os.WriteFile(p.confs[n], []byte(conf), 0o644))
-		p.tb(t, n, "create-md", "r0")
+	dir := t.TempDir()
+	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: o.size, Proxy: o.proxy, Fill: fill,
+		Config: func(v harness.Vars) string {
+			return harness.Config(v, o.protocol, o.secrets[v.Self], o.net, o.disk, o.handlers)
+		}})
+	require.NoError(t, err)
+	p := &pair{Cluster: c, dir: dir, disks: map[string]string{}, confs: map[string]string{}, nbd: map[string]string{}, proxy: c.Proxy}
+	for name, n := range c.Nodes {
+		p.disks[name], p.confs[name], p.nbd[name] = n.DiskPath, n.Conf, n.NBD
 	}
 	t.Cleanup(func() {
-		for n, d := range p.procs {
-			if !d.stop() {
-				t.Errorf("daemon %s ignored SIGTERM for 20 s", n)
-			}
-			if t.Failed() {
-				t.Logf("daemon %s log:\n%s", n, d.Log())
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, name := range c.Names {
+				t.Logf("daemon %s log:\n%s", name, c.Nodes[name].Log())
 			}
 		}
 	})
 	return p
 }
 
-func (p *pair) control(n string) string    { return filepath.Join(p.dir, n+".sock") }
-func (p *pair) statusFile(n string) string { return filepath.Join(p.dir, n+".status") }
+func (p *pair) control(n string) string    { return p.Node(n).Control }
+func (p *pair) statusFile(n string) string { return p.Node(n).StatusFile }
 
 // tb runs a twinblock verb as node n and returns its output.
 func (p *pair) tb(t *testing.T, n string, args ...string) string {
@@ -146,74 +103,21 @@ func (p *pair) tb(t *testing.T, n string, args ...string) string {
 }
 
 func (p *pair) tbErr(n string, args ...string) (string, error) {
-	full := append([]string{"--config", p.confs[n], "--node", n, "--control", p.control(n)}, args...)
-	cmd := exec.Command(twinblockBin, full...)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return p.Node(n).TB(2*time.Minute, args...)
 }
 
 // start runs node n's daemon and waits for its control socket.
 func (p *pair) start(t *testing.T, n string) {
 	t.Helper()
-	cmd := exec.Command(twinblockBin, "--config", p.confs[n], "--node", n, "--control", p.control(n),
-		"daemon", "--status-file", p.statusFile(n))
-	d := &daemonProc{cmd: cmd, done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	require.NoError(t, cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.log.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-		}
-	}()
-	go func() { _ = cmd.Wait(); pw.Close(); close(d.done) }()
-	p.procs[n] = d
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := p.tbErr(n, "status"); err == nil {
-			return
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("daemon %s exited:\n%s", n, d.Log())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	t.Fatalf("daemon %s did not answer within 10 s:\n%s", n, d.Log())
-}
-
-// stop sends SIGTERM and waits; it reports false if the daemon had to be
-// killed (a clean shutdown is part of the contract).
-func (d *daemonProc) stop() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-	}
-	return stopProcess(d.cmd.Process, d.done)
-}
-
-func (d *daemonProc) kill() {
-	_ = d.cmd.Process.Kill()
-	<-d.done
+	require.NoError(t, p.Node(n).Start())
 }
 
 // waitFor polls node n's one-line query verb until it prints want.
 func (p *pair) waitFor(t *testing.T, n, verb, want string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	var out string
-	for time.Now().Before(deadline) {
-		out, _ = p.tbErr(n, verb, "r0")
-		if strings.TrimSpace(out) == want {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := p.Node(n).WaitFor(context.Background(), verb, want, within); err != nil {
+		t.Fatalf("%v\n%s", err, p.Node(n).LogTail(40))
 	}
-	t.Fatalf("node %s: %s is %q, want %q after %v\n%s", n, verb, strings.TrimSpace(out), want, within, p.procs[n].Log())
 }
 
 // dataArea reads the data area (what the export shows) of node n's disk.
@@ -409,7 +313,7 @@ func TestReplicationSecondaryKilled(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("fewer than %d writes acknowledged within 60 s", killAfter)
 	}
-	p.procs["b"].kill()
+	p.Node("b").Kill()
 	release()
 	<-done
 	require.NoError(t, c.Flush())
@@ -451,7 +355,7 @@ func TestReplicationWrongSecret(t *testing.T) {
 	out, err := p.tbErr("a", "create-md", "--force", "r0")
 	require.Error(t, err)
 	require.Contains(t, out, "in use")
-	require.Contains(t, p.procs["a"].Log()+p.procs["b"].Log(), "authentication")
+	require.Contains(t, p.Node("a").Log()+p.Node("b").Log(), "authentication")
 	p.tb(t, "a", "primary", "r0", "--force")
 	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})
 	require.NoError(t, err)
@@ -497,8 +401,8 @@ func TestDaemonSIGTERMClean(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.WriteAt(block4k(0x5a), 0, false))
-	require.True(t, p.procs["a"].stop(), "SIGTERM ignored")
-	require.True(t, p.procs["a"].cmd.ProcessState.Success(), p.procs["a"].Log())
+	require.True(t, p.Node("a").Terminate(), "SIGTERM ignored")
+	require.True(t, p.Node("a").ExitedCleanly(), p.Node("a").Log())
 	_, snap := p.dataArea(t, "a")
 	f := snap.Superblock.Flags
 	require.Zero(t, f&genid.FlagPrimaryInd, "flags %s", f)

@@ -208,7 +208,7 @@ func TestResyncInitialFullSync(t *testing.T) {
 	// twinblock status (DRBD 9's layout) and the log of the target.
 	out := p.tb(t, "b", "status", "r0")
 	require.Contains(t, out, "disk:UpToDate")
-	logB := p.procs["b"].Log()
+	logB := p.Node("b").Log()
 	require.Contains(t, logB, "uuid_compare()")
 	wire := logInt(logB, "Resync done", "wire-bytes")
 	require.Positive(t, wire)
@@ -228,7 +228,7 @@ func TestResyncAfterSecondaryKilled(t *testing.T) {
 	p.tb(t, "a", "primary", "--force", "r0")
 	p.waitSynced(t, 60*time.Second)
 
-	p.procs["b"].kill()
+	p.Node("b").Kill()
 	p.waitFor(t, "a", "cstate", "WFConnection", 10*time.Second)
 	c, err := client.Dial(context.Background(), p.nbd["a"], client.Options{Export: "r0"})
 	require.NoError(t, err)
@@ -255,7 +255,7 @@ func TestResyncAfterSecondaryKilled(t *testing.T) {
 	p.start(t, "b")
 	p.tb(t, "b", "up", "r0")
 	p.waitSynced(t, 60*time.Second)
-	logB := p.procs["b"].Log()
+	logB := p.Node("b").Log()
 	require.Contains(t, logB, "uuid_compare()=-1 by rule 50")
 	wire := logInt(logB, "Resync done", "wire-bytes")
 	t.Logf("%d blocks written while b was down (%d bytes), %d out of sync, resync sent %d bytes", len(last), dirty, oos, wire)
@@ -299,7 +299,7 @@ func TestResyncInterruptedBySIGKILL(t *testing.T) {
 			total = before.totalKiB
 		}
 		t.Logf("round %d: killing %s at %d/%d KiB left", i, victim, before.leftKiB, before.totalKiB)
-		p.procs[victim].kill()
+		p.Node(victim).Kill()
 		if victim == "a" {
 			// b's status file is live: wait until b noticed.
 			p.waitFor(t, "b", "cstate", "WFConnection", 10*time.Second)
@@ -345,7 +345,7 @@ func TestResyncCsumsIdenticalDisks(t *testing.T) {
 	p.upConnected(t)
 	p.tb(t, "a", "primary", "--force", "r0")
 	p.waitSynced(t, 60*time.Second)
-	logB := p.procs["b"].Log()
+	logB := p.Node("b").Log()
 	wire := logInt(logB, "Resync done", "wire-bytes")
 	skipped := logInt(logB, "Resync done", "same-csum-blocks")
 	t.Logf("full-bitmap resync of identical disks: %d bytes of data sent, %d blocks skipped by checksum", wire, skipped)
@@ -385,17 +385,17 @@ func TestVerifyFindsCorruption(t *testing.T) {
 
 	p.tb(t, "a", "verify", "r0")
 	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) && !strings.Contains(p.procs["a"].Log(), "Online verify done") {
+	for time.Now().Before(deadline) && !strings.Contains(p.Node("a").Log(), "Online verify done") {
 		time.Sleep(100 * time.Millisecond)
 	}
-	require.Contains(t, p.procs["a"].Log(), "Online verify done; found 3 4k block out of sync!")
+	require.Contains(t, p.Node("a").Log(), "Online verify done; found 3 4k block out of sync!")
 	p.waitFor(t, "b", "cstate", "Connected", 10*time.Second)
-	require.Contains(t, p.procs["b"].Log(), "found 3 4k block out of sync!")
+	require.Contains(t, p.Node("b").Log(), "found 3 4k block out of sync!")
 	// The Primary does not stay Connected UpToDate/UpToDate over the
 	// marks (DRBD would, showing oos:12): it renegotiates, and the
 	// handshake resyncs the three blocks from it.
 	p.waitSynced(t, 30*time.Second)
-	require.Contains(t, p.procs["a"].Log()+p.procs["b"].Log(), "blocks marked out of sync while connected in sync: renegotiating")
+	require.Contains(t, p.Node("a").Log()+p.Node("b").Log(), "blocks marked out of sync while connected in sync: renegotiating")
 	require.Zero(t, p.procDRBD(t, "a").oosKiB)
 	// Both nodes run the out-of-sync handler, as DRBD's VerifyS and VerifyT do.
 	deadline = time.Now().Add(10 * time.Second)

@@ -5,14 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,130 +18,6 @@ import (
 
 	"github.com/twinblock/twinblock/nbd/client"
 )
-
-// cutProxy is a cuttable link between the two daemons. Node a dials (its
-// name sorts first) and b accepts only connections from a's host, so the
-// proxy listens where a's config says b is and, for each connection,
-// dials b's real address from a's host. Cut closes every proxied
-// connection, both sides, and closes new ones at once until Heal.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	from   net.IP
-
-	mu     sync.Mutex
-	cut    bool
-	closed bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-}
-
-// newCutProxy listens on host:0 and forwards to target from the local
-// address fromIP. It is closed when the test ends.
-func newCutProxy(t *testing.T, host, target, fromIP string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", host+":0")
-	require.NoError(t, err)
-	p := &cutProxy{ln: ln, target: target, from: net.ParseIP(fromIP), conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.Close)
-	return p
-}
-
-// Addr is the proxy's listening address (host:port).
-func (p *cutProxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		if !p.track(c) {
-			_ = c.Close()
-			continue
-		}
-		p.wg.Add(1)
-		go p.pipe(c)
-	}
-}
-
-// track registers c unless the link is cut or the proxy closed.
-func (p *cutProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut || p.closed {
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *cutProxy) untrack(cs ...net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range cs {
-		delete(p.conns, c)
-		_ = c.Close()
-	}
-}
-
-func (p *cutProxy) pipe(down net.Conn) {
-	defer p.wg.Done()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: p.from}, Timeout: 5 * time.Second}
-	up, err := d.Dial("tcp", p.target)
-	if err != nil {
-		p.untrack(down)
-		return
-	}
-	if !p.track(up) {
-		_ = up.Close()
-		p.untrack(down)
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(up, down)
-		p.untrack(down, up)
-		close(done)
-	}()
-	_, _ = io.Copy(down, up)
-	p.untrack(down, up)
-	<-done
-}
-
-// Cut closes every proxied connection and refuses new ones until Heal.
-func (p *cutProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	clear(p.conns)
-}
-
-// Heal lets connections through again.
-func (p *cutProxy) Heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
-// Close stops the proxy and waits for its goroutines.
-func (p *cutProxy) Close() {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	clear(p.conns)
-	p.mu.Unlock()
-	_ = p.ln.Close()
-	p.wg.Wait()
-}
 
 // The handler lines: DRBD's environment, under both prefixes. Each node
 // writes to its own file, named after its peer (DRBD_PEERS), since the
@@ -321,7 +194,7 @@ func TestSplitBrainManualRecovery(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		completed := false
 		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
-			markA, markB := len(p.procs["a"].Log()), len(p.procs["b"].Log())
+			markA, markB := len(p.Node("a").Log()), len(p.Node("b").Log())
 
 			p.cutAndWait(t)
 			p.waitFor(t, "a", "role", "Primary/Unknown", 2*time.Second)
@@ -362,7 +235,7 @@ func TestSplitBrainManualRecovery(t *testing.T) {
 			p.waitFor(t, "a", "role", "Primary/Unknown", 2*time.Second)
 			p.waitFor(t, "b", "role", "Primary/Unknown", 2*time.Second)
 			for n, mark := range map[string]int{"a": markA, "b": markB} {
-				log := p.procs[n].Log()[mark:]
+				log := p.Node(n).Log()[mark:]
 				assert.Contains(t, log, "uuid_compare()=100 by rule 90", "node %s", n)
 				assert.Contains(t, log, "Split-Brain detected but unresolved, dropping connection!", "node %s", n)
 				// split-brain: once per round (the recovery's handshake
@@ -409,7 +282,7 @@ func TestSplitBrainManualRecovery(t *testing.T) {
 			p.waitFor(t, "a", "role", "Primary/Secondary", 2*time.Second)
 			p.waitFor(t, "b", "role", "Secondary/Primary", 2*time.Second)
 
-			logA, logB := p.procs["a"].Log()[markA:], p.procs["b"].Log()[markB:]
+			logA, logB := p.Node("a").Log()[markA:], p.Node("b").Log()[markB:]
 			assert.Contains(t, logB, "uuid_compare()=100 by rule 90")
 			assert.Contains(t, logB, "Split-Brain detected, manually solved. Sync from peer node")
 			assert.Contains(t, logA, "Split-Brain detected, manually solved. Sync from this node")
@@ -458,7 +331,7 @@ func (p *pair) waitHandshake(t *testing.T, markA, markB int, wantA, wantB []stri
 	var logA, logB string
 	var missA, missB []string
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		logA, logB = p.procs["a"].Log()[markA:], p.procs["b"].Log()[markB:]
+		logA, logB = p.Node("a").Log()[markA:], p.Node("b").Log()[markB:]
 		missA, missB = missing(logA, wantA), missing(logB, wantB)
 		if len(missA) == 0 && len(missB) == 0 {
 			return logA, logB
@@ -486,7 +359,7 @@ func policyPair(t *testing.T, net string) (*pair, int64) {
 // SyncTarget and gets a's writes.
 func TestSplitBrainPolicyDiscardZeroChanges(t *testing.T) {
 	p, dataSize := policyPair(t, "after-sb-0pri discard-zero-changes;")
-	markA, markB := len(p.procs["a"].Log()), len(p.procs["b"].Log())
+	markA, markB := len(p.Node("a").Log()), len(p.Node("b").Log())
 	p.cutAndWait(t)
 
 	ca := p.dialNBD(t, "a")
@@ -509,7 +382,7 @@ func TestSplitBrainPolicyDiscardZeroChanges(t *testing.T) {
 		[]string{"uuid_compare()=100 by rule 90", "Split-Brain detected, 0 primaries, automatically solved. Sync from peer node"})
 	assert.NotContains(t, logA+logB, "Split-Brain detected but unresolved")
 	p.waitSynced(t, 30*time.Second)
-	logB = p.procs["b"].Log()[markB:]
+	logB = p.Node("b").Log()[markB:]
 	wire := logInt(logB, "Resync done", "wire-bytes")
 	t.Logf("%d blocks written on a alone; the resync to b sent %d bytes", len(wroteA), wire)
 	assert.Positive(t, wire)
@@ -526,7 +399,7 @@ func TestSplitBrainPolicyDiscardZeroChanges(t *testing.T) {
 // source, b's changes are discarded.
 func TestSplitBrainPolicyDiscardSecondary(t *testing.T) {
 	p, dataSize := policyPair(t, "after-sb-1pri discard-secondary;")
-	markA, markB := len(p.procs["a"].Log()), len(p.procs["b"].Log())
+	markA, markB := len(p.Node("a").Log()), len(p.Node("b").Log())
 	p.cutAndWait(t)
 
 	perm := rand.Perm(int(dataSize / 4096))[:80]
@@ -557,7 +430,7 @@ func TestSplitBrainPolicyDiscardSecondary(t *testing.T) {
 	assert.NotContains(t, logA+logB, "Split-Brain detected but unresolved")
 	p.waitSynced(t, 30*time.Second)
 	p.waitFor(t, "a", "role", "Primary/Secondary", 2*time.Second)
-	logB = p.procs["b"].Log()[markB:]
+	logB = p.Node("b").Log()[markB:]
 	wire := logInt(logB, "Resync done", "wire-bytes")
 	t.Logf("%d blocks on a, %d on b, %d distinct; the resync sent %d bytes", len(onA), len(onB), len(perm), wire)
 	assert.Positive(t, wire)
@@ -610,7 +483,7 @@ func TestUnrelatedDataRefused(t *testing.T) {
 	p.waitFor(t, "a", "cstate", "StandAlone", 15*time.Second)
 	p.waitFor(t, "b", "cstate", "StandAlone", 15*time.Second)
 	for _, n := range []string{"a", "b"} {
-		log := p.procs[n].Log()
+		log := p.Node(n).Log()
 		assert.Contains(t, log, "uuid_compare()=-1000 by rule 1000", "node %s", n)
 		assert.Contains(t, log, "Unrelated data, aborting!", "node %s", n)
 		assert.NotContains(t, log, "Split-Brain detected", "node %s", n)
