@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,15 +9,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/twinblock/twinblock/internal/harness"
 	"github.com/twinblock/twinblock/nbd/client"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/meta"
@@ -30,261 +27,285 @@ import (
 //go:embed demo.conf
 var demoConf string
 
-// runReplicatedDemo is `make demo`: two daemons on loopback and the DRBD
-// procedures on them: create-md, up, primary --force and the initial
-// sync (its progress in the status file), writes through NBD, the
-// Primary killed and beta promoted (failover), alpha back as the sync
-// target of what changed, and the two data areas compared.
+// runReplicatedDemo is `make demo`: two daemons on loopback (the
+// integration tests' harness) and the DRBD procedures on them, one
+// phase each: create-md, up, primary --force and the initial sync (its
+// progress in the status file); writes through NBD; the Primary killed
+// and beta promoted (failover); alpha back as the sync target of what
+// changed; and the two data areas compared.
 func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	step := func(format string, a ...any) { fmt.Fprintf(out, "==> "+format+"\n", a...) }
-	ports := map[string]string{}
-	for _, k := range []string{"a", "b", "nbd-a", "nbd-b"} {
-		host := "127.0.0.1"
-		if strings.HasSuffix(k, "b") {
-			host = "127.0.0.2"
-		}
-		l, err := net.Listen("tcp", host+":0")
-		if err != nil {
-			return fmt.Errorf("demo: %w (127.0.0.2 must be usable: it is loopback on Linux)", err)
-		}
-		ports[k] = l.Addr().String()
-		l.Close()
-	}
-	disks := map[string]string{"alpha": filepath.Join(dir, "alpha.img"), "beta": filepath.Join(dir, "beta.img")}
-	for _, p := range disks {
-		if err := os.WriteFile(p, nil, 0o600); err != nil {
-			return err
-		}
-		if err := os.Truncate(p, demoSize); err != nil {
-			return err
-		}
-	}
+	d := &demo{ctx: ctx, out: out, want: make([]byte, demoSize), rng: rand.NewChaCha8([32]byte{'t', 'w', 'i', 'n', 's'})}
 	// alpha's disk already holds data (say, an existing filesystem):
 	// the initial sync must copy it to beta.
-	want := make([]byte, demoSize)
-	rng := rand.NewChaCha8([32]byte{'t', 'w', 'i', 'n', 's'})
-	_, _ = rng.Read(want[:existingData])
-	if err := writeFileAt(disks["alpha"], want[:existingData], 0); err != nil {
-		return err
-	}
-	conf := strings.NewReplacer("@ADDR_A@", ports["a"], "@ADDR_B@", ports["b"], "@NBD_A@", ports["nbd-a"], "@NBD_B@", ports["nbd-b"],
-		"@DISK_A@", disks["alpha"], "@DISK_B@", disks["beta"]).Replace(demoConf)
-	confPath := filepath.Join(dir, "twinblock.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "configuration (%s):\n%s\n", confPath, conf)
-
-	tb := func(node string, args ...string) (string, error) {
-		full := append([]string{"--config", confPath, "--node", node, "--control", filepath.Join(dir, node+".sock")}, args...)
-		o, err := exec.CommandContext(ctx, self, full...).CombinedOutput()
-		if err != nil {
-			return string(o), fmt.Errorf("twinblock %s (on %s): %v: %s", strings.Join(args, " "), node, err, strings.TrimSpace(string(o)))
-		}
-		return string(o), nil
-	}
-	show := func(node string, args ...string) error {
-		fmt.Fprintf(out, "    %s# twinblock %s\n", node, strings.Join(args, " "))
-		o, err := tb(node, args...)
-		for _, l := range strings.Split(strings.TrimRight(o, "\n"), "\n") {
-			if l != "" {
-				fmt.Fprintf(out, "      %s\n", l)
+	_, _ = d.rng.Read(d.want[:existingData])
+	d.cl, err = harness.New(harness.Options{Dir: dir, Bin: self, Names: [2]string{"alpha", "beta"}, DiskSize: demoSize,
+		Config: func(v harness.Vars) string {
+			return strings.NewReplacer("@ADDR_A@", v.Addr[0], "@ADDR_B@", v.Addr[1], "@NBD_A@", v.NBD[0], "@NBD_B@", v.NBD[1],
+				"@DISK_A@", v.Disk[0], "@DISK_B@", v.Disk[1]).Replace(demoConf)
+		},
+		Fill: func(node string, f *os.File) error {
+			if node != "alpha" {
+				return nil
 			}
-		}
-		return err
-	}
-	statusFile := func(node string) string {
-		b, _ := os.ReadFile(filepath.Join(dir, node+".status"))
-		return string(b)
-	}
-
-	step("create-md on both nodes (alpha's disk already holds %d MiB of data)", existingData>>20)
-	for _, n := range []string{"alpha", "beta"} {
-		if err := show(n, "create-md", "r0"); err != nil {
+			_, err := f.WriteAt(d.want[:existingData], 0)
 			return err
-		}
+		},
+		NoCreateMD: true})
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
 	}
-	step("starting the daemons of alpha (127.0.0.1) and beta (127.0.0.2)")
-	daemons := map[string]*child{}
-	defer func() {
-		for _, d := range daemons {
-			d.kill()
-		}
-	}()
-	for _, n := range []string{"alpha", "beta"} {
-		d, err := startDaemon(ctx, self, confPath, n, dir)
-		if err != nil {
-			return err
-		}
-		daemons[n] = d
-	}
-	step("up on both nodes")
-	for _, n := range []string{"alpha", "beta"} {
-		if err := show(n, "up", "r0"); err != nil {
-			return err
-		}
-	}
-	if err := waitState(ctx, tb, "alpha", "cstate", "Connected"); err != nil {
-		return err
-	}
-	if err := show("alpha", "status", "r0"); err != nil {
-		return err
-	}
-	step("primary without --force is refused: nobody has UpToDate data yet")
-	if err := show("alpha", "primary", "r0"); err == nil {
-		return errors.New("demo: a promotion without UpToDate data succeeded")
-	}
-	step("primary --force on alpha: alpha's data wins, the initial full sync to beta starts")
-	if err := show("alpha", "primary", "--force", "r0"); err != nil {
-		return err
-	}
-	step("the initial sync, as alpha's status file (/proc/drbd format) shows it")
-	shown := 0
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		st := statusFile("alpha")
-		if strings.Contains(st, "sync'ed:") && shown < 8 {
-			lines := strings.Split(strings.TrimRight(st, "\n"), "\n")
-			for _, l := range lines[1:] {
-				fmt.Fprintf(out, "    %s\n", strings.ReplaceAll(l, "\t", "        "))
-			}
-			shown++
-		}
-		if strings.Contains(st, "cs:Connected") && strings.Contains(st, "ds:UpToDate/UpToDate") {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("demo: the initial sync did not finish:\n%s", st)
-		}
-		time.Sleep(700 * time.Millisecond)
-	}
-	if err := show("alpha", "status", "r0"); err != nil {
-		return err
-	}
-
-	c, err := client.Dial(ctx, ports["nbd-a"], client.Options{Export: "r0"})
+	defer d.cl.Close()
+	d.alpha, d.beta = d.cl.Node("alpha"), d.cl.Node("beta")
+	conf, err := os.ReadFile(d.alpha.Conf)
 	if err != nil {
 		return err
 	}
-	size := c.Size()
-	want = want[:size]
-	fmt.Fprintf(out, "    NBD export r0 on alpha (%s): %d bytes, flags %s\n", ports["nbd-a"], size, flagNames(c.Flags()))
-	if err := verifyThrough(c, want); err != nil {
+	fmt.Fprintf(out, "configuration (%s, and beta's the same):\n%s\n", d.alpha.Conf, conf)
+	for _, phase := range []func() error{d.initialSync, d.writeOnAlpha, d.failover, d.rejoin, d.compare} {
+		if err := phase(); err != nil {
+			return err
+		}
+	}
+	d.step("demo OK: initial sync, failover without losing an acknowledged write, resync of what changed; both data areas equal")
+	return nil
+}
+
+// demo is the replicated demo's state: the two nodes, the NBD client of
+// the Primary, and what the data area must hold (want).
+type demo struct {
+	ctx         context.Context
+	out         io.Writer
+	cl          *harness.Cluster
+	alpha, beta *harness.Node
+	c           *client.Client
+	want        []byte
+	rng         *rand.ChaCha8
+}
+
+// initialSync: create-md, the daemons, up, a refused promotion, primary
+// --force on alpha and the initial full sync to beta.
+func (d *demo) initialSync() error {
+	d.step("create-md on both nodes (alpha's disk already holds %d MiB of data)", existingData>>20)
+	for _, n := range []*harness.Node{d.alpha, d.beta} {
+		if err := d.show(n, "create-md", "r0"); err != nil {
+			return err
+		}
+	}
+	d.step("starting the daemons of alpha (127.0.0.1) and beta (127.0.0.2)")
+	for _, n := range []*harness.Node{d.alpha, d.beta} {
+		if err := n.Start(); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	d.step("up on both nodes")
+	for _, n := range []*harness.Node{d.alpha, d.beta} {
+		if err := d.show(n, "up", "r0"); err != nil {
+			return err
+		}
+	}
+	if err := d.wait(d.alpha, "cstate", "Connected"); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "    alpha's existing data reads back through NBD\n")
-	step("writing 16 MiB through NBD on alpha (1 MiB requests, 8 in flight), each on both disks before the ack (protocol C)")
-	if err := writeMiB(ctx, c, want, rng, 24<<20, 16); err != nil {
+	if err := d.show(d.alpha, "status", "r0"); err != nil {
 		return err
 	}
-	step("FLUSH, TRIM and WRITE_ZEROES (replicated as commands)")
+	d.step("primary without --force is refused: nobody has UpToDate data yet")
+	if err := d.show(d.alpha, "primary", "r0"); err == nil {
+		return errors.New("demo: a promotion without UpToDate data succeeded")
+	}
+	d.step("primary --force on alpha: alpha's data wins, the initial full sync to beta starts")
+	if err := d.show(d.alpha, "primary", "--force", "r0"); err != nil {
+		return err
+	}
+	d.step("the initial sync, as alpha's status file (/proc/drbd format) shows it")
+	if err := d.watchSync(d.alpha); err != nil {
+		return err
+	}
+	return d.show(d.alpha, "status", "r0")
+}
+
+// writeOnAlpha: alpha's data read back through NBD, then writes, FLUSH,
+// TRIM and WRITE_ZEROES, and a demotion refused while the client is
+// connected.
+func (d *demo) writeOnAlpha() error {
+	c, err := client.Dial(d.ctx, d.alpha.NBD, client.Options{Export: "r0"})
+	if err != nil {
+		return err
+	}
+	d.c = c
+	d.want = d.want[:c.Size()]
+	fmt.Fprintf(d.out, "    NBD export r0 on alpha (%s): %d bytes, flags %s\n", d.alpha.NBD, c.Size(), flagNames(c.Flags()))
+	if err := verifyThrough(c, d.want); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "    alpha's existing data reads back through NBD\n")
+	d.step("writing 16 MiB through NBD on alpha (1 MiB requests, 8 in flight), each on both disks before the ack (protocol C)")
+	if err := writeMiB(d.ctx, c, d.want, d.rng, 24<<20, 16); err != nil {
+		return err
+	}
+	d.step("FLUSH, TRIM and WRITE_ZEROES (replicated as commands)")
 	if err := c.Flush(); err != nil {
 		return err
 	}
 	if err := c.Trim(8<<20, 4<<20, false); err != nil {
 		return err
 	}
-	clear(want[8<<20 : 12<<20])
+	clear(d.want[8<<20 : 12<<20])
 	if err := c.WriteZeroes(20<<20, 2<<20, true, true); err != nil {
 		return err
 	}
-	clear(want[20<<20 : 22<<20])
+	clear(d.want[20<<20 : 22<<20])
 	if err := c.Flush(); err != nil {
 		return err
 	}
-	step("secondary is refused while an NBD client is connected")
-	if err := show("alpha", "secondary", "r0"); err == nil {
+	d.step("secondary is refused while an NBD client is connected")
+	if err := d.show(d.alpha, "secondary", "r0"); err == nil {
 		return errors.New("demo: demoted with a client connected")
 	}
+	return nil
+}
 
-	step("failover: alpha's daemon is killed (SIGKILL), beta is promoted and serves the data")
-	daemons["alpha"].kill()
-	delete(daemons, "alpha")
-	_ = c.Close()
-	if err := waitState(ctx, tb, "beta", "cstate", "WFConnection"); err != nil {
+// failover: alpha SIGKILLed, beta promoted; every acknowledged write
+// reads back from beta, which then takes writes of its own.
+func (d *demo) failover() error {
+	d.step("failover: alpha's daemon is killed (SIGKILL), beta is promoted and serves the data")
+	d.alpha.Kill()
+	_ = d.c.Close()
+	if err := d.wait(d.beta, "cstate", "WFConnection"); err != nil {
 		return err
 	}
 	start := time.Now()
-	if err := show("beta", "primary", "r0"); err != nil {
+	if err := d.show(d.beta, "primary", "r0"); err != nil {
 		return err
 	}
-	c, err = client.Dial(ctx, ports["nbd-b"], client.Options{Export: "r0"})
+	c, err := client.Dial(d.ctx, d.beta.NBD, client.Options{Export: "r0"})
 	if err != nil {
 		return err
 	}
-	if err := verifyThrough(c, want); err != nil {
+	d.c = c
+	if err := verifyThrough(c, d.want); err != nil {
 		return fmt.Errorf("demo: after failover: %w", err)
 	}
-	fmt.Fprintf(out, "    beta serves on %s %v after its promotion; every acknowledged write is there\n",
-		ports["nbd-b"], time.Since(start).Round(time.Millisecond))
-	step("writing 8 MiB through NBD on beta while alpha is down (beta's bitmap records them)")
-	if err := writeMiB(ctx, c, want, rng, 40<<20, 8); err != nil {
+	fmt.Fprintf(d.out, "    beta serves on %s %v after its promotion; every acknowledged write is there\n",
+		d.beta.NBD, time.Since(start).Round(time.Millisecond))
+	d.step("writing 8 MiB through NBD on beta while alpha is down (beta's bitmap records them)")
+	if err := writeMiB(d.ctx, c, d.want, d.rng, 40<<20, 8); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
 		return err
 	}
-	if err := show("beta", "status", "r0"); err != nil {
-		return err
-	}
+	return d.show(d.beta, "status", "r0")
+}
 
-	step("alpha comes back: up; it resyncs only what changed (and its activity log's extents, as it crashed Primary)")
-	d, err := startDaemon(ctx, self, confPath, "alpha", dir)
-	if err != nil {
+// rejoin: alpha back, the sync target of what changed.
+func (d *demo) rejoin() error {
+	d.step("alpha comes back: up; it resyncs only what changed (and its activity log's extents, as it crashed Primary)")
+	d.alpha.SkipLog()
+	if err := d.alpha.Start(); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	if err := d.show(d.alpha, "up", "r0"); err != nil {
 		return err
 	}
-	daemons["alpha"] = d
-	if err := show("alpha", "up", "r0"); err != nil {
+	if err := d.wait(d.alpha, "dstate", "UpToDate/UpToDate"); err != nil {
 		return err
 	}
-	if err := waitState(ctx, tb, "alpha", "dstate", "UpToDate/UpToDate"); err != nil {
+	if err := d.wait(d.beta, "cstate", "Connected"); err != nil {
 		return err
 	}
-	if err := waitState(ctx, tb, "beta", "cstate", "Connected"); err != nil {
-		return err
-	}
-	logA, _ := os.ReadFile(filepath.Join(dir, "alpha.log"))
-	fmt.Fprintf(out, "    from alpha's log:\n")
-	for _, l := range strings.Split(string(logA), "\n") {
-		if i := strings.Index(l, "msg="); i >= 0 && (strings.Contains(l, "uuid_compare") || strings.Contains(l, "Resync done") || strings.Contains(l, "bitmaps merged")) {
-			fmt.Fprintf(out, "      %s\n", l[i:])
+	fmt.Fprintf(d.out, "    from alpha's log:\n")
+	for _, l := range d.alpha.LogSince("uuid_compare", "Resync done", "bitmaps merged") {
+		if i := strings.Index(l, "msg="); i >= 0 {
+			fmt.Fprintf(d.out, "      %s\n", l[i:])
 		}
 	}
-	if err := show("beta", "status", "r0"); err != nil {
+	if err := d.show(d.beta, "status", "r0"); err != nil {
 		return err
 	}
-	if err := verifyThrough(c, want); err != nil {
+	if err := verifyThrough(d.c, d.want); err != nil {
 		return err
 	}
-	if err := c.Close(); err != nil {
-		return err
-	}
-	step("down on both nodes, then the two data areas compared")
-	for _, n := range []string{"beta", "alpha"} {
-		if err := show(n, "down", "r0"); err != nil {
+	return d.c.Close()
+}
+
+// compare: down on both nodes, and each data area equal to what was
+// written.
+func (d *demo) compare() error {
+	d.step("down on both nodes, then the two data areas compared")
+	for _, n := range []*harness.Node{d.beta, d.alpha} {
+		if err := d.show(n, "down", "r0"); err != nil {
 			return err
 		}
 	}
-	for _, node := range []string{"alpha", "beta"} {
-		data, err := readDataArea(disks[node])
+	for _, n := range []*harness.Node{d.alpha, d.beta} {
+		data, err := readDataArea(n.DiskPath)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(data, want) {
-			return fmt.Errorf("demo: %s's data area differs from what was written", node)
+		if !bytes.Equal(data, d.want) {
+			return fmt.Errorf("demo: %s's data area differs from what was written", n.Name)
 		}
-		fmt.Fprintf(out, "    %s %s: data area sha256 %x\n", node, disks[node], sha256.Sum256(data))
+		fmt.Fprintf(d.out, "    %s %s: data area sha256 %x\n", n.Name, n.DiskPath, sha256.Sum256(data))
 	}
-	for _, d := range daemons {
-		if err := d.stop(); err != nil {
-			return err
-		}
+	if killed := d.cl.Close(); len(killed) > 0 {
+		return fmt.Errorf("demo: the daemons of %v ignored SIGTERM", killed)
 	}
-	step("demo OK: initial sync, failover without losing an acknowledged write, resync of what changed; both data areas equal")
 	return nil
+}
+
+// wait waits up to 20 s for n's query verb to print want.
+func (d *demo) wait(n *harness.Node, verb, want string) error {
+	if err := n.WaitFor(d.ctx, verb, want, 20*time.Second); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
+}
+
+func (d *demo) step(format string, a ...any) { fmt.Fprintf(d.out, "==> "+format+"\n", a...) }
+
+// show runs a verb as node n and prints it and its output.
+func (d *demo) show(n *harness.Node, args ...string) error {
+	fmt.Fprintf(d.out, "    %s# twinblock %s\n", n.Name, strings.Join(args, " "))
+	o, err := n.TBContext(d.ctx, time.Minute, args...)
+	for _, l := range strings.Split(o, "\n") {
+		if l != "" {
+			fmt.Fprintf(d.out, "      %s\n", l)
+		}
+	}
+	return err
+}
+
+// watchSync prints n's status file while the initial sync runs (at most
+// eight times) until the pair is Connected and UpToDate/UpToDate.
+func (d *demo) watchSync(n *harness.Node) error {
+	shown := 0
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		b, _ := os.ReadFile(n.StatusFile)
+		st := string(b)
+		if strings.Contains(st, "sync'ed:") && shown < 8 {
+			lines := strings.Split(strings.TrimRight(st, "\n"), "\n")
+			for _, l := range lines[1:] {
+				fmt.Fprintf(d.out, "    %s\n", strings.ReplaceAll(l, "\t", "        "))
+			}
+			shown++
+		}
+		if strings.Contains(st, "cs:Connected") && strings.Contains(st, "ds:UpToDate/UpToDate") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the initial sync did not finish:\n%s", st)
+		}
+		select {
+		case <-d.ctx.Done():
+			return d.ctx.Err()
+		case <-time.After(700 * time.Millisecond):
+		}
+	}
 }
 
 // existingData is what alpha's disk holds before create-md in the demo.
@@ -302,18 +323,6 @@ func writeMiB(ctx context.Context, c *client.Client, want []byte, rng *rand.ChaC
 	return g.Wait()
 }
 
-func writeFileAt(path string, b []byte, off int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteAt(b, off); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 // readDataArea reads what the export shows of a disk with internal
 // metadata.
 func readDataArea(path string) ([]byte, error) {
@@ -328,56 +337,4 @@ func readDataArea(path string) ([]byte, error) {
 	}
 	buf := make([]byte, sb.DataSize)
 	return buf, d.ReadAt(buf, 0)
-}
-
-func waitState(ctx context.Context, tb func(string, ...string) (string, error), node, verb, want string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		o, _ := tb(node, verb, "r0")
-		if strings.TrimSpace(o) == want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("demo: %s %s is %q, expected %q", node, verb, strings.TrimSpace(o), want)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func startDaemon(ctx context.Context, self, confPath, node, dir string) (*child, error) {
-	sock := filepath.Join(dir, node+".sock")
-	cmd := exec.CommandContext(ctx, self, "--config", confPath, "--node", node, "--control", sock,
-		"daemon", "--status-file", filepath.Join(dir, node+".status"))
-	logf, err := os.OpenFile(filepath.Join(dir, node+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	ch := &child{cmd: cmd, done: make(chan error, 1)}
-	go func() { ch.done <- cmd.Wait(); logf.Close() }()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return ch, nil
-		}
-	}
-	ch.kill()
-	b, _ := os.ReadFile(filepath.Join(dir, node+".log"))
-	return nil, fmt.Errorf("demo: the daemon of %s did not start:\n%s", node, tail(b))
-}
-
-func tail(b []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	var lines []string
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	return strings.Join(lines[max(0, len(lines)-20):], "\n")
 }
