@@ -19,7 +19,11 @@
 //     Submit/Wait of replicated writes, trims, write-zeroes and flushes
 //     under protocol A, B or C, ReadAt through the peer, states, pings,
 //     Close; and the receive side (apply.go), which applies the peer's
-//     writes and serves its reads on the local disk;
+//     writes and serves its reads on the local disk. Its sub-protocols
+//     are parts of their own, one file each, under the Link's one mutex
+//     (they share its send queue): transferLog (link_tl.go), readClient
+//     (link_reads.go), syncClient (sync_client.go), syncServer
+//     (sync_server.go);
 //   - resync and online verify on a Link (resync.go): SendBitmap and
 //     OnBitmap, SendSyncUUID and OnSyncUUID, Resync (the target pulls a
 //     range, optionally with a checksum: csums-alg) with OnResyncAck on

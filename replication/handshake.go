@@ -301,10 +301,11 @@ func startLink(nc net.Conn, dec *Decoder, cfg LinkConfig, peer Hello, peerState 
 		kick:       make(chan struct{}, 1),
 		sendDone:   make(chan struct{}),
 		recvDone:   make(chan struct{}),
-		tlBase:     1,
 	}
-	l.reads.init(maxPeerReads, &l.mu)
-	l.syncCalls.init(maxSyncRequests, &l.mu)
+	l.rd.l, l.sc.l, l.ss.l, l.tlog.l = l, l, l, l
+	l.tlog.base = 1
+	l.rd.calls.init(maxPeerReads, &l.mu)
+	l.sc.calls.init(maxSyncRequests, &l.mu)
 	if c := cfg.codec; c != CodecNone {
 		if l.features&c.feature() == 0 {
 			l.log.Warn("replication: the peer does not decode this node's compression: sending uncompressed",

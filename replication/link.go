@@ -336,22 +336,17 @@ type Link struct {
 	replies   int      // answers to the peer in outq or being written
 	sentBytes uint64
 
-	nextID      uint64          // the write path's sequence (Data, Trim, WriteZeroes, Barrier)
-	tl          ring[tlEntry]   // the transfer log: entries tlBase, tlBase+1, ...
-	tlBase      uint64          // ID of tl's first entry
-	barriers    ring[uint64]    // Barriers sent and not yet acked, in order
-	pending     int             // Requests not yet complete
-	epochWrites int             // writes since the last Barrier
-	reads       slots[readCall] // this node's ReadAt calls (slots.go)
-	servedReads int             // peer reads received and not yet answered on the wire
-	servedBytes int64           // their bytes
+	servedReads int   // peer reads received and not yet answered on the wire
+	servedBytes int64 // their bytes
 	resyncSent  uint64
 
-	// Resync and verify requests of this node (resync.go).
-	syncCalls slots[syncCall]
-	// The peer's resync and verify requests this node serves.
-	served      []servedSync
-	servedSyncB int64 // their bytes
+	// The sub-protocols, each in its own file with its own methods, all
+	// under mu: the queue above is theirs in common, and one lock keeps
+	// a write's place in the sequence and in the queue together.
+	tlog transferLog // the write path: link_tl.go
+	rd   readClient  // this node's reads of the peer's disk: link_reads.go
+	sc   syncClient  // this node's resync and verify requests: sync_client.go
+	ss   syncServer  // the peer's, served here: sync_server.go
 
 	// sender-owned
 	snd   sendScratch
@@ -416,7 +411,7 @@ type LinkStats struct {
 // Stats returns the link's counters.
 func (l *Link) Stats() LinkStats {
 	l.mu.Lock()
-	s := LinkStats{SentBytes: l.sentBytes, RecvBytes: l.recvBytes.Load(), Pending: l.pending, ResyncSent: l.resyncSent}
+	s := LinkStats{SentBytes: l.sentBytes, RecvBytes: l.recvBytes.Load(), Pending: l.tlog.pending, ResyncSent: l.resyncSent}
 	l.mu.Unlock()
 	s.Unacked, s.Epochs = l.ap.stats()
 	s.ResyncRecv, s.ResyncSameCsum = l.resyncRecv.Load(), l.sameCsum.Load()
@@ -507,8 +502,8 @@ func (l *Link) shutdown(cause error, reason string, bye bool) {
 		return
 	}
 	l.closing, l.cause, l.bye, l.sendBye = true, cause, reason, bye
-	l.reads.cond.Broadcast()
-	l.syncCalls.cond.Broadcast()
+	l.rd.calls.cond.Broadcast()
+	l.sc.calls.cond.Broadcast()
 	l.mu.Unlock()
 	l.ap.stop()
 	_ = l.nc.SetWriteDeadline(time.Now().Add(closeGrace))
@@ -564,20 +559,20 @@ func (l *Link) endRequests() []extent {
 	var oos []extent
 	var calls []*syncCall
 	l.mu.Lock()
-	for i := range l.tl.len() {
-		e := l.tl.at(i)
+	for i := range l.tlog.entries.len() {
+		e := l.tlog.entries.at(i)
 		switch {
 		case e.req != nil:
-			l.completeLocked(e, l.cause)
+			l.tlog.completeLocked(e, l.cause)
 		case e.op != OpFlush && !e.nack:
 			oos = append(oos, extent{e.off, e.n})
 		}
 	}
-	l.tl.reset()
-	l.reads.drain(func(c *readCall) { c.done <- l.cause })
-	l.syncCalls.each(func(c *syncCall, _ uint64) {
+	l.tlog.entries.reset()
+	l.rd.calls.drain(func(c *readCall) { c.done <- l.cause })
+	l.sc.calls.each(func(c *syncCall, _ uint64) {
 		if !c.answered {
-			l.releaseSyncLocked(c)
+			l.sc.releaseLocked(c)
 			calls = append(calls, c)
 		}
 	})
@@ -594,8 +589,8 @@ func (l *Link) endRequests() []extent {
 func (l *Link) sweep(oos []extent) {
 	var calls []*syncCall
 	l.mu.Lock()
-	l.syncCalls.drain(func(c *syncCall) { calls = append(calls, c) })
-	l.served, l.servedSyncB = nil, 0
+	l.sc.calls.drain(func(c *syncCall) { calls = append(calls, c) })
+	l.ss.served, l.ss.bytes = nil, 0
 	l.bitmap = nil
 	clear(l.outq)
 	l.outq = l.outq[:0]

@@ -1,6 +1,6 @@
 // The read client: ReadAt reads the peer's disk through the link
 // (ReadRequest, ReadReply), with at most maxPeerReads calls and readBudget
-// bytes outstanding (slots.go). Lock ownership: Link.mu guards l.reads;
+// bytes outstanding (slots.go). Lock ownership: Link.mu guards l.rd.calls;
 // the receiver completes a call, or endRequests does when the link ends.
 
 package replication
@@ -10,6 +10,13 @@ import (
 	"math"
 	"sync"
 )
+
+// readClient is the read client's part of a Link: this node's ReadAt
+// calls waiting for their ReadReply. Link.mu guards it.
+type readClient struct {
+	l     *Link
+	calls slots[readCall]
+}
 
 // readCall is one ReadAt waiting for its ReadReply.
 type readCall struct {
@@ -36,8 +43,8 @@ func (l *Link) ReadAt(p []byte, off int64) error {
 	}
 	c := readCalls.Get().(*readCall)
 	l.mu.Lock()
-	for !l.closing && l.reads.full(n, l.readBudget) {
-		l.reads.cond.Wait()
+	for !l.closing && l.rd.calls.full(n, l.readBudget) {
+		l.rd.calls.cond.Wait()
 	}
 	if l.closing {
 		err := l.cause
@@ -46,7 +53,7 @@ func (l *Link) ReadAt(p []byte, off int64) error {
 		return err
 	}
 	c.off, c.p = off, p
-	c.id = l.reads.take(c, n)
+	c.id = l.rd.calls.take(c, n)
 	l.enqueueLocked(outMsg{t: TypeReadRequest, id: c.id, off: uint64(off), n: uint32(n)})
 	l.mu.Unlock()
 	err := <-c.done
@@ -55,11 +62,11 @@ func (l *Link) ReadAt(p []byte, off int64) error {
 	return err
 }
 
-// readCallLocked removes and returns the outstanding read id, or nil.
-func (l *Link) readCallLocked(id uint64) *readCall {
-	c := l.reads.get(id)
+// callLocked removes and returns the outstanding read id, or nil.
+func (rc *readClient) callLocked(id uint64) *readCall {
+	c := rc.calls.get(id)
 	if c != nil {
-		l.reads.release(id)
+		rc.calls.release(id)
 	}
 	return c
 }
@@ -67,13 +74,14 @@ func (l *Link) readCallLocked(id uint64) *readCall {
 // readOp names a read in errors, as Op names the writes.
 type readOp struct{}
 
-// recvReadReply completes one of our ReadAt calls.
-func (l *Link) recvReadReply(m *ReadReply) error {
+// recvReply completes one of our ReadAt calls.
+func (rc *readClient) recvReply(m *ReadReply) error {
+	l := rc.l
 	buf, charged := l.rbuf, l.rcharged
 	l.rbuf, l.rcharged = nil, 0
 	defer l.ap.release(buf, charged)
 	l.mu.Lock()
-	c := l.reads.get(m.ID)
+	c := rc.calls.get(m.ID)
 	if c == nil {
 		l.mu.Unlock()
 		return violation(TypeReadReply, "ID %d answers no read in flight", m.ID)
@@ -82,7 +90,7 @@ func (l *Link) recvReadReply(m *ReadReply) error {
 		l.mu.Unlock()
 		return violation(TypeReadReply, "ID %d: %d bytes for a read of %d", m.ID, len(m.Payload), len(c.p))
 	}
-	l.readCallLocked(m.ID)
+	rc.callLocked(m.ID)
 	l.mu.Unlock()
 	if m.Errno != 0 {
 		c.done <- l.peerIOError(readOp{}, c.off, int64(len(c.p)), m.Errno)

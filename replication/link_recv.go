@@ -57,17 +57,17 @@ func (l *Link) handle(m Message) error {
 		}
 		return l.ap.barrier(m.ID)
 	case *RecvAck:
-		return l.recvAck(TypeRecvAck, m.ID, 0)
+		return l.tlog.recvAck(TypeRecvAck, m.ID, 0)
 	case *WriteAck:
-		return l.recvAck(TypeWriteAck, m.ID, 0)
+		return l.tlog.recvAck(TypeWriteAck, m.ID, 0)
 	case *NegAck:
-		return l.recvAck(TypeNegAck, m.ID, m.Errno)
+		return l.tlog.recvAck(TypeNegAck, m.ID, m.Errno)
 	case *BarrierAck:
-		return l.recvBarrierAck(m.ID)
+		return l.tlog.recvBarrierAck(m.ID)
 	case *ReadRequest:
 		return l.serveRead(m.ID, m.Offset, m.Length)
 	case *ReadReply:
-		return l.recvReadReply(m)
+		return l.rd.recvReply(m)
 	case *Bitmap:
 		return l.recvBitmap(m)
 	case *SyncUUID:
@@ -75,15 +75,15 @@ func (l *Link) handle(m Message) error {
 			cb(m.UUID)
 		}
 	case *ResyncRequest:
-		return l.recvResyncRequest(m)
+		return l.ss.recvResyncRequest(m)
 	case *ResyncReply:
-		return l.recvResyncReply(m)
+		return l.sc.recvResyncReply(m)
 	case *ResyncAck:
-		return l.recvResyncAck(m)
+		return l.ss.recvResyncAck(m)
 	case *VerifyRequest:
-		return l.recvVerifyRequest(m)
+		return l.ss.recvVerifyRequest(m)
 	case *VerifyReply:
-		return l.recvVerifyReply(m)
+		return l.sc.recvVerifyReply(m)
 	case *State:
 		if cb := l.cfg.OnPeerState; cb != nil {
 			cb(*m)

@@ -294,14 +294,14 @@ func (l *Link) afterWrite(batch []outMsg) {
 				l.sentBytes += uint64(m.n)
 			}
 			if proto == 'A' {
-				if e := l.entryLocked(m.id); e != nil && e.req != nil {
-					l.completeLocked(e, nil)
+				if e := l.tlog.entryLocked(m.id); e != nil && e.req != nil {
+					l.tlog.completeLocked(e, nil)
 				}
 			}
 		case TypeBarrier:
 			if proto != 'C' {
-				if e := l.entryLocked(m.id); e != nil && e.req != nil {
-					l.completeLocked(e, nil)
+				if e := l.tlog.entryLocked(m.id); e != nil && e.req != nil {
+					l.tlog.completeLocked(e, nil)
 				}
 			}
 		case TypeReadReply:

@@ -628,7 +628,7 @@ func TestLinkMaxEpochSize(t *testing.T) {
 	require.NoError(t, waitErr(t, flush))
 	assert.Equal(t, int64(3), mem.Stats().Flushes, "two Barriers of the link's own, then the caller's")
 	la.mu.Lock()
-	assert.Zero(t, la.tl.len(), "the transfer log is empty once everything is acknowledged")
+	assert.Zero(t, la.tlog.entries.len(), "the transfer log is empty once everything is acknowledged")
 	la.mu.Unlock()
 }
 

@@ -2,8 +2,8 @@
 // Barrier), its Requests and their completion by the peer's acks. An entry
 // stays in the log until a BarrierAck covers it; what is left when the
 // link ends is reported through OnOutOfSync (endRequests, sweep). Lock
-// ownership: Link.mu guards tl, tlBase, barriers, pending, epochWrites and
-// nextID; the receiver's acks complete entries under it.
+// ownership: Link.mu guards transferLog; the receiver's acks complete
+// entries under it.
 
 package replication
 
@@ -15,6 +15,19 @@ import (
 
 	"github.com/twinblock/twinblock/pkg/disk"
 )
+
+// transferLog is the write path's part of a Link: the sequence of Data,
+// Trim, WriteZeroes and Barrier IDs, the transfer log of requests not yet
+// covered by a BarrierAck, and the Barriers in flight. Link.mu guards it.
+type transferLog struct {
+	l           *Link
+	nextID      uint64        // the write path's sequence (Data, Trim, WriteZeroes, Barrier)
+	entries     ring[tlEntry] // the transfer log: entries base, base+1, ...
+	base        uint64        // ID of entries' first entry
+	barriers    ring[uint64]  // Barriers sent and not yet acked, in order
+	pending     int           // Requests not yet complete
+	epochWrites int           // writes since the last Barrier
+}
 
 // tlEntry is one message of the write path, from Submit until a
 // BarrierAck covers it.
@@ -70,13 +83,13 @@ func (l *Link) Submit(r *Request) error {
 	case <-r.done: // the error of a failed Submit nobody waited for
 	default:
 	}
-	m, n, err := l.requestMsg(r)
+	m, n, err := l.tlog.requestMsg(r)
 	if err != nil {
 		r.done <- err
 		return err
 	}
 	if l.dataCodec != CodecNone && m.t == TypeData {
-		l.packData(&m)
+		l.tlog.packData(&m)
 	}
 	l.mu.Lock()
 	if l.closing {
@@ -88,23 +101,23 @@ func (l *Link) Submit(r *Request) error {
 		r.done <- err
 		return err
 	}
-	l.nextID++
-	m.id, r.id, r.busy = l.nextID, l.nextID, true
-	l.tl.push(tlEntry{id: m.id, op: r.Op, off: r.Offset, n: n, req: r})
-	l.pending++
+	l.tlog.nextID++
+	m.id, r.id, r.busy = l.tlog.nextID, l.tlog.nextID, true
+	l.tlog.entries.push(tlEntry{id: m.id, op: r.Op, off: r.Offset, n: n, req: r})
+	l.tlog.pending++
 	l.enqueueLocked(m)
 	if r.Op == OpFlush {
-		l.barriers.push(m.id)
-		l.epochWrites = 0
+		l.tlog.barriers.push(m.id)
+		l.tlog.epochWrites = 0
 	} else {
-		l.epochWrites++
+		l.tlog.epochWrites++
 	}
-	if l.epochWrites >= l.cfg.MaxEpochSize { // close the epoch ourselves
-		l.nextID++
-		l.tl.push(tlEntry{id: l.nextID, op: OpFlush})
-		l.barriers.push(l.nextID)
-		l.enqueueLocked(outMsg{t: TypeBarrier, id: l.nextID})
-		l.epochWrites = 0
+	if l.tlog.epochWrites >= l.cfg.MaxEpochSize { // close the epoch ourselves
+		l.tlog.nextID++
+		l.tlog.entries.push(tlEntry{id: l.tlog.nextID, op: OpFlush})
+		l.tlog.barriers.push(l.tlog.nextID)
+		l.enqueueLocked(outMsg{t: TypeBarrier, id: l.tlog.nextID})
+		l.tlog.epochWrites = 0
 	}
 	l.mu.Unlock()
 	return nil
@@ -112,7 +125,8 @@ func (l *Link) Submit(r *Request) error {
 
 // requestMsg checks r and returns its message (without ID) and the
 // length of the range it covers.
-func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
+func (tlg *transferLog) requestMsg(r *Request) (outMsg, int64, error) {
+	l := tlg.l
 	bad := func(format string, args ...any) (outMsg, int64, error) {
 		return outMsg{}, 0, fmt.Errorf("%w: %v: %s", ErrBadRequest, r.Op, fmt.Sprintf(format, args...))
 	}
@@ -161,7 +175,8 @@ func (l *Link) requestMsg(r *Request) (outMsg, int64, error) {
 // packData replaces the payload of a Data message by its compressed form
 // (or by its length, DataAllZero, when it is all zeroes) if that pays.
 // The caller's goroutine does it, so writes compress in parallel.
-func (l *Link) packData(m *outMsg) {
+func (tlg *transferLog) packData(m *outMsg) {
+	l := tlg.l
 	if disk.AllZero(m.payload) {
 		m.flags |= DataAllZero
 		m.payload = nil
@@ -174,20 +189,20 @@ func (l *Link) packData(m *outMsg) {
 }
 
 // complete ends e's request with err. l.mu is held.
-func (l *Link) completeLocked(e *tlEntry, err error) {
+func (tlg *transferLog) completeLocked(e *tlEntry, err error) {
 	r := e.req
 	e.req = nil
 	e.nack = err != nil
-	l.pending--
+	tlg.pending--
 	r.done <- err // never blocks: cap 1, one value per Submit
 }
 
 // entryLocked returns the transfer log's entry for id, or nil.
-func (l *Link) entryLocked(id uint64) *tlEntry {
-	if id < l.tlBase || id-l.tlBase >= uint64(l.tl.len()) {
+func (tlg *transferLog) entryLocked(id uint64) *tlEntry {
+	if id < tlg.base || id-tlg.base >= uint64(tlg.entries.len()) {
 		return nil
 	}
-	return l.tl.at(int(id - l.tlBase))
+	return tlg.entries.at(int(id - tlg.base))
 }
 
 // Pending returns how many Requests are submitted and not yet complete,
@@ -196,23 +211,24 @@ func (l *Link) entryLocked(id uint64) *tlEntry {
 func (l *Link) Pending() (n int, oldest uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range l.tl.len() {
-		if e := l.tl.at(i); e.req != nil {
-			return l.pending, e.id
+	for i := range l.tlog.entries.len() {
+		if e := l.tlog.entries.at(i); e.req != nil {
+			return l.tlog.pending, e.id
 		}
 	}
-	return l.pending, 0
+	return l.tlog.pending, 0
 }
 
 // recvAck handles RecvAck, WriteAck and NegAck: the peer's answer to one
 // of our writes.
-func (l *Link) recvAck(t Type, id uint64, errno uint32) error {
+func (tlg *transferLog) recvAck(t Type, id uint64, errno uint32) error {
+	l := tlg.l
 	proto := l.cfg.Protocol
 	if (t == TypeRecvAck && proto != 'B') || (t == TypeWriteAck && proto != 'C') {
 		return violation(t, "ID %d under protocol %c", id, proto)
 	}
 	l.mu.Lock()
-	e := l.entryLocked(id)
+	e := tlg.entryLocked(id)
 	switch {
 	case e == nil || e.op == OpFlush:
 		l.mu.Unlock()
@@ -222,7 +238,7 @@ func (l *Link) recvAck(t Type, id uint64, errno uint32) error {
 		if t == TypeNegAck {
 			err = l.peerIOError(e.op, e.off, e.n, errno)
 		}
-		l.completeLocked(e, err)
+		tlg.completeLocked(e, err)
 		l.mu.Unlock()
 		return nil
 	case t != TypeNegAck || proto == 'C' || e.nack:
@@ -244,28 +260,29 @@ func (l *Link) recvAck(t Type, id uint64, errno uint32) error {
 
 // recvBarrierAck handles the peer's BarrierAck: everything up to the
 // Barrier is durable there, so it leaves the transfer log.
-func (l *Link) recvBarrierAck(id uint64) error {
+func (tlg *transferLog) recvBarrierAck(id uint64) error {
+	l := tlg.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.barriers.len() == 0 {
+	if tlg.barriers.len() == 0 {
 		return violation(TypeBarrierAck, "ID %d, no Barrier in flight", id)
 	}
-	if want := *l.barriers.front(); id != want {
+	if want := *tlg.barriers.front(); id != want {
 		return violation(TypeBarrierAck, "ID %d, expected %d (BarrierAcks come in order)", id, want)
 	}
-	l.barriers.pop()
-	for l.tl.len() > 0 && l.tl.front().id <= id {
-		e := l.tl.front()
+	tlg.barriers.pop()
+	for tlg.entries.len() > 0 && tlg.entries.front().id <= id {
+		e := tlg.entries.front()
 		if e.req != nil {
 			// Under A (and for Barriers under B) the sender may not have
 			// marked it written yet: the ack says it was.
 			if e.op != OpFlush && l.cfg.Protocol != 'A' {
 				return violation(TypeBarrierAck, "ID %d before the ack of write %d", id, e.id)
 			}
-			l.completeLocked(e, nil)
+			tlg.completeLocked(e, nil)
 		}
-		l.tl.pop()
-		l.tlBase++
+		tlg.entries.pop()
+		tlg.base++
 	}
 	return nil
 }

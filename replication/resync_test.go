@@ -261,10 +261,10 @@ func TestLinkResync(t *testing.T) {
 	assert.Equal(t, uint64(65536+32<<10), lb.Stats().ResyncRecv)
 	assert.Zero(t, la.Stats().CompressedIn)
 	la.mu.Lock()
-	assert.Empty(t, la.served, "the source forgot every acked request")
+	assert.Empty(t, la.ss.served, "the source forgot every acked request")
 	la.mu.Unlock()
 	lb.mu.Lock()
-	assert.Zero(t, lb.syncCalls.out)
+	assert.Zero(t, lb.sc.calls.out)
 	lb.mu.Unlock()
 	assert.Zero(t, lb.Stats().Unacked, "resync writes are not writes of the write path")
 }
@@ -505,7 +505,7 @@ func TestLinkResyncOrdering(t *testing.T) {
 		eventually(t, "the answer arrived and waits", func() bool {
 			lb.mu.Lock()
 			defer lb.mu.Unlock()
-			return lb.syncCalls.calls[0] != nil && lb.syncCalls.calls[0].answered
+			return lb.sc.calls.calls[0] != nil && lb.sc.calls.calls[0].answered
 		})
 		assert.Empty(t, results)
 		close(hold.open)
@@ -794,7 +794,7 @@ func TestLinkResyncLimits(t *testing.T) {
 	eventually(t, "the source serves all 32", func() bool {
 		la.mu.Lock()
 		defer la.mu.Unlock()
-		return len(la.served) == maxSyncRequests
+		return len(la.ss.served) == maxSyncRequests
 	})
 	time.Sleep(10 * time.Millisecond)
 	assert.Empty(t, returned, "the 33rd waits for a slot")

@@ -1,7 +1,7 @@
 // The sync client: this node's resync and verify requests (a sync target
 // pulls, a verify source asks for digests), at most maxSyncRequests and
 // syncBudget bytes outstanding (slots.go). Lock ownership: Link.mu guards
-// l.syncCalls; whoever releases a call's slot (releaseSyncLocked) calls
+// syncClient; whoever releases a call's slot (releaseLocked) calls
 // its done, the receiver or the sweep.
 
 package replication
@@ -11,6 +11,14 @@ import (
 	"math"
 	"sync"
 )
+
+// syncClient is the part of a Link that carries this node's resync and
+// verify requests (ResyncRequest, VerifyRequest) and their replies.
+// Link.mu guards it.
+type syncClient struct {
+	l     *Link
+	calls slots[syncCall]
+}
 
 // ResyncResult is the outcome of one Resync.
 type ResyncResult struct {
@@ -100,7 +108,7 @@ func (l *Link) Resync(off, n int64, csum []byte, done func(ResyncResult)) error 
 		c.alg = l.cfg.csumsAlg
 		copy(c.csum[:], csum)
 	}
-	return l.startSync(c, outMsg{t: TypeResyncRequest, off: uint64(off), n: uint32(n), alg: c.alg, payload: c.csum[:c.alg.Size()]})
+	return l.sc.start(c, outMsg{t: TypeResyncRequest, off: uint64(off), n: uint32(n), alg: c.alg, payload: c.csum[:c.alg.Size()]})
 }
 
 // Verify (on VerifyS) sends the per-4-KiB digests of [off, off+n) of this
@@ -131,14 +139,15 @@ func (l *Link) Verify(off, n int64, digests []byte, done func(VerifyResult)) err
 	copy(buf.B, digests)
 	c := syncCallPool.Get().(*syncCall)
 	*c = syncCall{verify: true, off: off, n: n, alg: alg, vDone: done}
-	return l.startSync(c, outMsg{t: TypeVerifyRequest, off: uint64(off), n: uint32(n), alg: alg, payload: buf.B[:len(digests)], buf: buf})
+	return l.sc.start(c, outMsg{t: TypeVerifyRequest, off: uint64(off), n: uint32(n), alg: alg, payload: buf.B[:len(digests)], buf: buf})
 }
 
-// startSync waits for a slot, registers c and queues its request m.
-func (l *Link) startSync(c *syncCall, m outMsg) error {
+// start waits for a slot, registers c and queues its request m.
+func (sc *syncClient) start(c *syncCall, m outMsg) error {
+	l := sc.l
 	l.mu.Lock()
-	for !l.closing && l.syncCalls.full(c.n, l.syncBudget) {
-		l.syncCalls.cond.Wait()
+	for !l.closing && sc.calls.full(c.n, l.syncBudget) {
+		sc.calls.cond.Wait()
 	}
 	if l.closing {
 		err := l.cause
@@ -149,26 +158,27 @@ func (l *Link) startSync(c *syncCall, m outMsg) error {
 		syncCallPool.Put(c)
 		return err
 	}
-	c.id = l.syncCalls.take(c, c.n)
+	c.id = sc.calls.take(c, c.n)
 	m.id = c.id
 	l.enqueueLocked(m)
 	l.mu.Unlock()
 	return nil
 }
 
-// syncCallLocked returns the outstanding request id, or nil.
-func (l *Link) syncCallLocked(id uint64) *syncCall { return l.syncCalls.get(id) }
+// callLocked returns the outstanding request id, or nil.
+func (sc *syncClient) callLocked(id uint64) *syncCall { return sc.calls.get(id) }
 
-// releaseSyncLocked frees c's slot; whoever does it calls c's done. False:
+// releaseLocked frees c's slot; whoever does it calls c's done. False:
 // the sweep has it.
-func (l *Link) releaseSyncLocked(c *syncCall) bool {
-	return l.syncCalls.get(c.id) == c && l.syncCalls.release(c.id)
+func (sc *syncClient) releaseLocked(c *syncCall) bool {
+	return sc.calls.get(c.id) == c && sc.calls.release(c.id)
 }
 
 // finishResync completes a resync whose reply arrived: with ack, it
 // queues the ResyncAck (errno 0: on the disk or in sync) before it frees
 // the slot, then calls done.
-func (l *Link) finishResync(c *syncCall, res ResyncResult, ack bool, errno uint32) {
+func (sc *syncClient) finishResync(c *syncCall, res ResyncResult, ack bool, errno uint32) {
+	l := sc.l
 	overflow := false
 	l.mu.Lock()
 	if ack {
@@ -181,7 +191,7 @@ func (l *Link) finishResync(c *syncCall, res ResyncResult, ack bool, errno uint3
 			overflow = true
 		}
 	}
-	mine := l.releaseSyncLocked(c)
+	mine := sc.releaseLocked(c)
 	l.mu.Unlock()
 	if overflow {
 		l.tooManyReplies()
@@ -198,11 +208,12 @@ func (l *Link) finishResync(c *syncCall, res ResyncResult, ack bool, errno uint3
 // recvResyncReply takes the answer to one of this node's Resyncs: a
 // failure completes it here; data, zero and in-sync go to the applier,
 // which writes and acks them in arrival order with the peer's writes.
-func (l *Link) recvResyncReply(m *ResyncReply) error {
+func (sc *syncClient) recvResyncReply(m *ResyncReply) error {
+	l := sc.l
 	buf, charged := l.rbuf, l.rcharged
 	l.rbuf, l.rcharged = nil, 0
 	l.mu.Lock()
-	c := l.syncCallLocked(m.ID)
+	c := sc.callLocked(m.ID)
 	if c == nil || c.verify || c.answered {
 		l.mu.Unlock()
 		l.ap.release(buf, charged)
@@ -214,10 +225,10 @@ func (l *Link) recvResyncReply(m *ResyncReply) error {
 	l.resyncRecv.Add(uint64(wire))
 	switch m.Status {
 	case StatusError:
-		l.finishResync(c, ResyncResult{Offset: c.off, Length: c.n, Err: l.peerIOError(resyncRead{}, c.off, c.n, m.Errno)}, false, 0)
+		sc.finishResync(c, ResyncResult{Offset: c.off, Length: c.n, Err: l.peerIOError(resyncRead{}, c.off, c.n, m.Errno)}, false, 0)
 		return nil
 	case StatusAlgMismatch:
-		l.finishResync(c, ResyncResult{Offset: c.off, Length: c.n,
+		sc.finishResync(c, ResyncResult{Offset: c.off, Length: c.n,
 			Err: fmt.Errorf("%w: peer %s does not use %v", ErrAlgMismatch, l.cfg.Peer, c.alg)}, false, 0)
 		return nil
 	case StatusInSync:
@@ -253,9 +264,10 @@ func (l *Link) recvResyncReply(m *ResyncReply) error {
 }
 
 // recvVerifyReply completes one of this node's Verifys.
-func (l *Link) recvVerifyReply(m *VerifyReply) error {
+func (sc *syncClient) recvVerifyReply(m *VerifyReply) error {
+	l := sc.l
 	l.mu.Lock()
-	c := l.syncCallLocked(m.ID)
+	c := sc.callLocked(m.ID)
 	if c == nil || !c.verify {
 		l.mu.Unlock()
 		return violation(TypeVerifyReply, "ID %d answers no verify request in flight", m.ID)
@@ -271,7 +283,7 @@ func (l *Link) recvVerifyReply(m *VerifyReply) error {
 			return violation(TypeVerifyReply, "ID %d: mismatch bits past block %d", m.ID, blocks)
 		}
 	}
-	l.releaseSyncLocked(c)
+	sc.releaseLocked(c)
 	l.mu.Unlock()
 	res := VerifyResult{Offset: c.off, Length: c.n}
 	switch m.Status {
@@ -317,5 +329,5 @@ func (a *applier) writeResync(op *applyOp) {
 		}
 		res.Err = fmt.Errorf("replication: resync write of %d bytes at %d: %w", op.n, op.off, err)
 	}
-	l.finishResync(c, res, true, errno)
+	l.sc.finishResync(c, res, true, errno)
 }

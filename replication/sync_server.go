@@ -1,6 +1,6 @@
 // The sync server: the peer's resync and verify requests this node
 // answers from its disk, under LockRange, in order with the write path.
-// Lock ownership: Link.mu guards l.served and servedSyncB; the applier's
+// Lock ownership: Link.mu guards syncServer; the applier's
 // workers read the disk and queue the answers.
 
 package replication
@@ -11,6 +11,14 @@ import (
 
 	"github.com/twinblock/twinblock/pkg/disk"
 )
+
+// syncServer is the part of a Link that serves the peer's resync and
+// verify requests. Link.mu guards it.
+type syncServer struct {
+	l      *Link
+	served []servedSync
+	bytes  int64 // their bytes
+}
 
 // servedSync is one resync or verify request of the peer this node serves.
 type servedSync struct {
@@ -25,44 +33,46 @@ type resyncRead struct{}
 
 type verifyRead struct{}
 
-// admitServed registers a resync or verify request of the peer, or
+// admit registers a resync or verify request of the peer, or
 // returns the violation it is.
-func (l *Link) admitServed(t Type, id, off uint64, n int64) error {
+func (ss *syncServer) admit(t Type, id, off uint64, n int64) error {
+	l := ss.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i := range l.served {
-		if l.served[i].id == id {
+	for i := range ss.served {
+		if ss.served[i].id == id {
 			return violation(t, "ID %d is already in flight", id)
 		}
 	}
-	if len(l.served) == maxSyncRequests || l.servedSyncB+n > l.syncBudget {
+	if len(ss.served) == maxSyncRequests || ss.bytes+n > l.syncBudget {
 		return violation(t, "more than %d resync and verify requests or %d bytes outstanding", maxSyncRequests, l.syncBudget)
 	}
-	l.served = append(l.served, servedSync{id: id, off: int64(off), n: n, verify: t == TypeVerifyRequest})
-	l.servedSyncB += n
+	ss.served = append(ss.served, servedSync{id: id, off: int64(off), n: n, verify: t == TypeVerifyRequest})
+	ss.bytes += n
 	return nil
 }
 
 // servedLocked returns the index of the served request id, or -1.
-func (l *Link) servedLocked(id uint64) int {
-	for i := range l.served {
-		if l.served[i].id == id {
+func (ss *syncServer) servedLocked(id uint64) int {
+	for i := range ss.served {
+		if ss.served[i].id == id {
 			return i
 		}
 	}
 	return -1
 }
 
-func (l *Link) dropServedLocked(i int) {
-	l.servedSyncB -= l.served[i].n
-	l.served = append(l.served[:i], l.served[i+1:]...)
+func (ss *syncServer) dropLocked(i int) {
+	ss.bytes -= ss.served[i].n
+	ss.served = append(ss.served[:i], ss.served[i+1:]...)
 }
 
-// answerServed queues m, the answer to the served request m.id. With
+// answer queues m, the answer to the served request m.id. With
 // keep (a resync answered with its data, in-sync or zero) the request
 // stays until its ResyncAck; otherwise it is done. Both happen under one
 // lock, so the ack cannot overtake the bookkeeping.
-func (l *Link) answerServed(m outMsg, keep bool) {
+func (ss *syncServer) answer(m outMsg, keep bool) {
+	l := ss.l
 	l.mu.Lock()
 	if l.closing {
 		l.mu.Unlock()
@@ -71,11 +81,11 @@ func (l *Link) answerServed(m outMsg, keep bool) {
 		}
 		return
 	}
-	if i := l.servedLocked(m.id); i >= 0 {
+	if i := ss.servedLocked(m.id); i >= 0 {
 		if keep {
-			l.served[i].replied = true
+			ss.served[i].replied = true
 		} else {
-			l.dropServedLocked(i)
+			ss.dropLocked(i)
 		}
 	}
 	ok := l.enqueueReplyLocked(m)
@@ -89,7 +99,8 @@ func (l *Link) answerServed(m outMsg, keep bool) {
 }
 
 // algMismatch logs, once per link, that the peer's algorithm differs.
-func (l *Link) algMismatch(t Type, theirs, ours DigestAlg) {
+func (ss *syncServer) algMismatch(t Type, theirs, ours DigestAlg) {
+	l := ss.l
 	if !l.algWarned.Swap(true) {
 		l.log.Warn("replication: the peer uses another checksum algorithm; its requests are refused",
 			"resource", l.cfg.Resource, "peer", l.cfg.Peer, "request", t, "peer_alg", theirs, "alg", ours)
@@ -98,8 +109,9 @@ func (l *Link) algMismatch(t Type, theirs, ours DigestAlg) {
 
 // recvResyncRequest takes a ResyncRequest (this node is the sync source):
 // what it cannot serve it answers at once, the rest goes to the applier.
-func (l *Link) recvResyncRequest(m *ResyncRequest) error {
-	op, err := l.servedOp(TypeResyncRequest, TypeResyncReply, m.ID, m.Offset, m.Length,
+func (ss *syncServer) recvResyncRequest(m *ResyncRequest) error {
+	l := ss.l
+	op, err := ss.servedOp(TypeResyncRequest, TypeResyncReply, m.ID, m.Offset, m.Length,
 		m.Alg, m.Alg == DigestNone || m.Alg == l.cfg.csumsAlg, l.cfg.csumsAlg)
 	if op == nil {
 		return err
@@ -110,8 +122,9 @@ func (l *Link) recvResyncRequest(m *ResyncRequest) error {
 }
 
 // recvVerifyRequest takes a VerifyRequest: as recvResyncRequest.
-func (l *Link) recvVerifyRequest(m *VerifyRequest) error {
-	op, err := l.servedOp(TypeVerifyRequest, TypeVerifyReply, m.ID, m.Offset, m.Length,
+func (ss *syncServer) recvVerifyRequest(m *VerifyRequest) error {
+	l := ss.l
+	op, err := ss.servedOp(TypeVerifyRequest, TypeVerifyReply, m.ID, m.Offset, m.Length,
 		m.Alg, m.Alg == l.cfg.verifyAlg, l.cfg.verifyAlg)
 	if op == nil {
 		return err
@@ -130,19 +143,20 @@ func (l *Link) recvVerifyRequest(m *VerifyRequest) error {
 // returns the applier op to fill and submit; nil with a nil error when
 // the request was answered here or the link is ending; a protocol
 // violation as the error.
-func (l *Link) servedOp(t, reply Type, id, off uint64, length uint32, alg DigestAlg, algOK bool, ours DigestAlg) (*applyOp, error) {
+func (ss *syncServer) servedOp(t, reply Type, id, off uint64, length uint32, alg DigestAlg, algOK bool, ours DigestAlg) (*applyOp, error) {
+	l := ss.l
 	n := int64(length)
 	if n > int64(l.maxPayload) {
 		return nil, violation(t, "%d bytes, over the agreed max payload %d", n, l.maxPayload)
 	}
-	if err := l.admitServed(t, id, off, n); err != nil {
+	if err := ss.admit(t, id, off, n); err != nil {
 		return nil, err
 	}
 	a := outMsg{t: reply, id: id}
 	d := l.cfg.Disk
 	switch {
 	case !algOK:
-		l.algMismatch(t, alg, ours)
+		ss.algMismatch(t, alg, ours)
 		a.status = StatusAlgMismatch
 	case d == nil:
 		a.status, a.errno = StatusError, uint32(syscall.EIO)
@@ -150,7 +164,7 @@ func (l *Link) servedOp(t, reply Type, id, off uint64, length uint32, alg Digest
 		a.status, a.errno = StatusError, uint32(syscall.EINVAL)
 	}
 	if a.status != StatusOK {
-		l.answerServed(a, false)
+		ss.answer(a, false)
 		return nil, nil
 	}
 	op := l.ap.acquire()
@@ -162,14 +176,15 @@ func (l *Link) servedOp(t, reply Type, id, off uint64, length uint32, alg Digest
 }
 
 // recvResyncAck takes the target's ResyncAck (this node is the source).
-func (l *Link) recvResyncAck(m *ResyncAck) error {
+func (ss *syncServer) recvResyncAck(m *ResyncAck) error {
+	l := ss.l
 	l.mu.Lock()
-	i := l.servedLocked(m.ID)
-	if i < 0 || l.served[i].verify {
+	i := ss.servedLocked(m.ID)
+	if i < 0 || ss.served[i].verify {
 		l.mu.Unlock()
 		return violation(TypeResyncAck, "ID %d acks no resync request served", m.ID)
 	}
-	s := l.served[i]
+	s := ss.served[i]
 	switch {
 	case !s.replied:
 		l.mu.Unlock()
@@ -178,7 +193,7 @@ func (l *Link) recvResyncAck(m *ResyncAck) error {
 		l.mu.Unlock()
 		return violation(TypeResyncAck, "ID %d acks %d bytes at %d, the request was %d at %d", m.ID, m.Length, m.Offset, s.n, s.off)
 	}
-	l.dropServedLocked(i)
+	ss.dropLocked(i)
 	l.mu.Unlock()
 	if m.Errno != 0 {
 		l.log.Warn("replication: the peer failed a resync write", "resource", l.cfg.Resource, "peer", l.cfg.Peer,
@@ -191,7 +206,8 @@ func (l *Link) recvResyncAck(m *ResyncAck) error {
 }
 
 // lockRange calls LockRange, if set.
-func (l *Link) lockRange(off, n int64) func() {
+func (ss *syncServer) lockRange(off, n int64) func() {
+	l := ss.l
 	if l.cfg.LockRange == nil {
 		return noUnlock
 	}
@@ -209,7 +225,7 @@ func noUnlock() {}
 // the read's errno.
 func (a *applier) serveResync(op *applyOp) {
 	l := a.l
-	unlock := l.lockRange(op.off, op.n)
+	unlock := l.ss.lockRange(op.off, op.n)
 	defer unlock()
 	buf := a.pool.Get(int(op.n))
 	p := buf.B[:op.n]
@@ -221,7 +237,7 @@ func (a *applier) serveResync(op *applyOp) {
 			a.diskError(op, err)
 		}
 		m.status, m.errno = StatusError, errno
-		l.answerServed(m, false)
+		l.ss.answer(m, false)
 		return
 	}
 	var sum [MaxDigestSize]byte
@@ -242,7 +258,7 @@ func (a *applier) serveResync(op *applyOp) {
 			}
 		}
 	}
-	l.answerServed(m, true)
+	l.ss.answer(m, true)
 }
 
 // serveVerify answers a verify request: under LockRange it reads the
@@ -250,7 +266,7 @@ func (a *applier) serveResync(op *applyOp) {
 // that differ to OnVerifyMismatch and queues the mismatch bits.
 func (a *applier) serveVerify(op *applyOp) {
 	l := a.l
-	unlock := l.lockRange(op.off, op.n)
+	unlock := l.ss.lockRange(op.off, op.n)
 	defer unlock()
 	buf := a.pool.Get(int(op.n))
 	defer a.pool.Put(buf)
@@ -262,7 +278,7 @@ func (a *applier) serveVerify(op *applyOp) {
 			a.diskError(op, err)
 		}
 		m.status, m.errno = StatusError, errno
-		l.answerServed(m, false)
+		l.ss.answer(m, false)
 		return
 	}
 	blocks := blocksOf(op.n)
@@ -295,5 +311,5 @@ func (a *applier) serveVerify(op *applyOp) {
 		report(run, blocks)
 	}
 	m.payload, m.buf = bits, mask
-	l.answerServed(m, false)
+	l.ss.answer(m, false)
 }
