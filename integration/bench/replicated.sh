@@ -3,11 +3,14 @@
 # Secondary on the same machine (peer link over loopback, 127.0.0.1 and
 # 127.0.0.2), both disks on the same tmpfs as the other servers'.
 # Uses the helpers bench.sh defines (make_disk, free_port, start_bg, ...).
+# REP_NAME names the column (before.sh sources this file again with an
+# earlier binary as $TWINBLOCK).
 
-rep_dir=$WORK/replicated
+rep_name=${REP_NAME:-twinblock-C}
+rep_dir=$WORK/$rep_name
 mkdir -p "$rep_dir"
-rep_a=$(make_disk rep-a)
-rep_b=$(make_disk rep-b)
+rep_a=$(make_disk "$rep_name-a")
+rep_b=$(make_disk "$rep_name-b")
 rep_pa=$(free_port)
 rep_pb=$(free_port)
 rep_nbd=$(free_port)
@@ -22,7 +25,7 @@ CONF
 rep_tb() { "$TWINBLOCK" --config "$rep_dir/twinblock.conf" --node "$1" --control "$rep_dir/$1.sock" "${@:2}"; }
 for n in a b; do
 	rep_tb "$n" create-md bench >/dev/null || die "create-md on $n failed"
-	start_bg "replicated-$n" "$TWINBLOCK" --config "$rep_dir/twinblock.conf" --node "$n" --control "$rep_dir/$n.sock" \
+	start_bg "$rep_name-$n" "$TWINBLOCK" --config "$rep_dir/twinblock.conf" --node "$n" --control "$rep_dir/$n.sock" \
 		daemon --status-file "$rep_dir/$n.status"
 done
 for i in $(seq 100); do
@@ -42,6 +45,6 @@ for i in $(seq 1200); do
 	sleep 0.1
 done
 [[ $(rep_tb b dstate bench) == UpToDate/UpToDate ]] || die "the initial sync did not finish"
-wait_port "$rep_nbd" replicated-a
-add_target twinblock-C "nbd://127.0.0.1:$rep_nbd/bench"
-log "twinblock-C: Primary a replicating to b with protocol C ($(rep_tb a dstate bench))"
+wait_port "$rep_nbd" "$rep_name-a"
+add_target "$rep_name" "nbd://127.0.0.1:$rep_nbd/bench"
+log "$rep_name: Primary a replicating to b with protocol C ($(rep_tb a dstate bench))"
