@@ -399,37 +399,11 @@ func (n *Node) Stopped() bool {
 }
 
 // Kill sends SIGKILL and waits until the process is gone.
-func (n *Node) Kill() {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.stopped = false
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
-}
+func (n *Node) Kill() { n.end(0, syscall.SIGKILL) }
 
 // Quit sends SIGQUIT (a Go program writes every goroutine's stack to
 // its log and exits), then SIGKILL if it still runs after 5 s.
-func (n *Node) Quit() {
-	n.mu.Lock()
-	cmd, done := n.cmd, n.done
-	n.stopped = false
-	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-	}
-}
+func (n *Node) Quit() { n.end(5*time.Second, syscall.SIGCONT, syscall.SIGQUIT) }
 
 // Stop sends SIGSTOP.
 func (n *Node) Stop() {
@@ -453,9 +427,15 @@ func (n *Node) Cont() {
 
 // Terminate ends the daemon: SIGCONT and SIGTERM, SIGKILL after 10 s.
 // It reports false if SIGKILL was needed.
-func (n *Node) Terminate() bool {
+func (n *Node) Terminate() bool { return n.end(10*time.Second, syscall.SIGCONT, syscall.SIGTERM) }
+
+// end sends sigs to a running daemon and waits until it has exited: for
+// ever with grace 0, else at most grace, then SIGKILL. It reports false
+// if SIGKILL was needed.
+func (n *Node) end(grace time.Duration, sigs ...syscall.Signal) bool {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
+	n.stopped = false
 	n.mu.Unlock()
 	if cmd == nil {
 		return true
@@ -465,12 +445,17 @@ func (n *Node) Terminate() bool {
 		return true
 	default:
 	}
-	_ = cmd.Process.Signal(syscall.SIGCONT)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	for _, sig := range sigs {
+		_ = cmd.Process.Signal(sig)
+	}
+	if grace == 0 {
+		<-done
+		return true
+	}
 	select {
 	case <-done:
 		return true
-	case <-time.After(10 * time.Second):
+	case <-time.After(grace):
 		_ = cmd.Process.Kill()
 		<-done
 		return false
