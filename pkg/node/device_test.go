@@ -215,3 +215,34 @@ func TestDeviceWritesBothAndOrdersOverlaps(t *testing.T) {
 	require.NoError(t, sec.ReadAt(b, 0))
 	require.Equal(t, a, b)
 }
+
+// TestFlushAfterFailedDiskCountsItsUnflushedWrites: once a disk that
+// failed with unflushed writes has left the data path, a FLUSH the peer
+// alone answers vouches for writes that disk may lose, so the node
+// counts as having missed them (torture seed 10556883278662386598); a
+// disk flushed before it failed, or detached cleanly, missed nothing.
+func TestFlushAfterFailedDiskCountsItsUnflushedWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		flushFirst bool // a good local flush after the write
+		failed     bool // the disk failed before it left the path
+		missed     bool
+	}{
+		{name: "failed with an unflushed write", failed: true, missed: true},
+		{name: "failed after a good flush", flushFirst: true, failed: true},
+		{name: "detached without a failure"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, disk.NewCrash(rigSize), 'C')
+			require.NoError(t, r.dev.WriteAt(block(0x5a), 8192, false))
+			if tc.flushFirst {
+				require.NoError(t, r.dev.Flush())
+			}
+			r.dev.failed.Store(tc.failed) // as localError records a failure
+			r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Mirror: true, Protocol: 'C'}, link: r.primary}, r.dev.size)
+			require.NoError(t, r.dev.Flush(), "the peer answers the FLUSH")
+			require.Equal(t, tc.missed, r.dev.missed.Load(), "missed")
+			require.False(t, r.dev.lostUnflushed.Load(), "the FLUSH consumed what the detach recorded")
+		})
+	}
+}

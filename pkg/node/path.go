@@ -73,6 +73,9 @@ func (r *Resource) action(a fsm.Action) {
 			r.attachErr = err
 			return
 		}
+		// Attached: the state machine resyncs a disk that failed in
+		// full, so what the last one lost is the resync's to restore.
+		r.dev.lostUnflushed.Store(false)
 		r.keeper.Resume(r.md.Layout().DataSize, r.fsm.State().Disk == fsm.Inconsistent)
 	case fsm.ActCloseDisk:
 		r.syncer.Stop() // its checkpoints write the metadata
@@ -151,6 +154,7 @@ func (r *Resource) closeDisk() {
 	r.keeper.Close()
 	r.await(func() {
 		r.dev.mu.Lock()
+		r.dev.diskGone()
 		r.dev.path.data, r.dev.path.md = nil, nil
 		r.dev.path.mode.Local, r.dev.path.mode.UpToDate = false, false
 		r.dev.failed.Store(false)
