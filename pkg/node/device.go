@@ -94,8 +94,8 @@ type device struct {
 	// it). The next attach hands it to the state machine
 	// (fsm.Attached.Missed), which resyncs that disk in full.
 	missed atomic.Bool
-	// localWrites counts the writes begun on the local disk;
-	// flushedThrough is localWrites as it stood when the last good local
+	// localWrites counts the writes completed (or failed) on the local
+	// disk; flushedThrough is localWrites as it stood when the last good local
 	// flush began. lostUnflushed: a disk was detached after a failure
 	// with writes it may not have made durable (localWrites ahead of
 	// flushedThrough); a FLUSH the peer alone answers from then on
@@ -298,9 +298,9 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 
 	var localErr error
 	if useLocal {
-		d.localWrites.Add(1)
 		d.stats.localPending.Add(1)
 		localErr = local(path.data)
+		d.localWrites.Add(1) // after it completed: a FLUSH begun later covers it
 		d.stats.localPending.Add(-1)
 		if localErr == nil {
 			d.stats.diskWritten.Add(uint64(n))
