@@ -826,8 +826,9 @@ func (n *Node) ioMode() IOMode {
 	m.Serve = n.role == Primary
 	m.Local = n.disk.hasData()
 	m.UpToDate = n.disk == UpToDate
-	m.Mirror = n.conn.Established() && n.peerDisk.hasData()
-	m.PeerReads = n.disk != UpToDate && n.conn.Established() && n.peerDisk == UpToDate
+	m.PeerUpToDate = n.conn.Established() && n.peerDisk == UpToDate
+	m.Mirror = n.conn.Established() && n.peerDisk.hasData() && (m.Local || m.PeerUpToDate)
+	m.PeerReads = n.disk != UpToDate && m.PeerUpToDate
 	if m.PeerReads && m.Local && (n.conn == SyncTarget || n.conn == PausedSyncT) {
 		// The bitmap is the union of both: what it does not mark is
 		// already here.
@@ -835,7 +836,7 @@ func (n *Node) ioMode() IOMode {
 	}
 	if !m.Serve {
 		// A Secondary writes only what the peer sends, through the link.
-		m.Mirror, m.PeerReads, m.ReadDirtyFromPeer = false, false, false
+		m.Mirror, m.PeerReads, m.ReadDirtyFromPeer, m.PeerUpToDate = false, false, false, false
 	}
 	return m
 }

@@ -34,9 +34,17 @@ type IOMode struct {
 	// take may be acknowledged with its blocks marked out of sync (the
 	// bitmap then says "the peer lacks this"). Without it, such a write
 	// fails: the mark would mean "fetch this from the peer".
-	UpToDate  bool
-	Mirror    bool // writes are sent to the peer
+	UpToDate bool
+	// Mirror: writes are sent to the peer. A node without a usable disk
+	// mirrors only to an UpToDate peer: with an Inconsistent one no data
+	// is accessible (DRBD's on-no-data-accessible io-error), and a write
+	// acknowledged there would rest on a disk nobody may read.
+	Mirror    bool
 	PeerReads bool // reads are sent to the peer (no usable local disk)
+	// PeerUpToDate: the link stands and the peer's disk is UpToDate.
+	// Reads go to the peer only then (PeerReads, ReadDirtyFromPeer, or
+	// after a local read error): an Inconsistent peer's blocks are stale.
+	PeerUpToDate bool
 	// ReadDirtyFromPeer: a sync target with UpToDate peer reads the
 	// blocks still out of sync from the peer and the others locally.
 	ReadDirtyFromPeer bool

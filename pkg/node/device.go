@@ -32,13 +32,15 @@ type ioPath struct {
 //	(a) it completed on the local disk and the peer acknowledged every
 //	    piece of it as its protocol requires (C: completed on the
 //	    peer's disk), or
-//	(b) it completed on the local disk, which is UpToDate, the peer did
-//	    not take it (no connection, or the link refused or failed it),
+//	(b) it completed on the local disk, which is UpToDate and has not
+//	    failed another request, the peer did not take it (no
+//	    connection, or the link refused or failed it),
 //	    and its blocks are marked out of sync in the bitmap while the
 //	    activity log covers them, so the mark survives a crash
 //	    (meta.BeginWrite .. EndWrite), or
-//	(c) the local disk is gone (Diskless Primary) and the peer
-//	    acknowledged it under protocol C semantics.
+//	(c) the local disk is gone (Diskless Primary) or failed the write,
+//	    the peer's disk is UpToDate, and the peer acknowledged it under
+//	    protocol C semantics.
 //
 // A write that meets none of these fails with EIO. Overlapping writes are
 // serialized (rangeLock), so both disks see them in the same order.
@@ -84,7 +86,10 @@ type device struct {
 	// local disk of md and returns once it has (and the status shows
 	// it); nil in tests of the device alone.
 	fenceDisk func(md *meta.Meta, err error)
-	stats     *counters
+	// linkLeft reports whether the state machine stopped counting on
+	// link (it fenced or closed it); nil in tests of the device alone.
+	linkLeft func(link *replication.Link) bool
+	stats    *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
@@ -167,12 +172,15 @@ func (d *device) ReadAt(p []byte, off int64) error {
 			return nil
 		}
 		d.localError(path, err)
-		if path.mode.PassOn || path.link == nil || !path.mode.Mirror {
+		if path.mode.PassOn || path.link == nil || !path.mode.PeerUpToDate {
 			return err
 		}
 		// on-io-error detach: the peer has the data.
 	}
-	if path.link == nil {
+	if path.link == nil || !path.mode.PeerUpToDate {
+		// No disk here, or a failed one, and the peer's is not UpToDate
+		// (an Inconsistent sync target holds stale blocks): no data is
+		// accessible, and DRBD fails the read.
 		return errNoData
 	}
 	return readThrough(path.link, p, off)
@@ -329,9 +337,17 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 			path.md.MarkOutOfSync(off, n)
 			return fmt.Errorf("node: write not taken by the peer and this disk is not UpToDate: %w: %w", peerErr, syscall.EIO)
 		}
+		path.md.MarkOutOfSync(off, n)
+		if d.failed.Load() {
+			// This disk failed another request and is being detached
+			// (on-io-error detach): it would hold the write alone, and
+			// a disk that failed comes back, if at all, behind its
+			// peer (a Primary that acknowledged writes through the
+			// peer refuses it). Not acknowledged.
+			return fmt.Errorf("node: write not taken by the peer, and this disk failed and is being detached: %w: %w", peerErr, syscall.EIO)
+		}
 		// (b): the peer does not have it; the activity log holds
 		// the extent, so the mark survives a crash.
-		path.md.MarkOutOfSync(off, n)
 		return nil
 	case useLocal: // the local disk failed
 		// This disk may lack the write, or hold part of it: marked (in
@@ -341,15 +357,28 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 		// back in this run, so the mark matters after a restart.
 		path.md.MarkOutOfSync(off, n)
 		d.localError(path, localErr)
-		if path.mode.PassOn || peerErr != nil {
+		if path.mode.PassOn || peerErr != nil || !path.mode.PeerUpToDate {
+			// Without an UpToDate peer the write would rest on an
+			// Inconsistent disk alone (a sync target): no node could
+			// serve it, so it is not acknowledged.
 			return localErr
 		}
-		d.missed.Store(true)
 		if d.fenceDisk != nil {
 			// The status must not say UpToDate for this disk once the
 			// write is acknowledged without it.
 			d.fenceDisk(path.md, localErr)
 		}
+		if d.linkLeft != nil && d.linkLeft(path.link) {
+			// The state machine left the link meanwhile: another write
+			// may have been acknowledged on this disk alone under (b)
+			// (it saw the link fail before this disk's failure). Both
+			// cannot stand: missed would refuse this disk, and that
+			// write with it. This one, which the disk lacks, fails.
+			// (A write that checks (b) after the failure sees failed
+			// and fails instead: failed is set above, before this.)
+			return localErr
+		}
+		d.missed.Store(true)
 		return nil // (a) on the peer; this node's disk is being detached
 	default: // no local disk
 		if peerErr != nil {

@@ -105,7 +105,7 @@ func newRig(t *testing.T, secDisk disk.Disk, proto byte) *rig {
 	})
 	r.dev = newDevice(func(*meta.Meta, error) {}, &counters{})
 	r.dev.fence = func(*replication.Link, error) { r.fences <- md.OutOfSync() }
-	r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Local: true, UpToDate: true, Mirror: true, Protocol: proto}, data: data, md: md, link: r.primary}, l.DataSize)
+	r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Local: true, UpToDate: true, Mirror: true, PeerUpToDate: true, Protocol: proto}, data: data, md: md, link: r.primary}, l.DataSize)
 	return r
 }
 
@@ -239,10 +239,90 @@ func TestFlushAfterFailedDiskCountsItsUnflushedWrites(t *testing.T) {
 				require.NoError(t, r.dev.Flush())
 			}
 			r.dev.failed.Store(tc.failed) // as localError records a failure
-			r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Mirror: true, Protocol: 'C'}, link: r.primary}, r.dev.size)
+			r.dev.setPath(ioPath{mode: fsm.IOMode{Serve: true, Mirror: true, PeerUpToDate: true, Protocol: 'C'}, link: r.primary}, r.dev.size)
 			require.NoError(t, r.dev.Flush(), "the peer answers the FLUSH")
 			require.Equal(t, tc.missed, r.dev.missed.Load(), "missed")
 			require.False(t, r.dev.lostUnflushed.Load(), "the FLUSH consumed what the detach recorded")
+		})
+	}
+}
+
+// TestNoAcknowledgementWithoutAHolder: a request is answered from, or
+// acknowledged on, a disk that can stand behind it, or fails. Each case
+// is a path the torture test's seed 13543028146989035362 took (a
+// SyncSource Primary whose disk failed under its Inconsistent peer) or
+// its mirror image; each fails without its rule.
+func TestNoAcknowledgementWithoutAHolder(t *testing.T) {
+	failWrites := func(o disk.Op) error {
+		if o.Kind == disk.OpRead {
+			return nil
+		}
+		return disk.ErrInjected
+	}
+	failReads := func(o disk.Op) error {
+		if o.Kind == disk.OpRead {
+			return disk.ErrInjected
+		}
+		return nil
+	}
+	full := fsm.IOMode{Serve: true, Local: true, UpToDate: true, Mirror: true, PeerUpToDate: true, Protocol: 'C'}
+	syncSource := full // the peer is an Inconsistent sync target
+	syncSource.PeerUpToDate = false
+	for _, tc := range []struct {
+		name     string
+		mode     fsm.IOMode
+		local    disk.Injector // nil: the local disk works
+		noLocal  bool          // a Diskless Primary
+		failed   bool          // the local disk failed an earlier request
+		peerGone bool          // the peer refuses (its link ended)
+		linkLeft bool          // the state machine left the link meanwhile
+		read     bool          // a read, else a write
+		wantErr  bool
+		missed   bool
+	}{
+		{name: "read, diskless, peer Inconsistent", mode: fsm.IOMode{Serve: true, Protocol: 'C'}, noLocal: true, read: true, wantErr: true},
+		{name: "read, local read fails, peer Inconsistent", mode: syncSource, local: failReads, read: true, wantErr: true},
+		{name: "read, local read fails, peer UpToDate", mode: full, local: failReads, read: true},
+		{name: "write, local write fails, peer Inconsistent", mode: syncSource, local: failWrites, wantErr: true},
+		{name: "write, local write fails, peer UpToDate", mode: full, local: failWrites, missed: true},
+		{name: "write, local write fails, link left meanwhile", mode: full, local: failWrites, linkLeft: true, wantErr: true},
+		{name: "write, peer gone, local disk failed earlier", mode: full, failed: true, peerGone: true, wantErr: true},
+		{name: "write, peer gone, local disk sound", mode: full, peerGone: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sec := disk.NewMem(rigSize, disk.MemOptions{})
+			r := newRig(t, sec, 'C')
+			md, data := attachedMem(t, rigSize)
+			t.Cleanup(func() { _ = md.Close() })
+			require.NoError(t, data.WriteAt(block(0x11), 8192, false)) // this disk's version
+			require.NoError(t, sec.WriteAt(block(0x22), 8192, false))  // the peer's
+			p := ioPath{mode: tc.mode, data: disk.NewFaulty(data, tc.local), md: md, link: r.primary}
+			if tc.noLocal {
+				p.data, p.md = nil, nil
+			}
+			r.dev.setPath(p, r.dev.size)
+			r.dev.failed.Store(tc.failed)
+			r.dev.fenceDisk = func(*meta.Meta, error) {}
+			r.dev.linkLeft = func(*replication.Link) bool { return tc.linkLeft }
+			if tc.peerGone {
+				require.NoError(t, r.secondary.Close("gone"))
+				<-r.primary.Done()
+			}
+			var err error
+			if tc.read {
+				got := make([]byte, 4096)
+				if err = r.dev.ReadAt(got, 8192); err == nil {
+					require.Equal(t, block(0x22), got, "a read served by neither disk that may serve it")
+				}
+			} else {
+				err = r.dev.WriteAt(block(0x33), 8192, false)
+			}
+			if tc.wantErr {
+				require.Error(t, err)
+			} else {
+				require.NoError(t, err)
+			}
+			require.Equal(t, tc.missed, r.dev.missed.Load(), "missed")
 		})
 	}
 }

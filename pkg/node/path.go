@@ -65,7 +65,7 @@ func (r *Resource) action(a fsm.Action) {
 		for _, w := range r.md.Warnings() {
 			r.log.Warn(w)
 		}
-		r.swap.set(r.linkDisk())
+		r.swap.set(r.linkDisk(), r.md)
 		r.stepped(r.fsm.Step(fsm.Attached{GI: sb.GI, Flags: sb.Flags, Missed: r.dev.missed.Swap(false)}))
 		if err := r.fsm.AttachRefused(); err != nil {
 			// The disk is closed again (this Ready's ActCloseDisk);
@@ -161,7 +161,7 @@ func (r *Resource) closeDisk() {
 		r.dev.mu.Unlock()
 	})
 	r.curMD.Store(nil)
-	r.swap.set(nil)
+	r.swap.set(nil, nil)
 	if err := r.store.Close(); err != nil {
 		r.log.Warn("metadata close", "err", err)
 	}
@@ -241,7 +241,7 @@ func (r *Resource) handshake(nc net.Conn) {
 		linkCh <- l
 		r.post(evPeerState{link: l, st: st})
 	}
-	cfg.OnDiskError = func(err error) { r.post(evDiskFailed{md: r.curMD.Load(), err: err}) }
+	cfg.OnDiskError = func(err error) { r.diskError(r.curMD.Load(), err) }
 	// The state machine leaves the connection before the link marks
 	// what the peer may lack (fence), so the marks never show behind a
 	// Connected, UpToDate/UpToDate status.

@@ -81,35 +81,67 @@ func (p *peerlessDisk) marked(off, n int64, write func() error) error {
 // disk without reconnecting (that would leave the Primary without data
 // meanwhile). With no disk, every operation fails and its size is 0 (the
 // link answers the peer with errors, as for a diskless node).
+//
+// Invariant: once a disk returned an I/O error (fail), the link does no
+// more I/O on it, reads included: it may lack writes that failed on it
+// and were acknowledged through the peer, and a resync read served from
+// it would carry the stale block back to the peer, over the only copy of
+// the write (torture seed 13543028146989035362: a SyncSource Primary's
+// failed write, taken by its SyncTarget, was overwritten there by the
+// resync's read of the failed disk). DRBD answers a resync request
+// negatively unless its disk is UpToDate; a failed disk is D_FAILED at
+// once. fail runs before the failed request is answered, under its range
+// lock, so every later resync read of that range sees it.
 type swapDisk struct {
 	d atomic.Pointer[diskRef]
 }
 
-type diskRef struct{ disk.Disk }
+type diskRef struct {
+	disk.Disk
+	md     *meta.Meta  // the attachment it belongs to
+	failed atomic.Bool // an I/O error was seen on it
+}
 
-// errNoDisk: the node attached no disk since the link came up.
-var errNoDisk = fmt.Errorf("node: no disk attached: %w", syscall.EIO)
+var (
+	// errNoDisk: the node attached no disk since the link came up.
+	errNoDisk = fmt.Errorf("node: no disk attached: %w", syscall.EIO)
+	// errFailedDisk: the attached disk failed and is being detached.
+	errFailedDisk = fmt.Errorf("node: the local disk failed (on-io-error detach): %w", syscall.EIO)
+)
 
-// set makes d (nil: none) the disk the link uses from now on.
-func (l *swapDisk) set(d disk.Disk) {
+// set makes d (nil: none), the data area of the attachment md, the disk
+// the link uses from now on.
+func (l *swapDisk) set(d disk.Disk, md *meta.Meta) {
 	if d == nil {
 		l.d.Store(nil)
 		return
 	}
-	l.d.Store(&diskRef{d})
+	l.d.Store(&diskRef{Disk: d, md: md})
+}
+
+// fail records an I/O error on the disk of attachment md: the link uses
+// it no more. An error of an earlier attachment changes nothing.
+func (l *swapDisk) fail(md *meta.Meta) {
+	if r := l.d.Load(); r != nil && r.md == md {
+		r.failed.Store(true)
+	}
 }
 
 func (l *swapDisk) get() (disk.Disk, error) {
-	if r := l.d.Load(); r != nil {
-		return r.Disk, nil
+	r := l.d.Load()
+	switch {
+	case r == nil:
+		return nil, errNoDisk
+	case r.failed.Load():
+		return nil, errFailedDisk
 	}
-	return nil, errNoDisk
+	return r.Disk, nil
 }
 
 // Size implements disk.Disk.
 func (l *swapDisk) Size() int64 {
-	if d, err := l.get(); err == nil {
-		return d.Size()
+	if r := l.d.Load(); r != nil {
+		return r.Size()
 	}
 	return 0
 }
@@ -119,8 +151,8 @@ func (l *swapDisk) ReadOnly() bool { return false }
 
 // MinBlockSize forwards the data area's alignment.
 func (l *swapDisk) MinBlockSize() int {
-	if d, err := l.get(); err == nil {
-		if bs, ok := d.(interface{ MinBlockSize() int }); ok {
+	if r := l.d.Load(); r != nil {
+		if bs, ok := r.Disk.(interface{ MinBlockSize() int }); ok {
 			return bs.MinBlockSize()
 		}
 	}

@@ -147,3 +147,42 @@ func TestStaleDiskErrorSparesTheNextAttachment(t *testing.T) {
 	require.True(t, tt.settle(200, func() bool { return tt.status(0).Disk == "Diskless" }),
 		"the attached disk's error detaches it: %s", line(tt.status(0)))
 }
+
+// TestFailedDiskServesThePeerNoMore: from the moment the data path sees
+// its disk fail, the link does no more I/O on that disk (swapDisk's
+// invariant), even while the detach waits for the requests in flight.
+// Torture seed 13543028146989035362: a SyncSource Primary's write failed
+// on its disk and was taken by the Inconsistent SyncTarget; a resync
+// read of the failed disk then carried the block's old contents back
+// over it.
+func TestFailedDiskServesThePeerNoMore(t *testing.T) {
+	st := &tortureStats{faults: map[string]int{}}
+	tt := newTorture(t, 44, st)
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	r := tt.nodes[0].r
+	buf := make([]byte, 4096)
+	require.NoError(t, r.swap.ReadAt(buf, 0), "the link reads the attached disk")
+
+	// A request in flight, as the failing write is when it reports:
+	// the detach (closeDisk) waits for it.
+	r.dev.mu.RLock()
+	r.dev.onError(r.curMD.Load(), disk.ErrInjected)
+	err := r.swap.ReadAt(buf, 0)
+	r.dev.mu.RUnlock()
+	require.ErrorIs(t, err, errFailedDisk, "the link read a disk that failed")
+	require.True(t, tt.settle(200, func() bool { return tt.status(0).Disk == "Diskless" }),
+		"the failed disk is detached: %s", line(tt.status(0)))
+
+	// An error of an earlier attachment fails nothing.
+	require.NoError(t, tt.do(0, fsm.AttachBegin{}))
+	require.True(t, tt.settle(500, tt.synced), "a is attached again and in sync: %s", line(tt.status(0)))
+	r.swap.fail(nil)
+	require.NoError(t, r.swap.ReadAt(buf, 0), "a stale error failed the attached disk")
+}

@@ -182,14 +182,24 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	}
 	r := &Resource{env: env.withDefaults(), name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
 		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{})}
-	onErr := func(md *meta.Meta, err error) { r.post(evDiskFailed{md: md, err: err}) }
-	r.dev = newDevice(onErr, &r.stats)
+	r.dev = newDevice(r.diskError, &r.stats)
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
+	r.dev.linkLeft = func(l *replication.Link) bool {
+		if r.fenced.Load() == l {
+			return true
+		}
+		select {
+		case <-l.Done(): // closed, and a later link fenced since
+			return true
+		default:
+			return false
+		}
+	}
 	r.swap = &swapDisk{}
 	r.store = &fileStorage{name: cfg.Name, host: me, disk: &cfg.Disk, open: r.env.OpenDisk, log: r.log}
 	r.syncer = &engineSyncer{cfg: cfg, clock: r.env.Clock, log: r.log, ctx: func() context.Context { return r.ctx },
-		post: r.post, await: r.await, lock: r.dev.lockRange, handler: r.runHandler, found: &r.verifyFound, curMD: r.curMD.Load,
+		post: r.post, diskError: r.diskError, await: r.await, lock: r.dev.lockRange, handler: r.runHandler, found: &r.verifyFound, curMD: r.curMD.Load,
 		appIO: func() int64 { return int64(r.stats.diskWritten.Load() + r.stats.diskRead.Load()) }}
 	r.auth = localAuthority{}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
@@ -520,6 +530,15 @@ func (r *Resource) command(ev fsm.Event) error {
 // device's opens) there are now.
 func (r *Resource) stepOpenCount() {
 	r.stepped(r.fsm.Step(fsm.OpenCount{N: r.exp.Sessions()}))
+}
+
+// diskError reports an I/O error on the disk of attachment md, from any
+// goroutine, without blocking: the link stops using that disk at once
+// (swapDisk's invariant), and the state machine hears of it (DiskFailed,
+// on run's goroutine).
+func (r *Resource) diskError(md *meta.Meta, err error) {
+	r.swap.fail(md)
+	r.post(evDiskFailed{md: md, err: err})
 }
 
 func (r *Resource) event(ev any) {

@@ -67,17 +67,20 @@ func wantOf(st fsm.State, link *replication.Link, md *meta.Meta, data disk.Disk)
 // engineSyncer is the real syncRunner: pkg/resync's engines over the
 // peer link, with durable checkpoints.
 type engineSyncer struct {
-	cfg     *config.Resource
-	clock   clock.Clock
-	log     *slog.Logger
-	ctx     func() context.Context // the resource's (set by Start)
-	post    func(any)              // to run: evEngineDone, evDiskFailed
-	await   func(func())           // waits while serving fences
-	lock    func(off, n int64) func()
-	appIO   func() int64 // this node's own disk I/O, for c-min-rate
-	handler func(name string)
-	found   *atomic.Uint64 // blocks online verify found out of sync
-	curMD   func() *meta.Meta
+	cfg   *config.Resource
+	clock clock.Clock
+	log   *slog.Logger
+	ctx   func() context.Context // the resource's (set by Start)
+	post  func(any)              // to run: evEngineDone
+	// diskError reports an I/O error on the disk of an attachment
+	// (Resource.diskError).
+	diskError func(*meta.Meta, error)
+	await     func(func()) // waits while serving fences
+	lock      func(off, n int64) func()
+	appIO     func() int64 // this node's own disk I/O, for c-min-rate
+	handler   func(name string)
+	found     *atomic.Uint64 // blocks online verify found out of sync
+	curMD     func() *meta.Meta
 
 	run  *syncRun
 	want syncWant // the last Reconcile's
@@ -192,7 +195,7 @@ func (y *engineSyncer) start(w syncWant) {
 				case <-t.C:
 					if err := y.checkpoint(s); err != nil {
 						y.log.Error("resync checkpoint failed", "err", err)
-						y.post(evDiskFailed{md: md, err: err})
+						y.diskError(md, err)
 						return
 					}
 				}

@@ -1,0 +1,42 @@
+package fsm
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestIOModeNeedsUpToDateData: a Primary reads from, and mirrors to
+// (acknowledging on), a peer without a disk of its own only when the
+// peer's disk is UpToDate. An Inconsistent sync target holds stale
+// blocks: with no usable local disk, no data is accessible (DRBD's
+// on-no-data-accessible io-error), and every request fails.
+func TestIOModeNeedsUpToDateData(t *testing.T) {
+	tests := []struct {
+		name                 string
+		disk, peerDisk       DiskState
+		conn                 ConnState
+		mirror, peerReads    bool
+		peerUpToDate, dirtyR bool
+	}{
+		{name: "diskless, peer UpToDate", disk: Diskless, peerDisk: UpToDate, conn: Connected, mirror: true, peerReads: true, peerUpToDate: true},
+		{name: "diskless, peer Inconsistent", disk: Diskless, peerDisk: Inconsistent, conn: Connected},
+		{name: "diskless, peer Outdated", disk: Diskless, peerDisk: Outdated, conn: Connected},
+		{name: "sync source, peer Inconsistent", disk: UpToDate, peerDisk: Inconsistent, conn: SyncSource, mirror: true},
+		{name: "sync target", disk: Inconsistent, peerDisk: UpToDate, conn: SyncTarget, mirror: true, peerUpToDate: true, dirtyR: true},
+		{name: "in sync", disk: UpToDate, peerDisk: UpToDate, conn: Connected, mirror: true, peerUpToDate: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := New(Config{Name: "r0", Self: "a", Peer: "b", Protocol: 'C', NewUUID: func() uint64 { return 0x100 }})
+			n.role, n.peerRole = Primary, Secondary
+			n.disk, n.peerDisk, n.conn = tc.disk, tc.peerDisk, tc.conn
+			m := n.IOMode()
+			require.True(t, m.Serve)
+			require.Equal(t, tc.mirror, m.Mirror, "mirror")
+			require.Equal(t, tc.peerReads, m.PeerReads, "peer reads")
+			require.Equal(t, tc.peerUpToDate, m.PeerUpToDate, "peer UpToDate")
+			require.Equal(t, tc.dirtyR, m.ReadDirtyFromPeer, "dirty reads from peer")
+		})
+	}
+}
