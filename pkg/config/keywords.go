@@ -362,7 +362,11 @@ func keywordList() []keyword {
 	// options (resource options)
 	ks = append(ks,
 		str(secOptions, "cpu-mask", false, "hexadecimal"),
-		enum(secOptions, "on-no-data-accessible", "io-error", false, "io-error", "suspend-io"),
+		func() keyword {
+			k := enum(secOptions, "on-no-data-accessible", "io-error", false, "io-error", "suspend-io")
+			k.note = "twinblock always fails the I/O (io-error) when no UpToDate data is reachable; suspend-io is not implemented"
+			return k
+		}(),
 	)
 	return ks
 }
