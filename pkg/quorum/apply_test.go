@@ -45,7 +45,9 @@ func TestApplyRules(t *testing.T) {
 		{name: "promote with a stale epoch", before: promoted, cmd: cmd(OpPromote, "beta", 0), wantErr: ErrStaleEpoch, epoch: 1, primary: "alpha"},
 		{name: "promote while another is Primary", before: promoted, cmd: cmd(OpPromote, "beta", 1), wantErr: ErrPrimaryElsewhere, epoch: 1, primary: "alpha"},
 		{name: "take over from a gone Primary", before: promoted, cmd: Command{Op: OpPromote, Resource: "r0", Node: "beta", Expect: 1, Takeover: true},
-			epoch: 2, primary: "beta", check: func(t *testing.T, r Resource) { require.True(t, r.Nodes["alpha"].Outdated, "the replaced Primary is Outdated") }},
+			epoch: 2, primary: "beta", check: func(t *testing.T, r Resource) {
+				require.True(t, r.Nodes["alpha"].Outdated, "the replaced Primary is Outdated")
+			}},
 		{name: "promote the Primary again", before: promoted, cmd: cmd(OpPromote, "alpha", 1), epoch: 1, primary: "alpha"},
 		{name: "the witness is never Primary", before: promoted[:2], cmd: cmd(OpPromote, "gamma", 0), wantErr: ErrNotDataNode},
 		{name: "the witness reports nothing", cmd: report("gamma", fsm.UpToDate), wantErr: ErrNotDataNode},
