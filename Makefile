@@ -10,7 +10,7 @@ FUZZTIME  ?= 300000x
 # Packages whose fuzz targets `make fuzz` runs, as PKG:TARGET.
 FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzHandshake ./bitmap:FuzzDecodeRLE \
 	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
-	./replication:FuzzDecode
+	./replication:FuzzDecode ./pkg/quorum:FuzzUnmarshal
 
 .PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-inprocess torture-real torture-short clean
 

@@ -18,7 +18,7 @@ func (s *State) Apply(c Command) Result {
 	if err != nil {
 		err = fmt.Errorf("%s: %w", c, err)
 	}
-	return Result{Err: err, After: *r.clone()}
+	return Result{Err: err, After: *r.Clone()}
 }
 
 func (r *Resource) apply(c Command) error {

@@ -40,7 +40,8 @@ func (r *Resource) Peer(n NodeID) NodeID {
 	return ""
 }
 
-func (r *Resource) clone() *Resource {
+// Clone returns a deep copy.
+func (r *Resource) Clone() *Resource {
 	c := &Resource{Epoch: r.Epoch, Primary: r.Primary, Nodes: make(map[NodeID]*DataNode, len(r.Nodes))}
 	for id, d := range r.Nodes {
 		dd := *d
@@ -72,7 +73,7 @@ func NewState(resources map[string][2]NodeID) (*State, error) {
 func (s *State) Clone() *State {
 	c := &State{Resources: make(map[string]*Resource, len(s.Resources))}
 	for name, r := range s.Resources {
-		c.Resources[name] = r.clone()
+		c.Resources[name] = r.Clone()
 	}
 	return c
 }

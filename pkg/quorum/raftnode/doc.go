@@ -1,0 +1,27 @@
+// Package raftnode runs pkg/quorum's replicated state on
+// hashicorp/raft: one Node per member of a quorum group (the two data
+// nodes and the diskless witness, all voters), with a durable log and
+// stable store (raft-boltdb/v2 over go.etcd.io/bbolt: one fsync'd file,
+// crash-safe by bbolt's copy-on-write pages, and HashiCorp's own default
+// for Consul and Nomad) and file snapshots.
+//
+// Invariants:
+//
+//   - a command is decided only by a leader that has run raft's Barrier
+//     in its current term, so it sees every entry an earlier leader
+//     committed (Submit);
+//   - every command but a report is a compare-and-set on the epoch
+//     (pkg/quorum), so Submit's retry after ErrLeadershipLost applies
+//     it at most once, and quorum.Granted tells whether the first try
+//     took effect;
+//   - Quorate is false on a node that can no longer reach a majority
+//     within a bound: the leader steps down within LeaderLeaseTimeout of
+//     losing its majority (raft's lease check), and a follower counts
+//     itself quorate only while it heard from a leader within
+//     Timing.Quorate.
+//
+// Not there yet (issue 15): forwarding a command from a follower to the
+// leader (Submit returns ErrNotLeader naming it), the transport over
+// the resource's quorum-address with cram-hmac authentication, and the
+// wiring into pkg/node and the daemon.
+package raftnode
