@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,9 +48,17 @@ type Config struct {
 	Resources map[string][2]quorum.NodeID
 	// Dir holds raft.db (log and stable store) and the snapshots. Empty:
 	// in memory (tests only: raft's InmemStore is not durable).
-	Dir       string
-	Transport raft.Transport // the raft transport, bound to Members[ID]
-	Timing    Timing         // zero: DefaultTiming
+	Dir string
+	// Network carries the group: each member listens on its address in
+	// Members (or on Listener, if set) and dials the others, with Auth.
+	// Forwarded commands use it too. Ignored if Transport is set.
+	Network  Network
+	Listener net.Listener
+	Auth     Auth
+	// Transport replaces the network (raft's InmemTransport in tests:
+	// no forwarding then).
+	Transport raft.Transport
+	Timing    Timing // zero: DefaultTiming
 	Logger    *slog.Logger
 }
 
@@ -60,6 +69,10 @@ type Node struct {
 	fsm    *raftFSM
 	closer []io.Closer
 	log    *slog.Logger
+
+	mux   *mux    // nil with Config.Transport
+	net   Network // for forwarding
+	local string  // this member's address
 
 	mu          sync.Mutex // serialises Submit's barrier bookkeeping
 	barrierTerm uint64     // the term whose Barrier completed
@@ -88,6 +101,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, fsm: &raftFSM{initial: st.Clone(), state: st}, log: cfg.Logger.With("quorum", cfg.ID)}
 	rc := raftConfig(cfg)
+	if cfg.Transport == nil {
+		if err := n.listen(rc); err != nil {
+			return nil, err
+		}
+		cfg.Transport = n.cfg.Transport
+	}
 	var logs raft.LogStore
 	var stable raft.StableStore
 	var snaps raft.SnapshotStore
@@ -131,6 +150,33 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// listen opens this member's quorum address: the mux, raft's network
+// transport over it, and the forwarded commands' server.
+func (n *Node) listen(rc *raft.Config) error {
+	cfg := &n.cfg
+	if cfg.Network == nil {
+		return errors.New("quorum: no Network and no Transport")
+	}
+	n.net, n.local = cfg.Network, string(cfg.Members[cfg.ID])
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = cfg.Network.Listen("tcp", n.local); err != nil {
+			return fmt.Errorf("quorum: listen on %s: %w", n.local, err)
+		}
+	}
+	n.mux = newMux(ln, cfg.ID, cfg.Auth, func(err error) { n.log.Warn("quorum connection", "err", err) })
+	ids := make(map[raft.ServerAddress]quorum.NodeID, len(cfg.Members))
+	for id, addr := range cfg.Members {
+		ids[addr] = id
+	}
+	sl := &streamLayer{mux: n.mux, net: cfg.Network, local: n.local, ids: ids}
+	cfg.Transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: sl, MaxPool: 3, Timeout: 2 * time.Second, Logger: rc.Logger})
+	n.mux.serve(n.serveCommand)
+	return nil
+}
+
 func raftConfig(cfg Config) *raft.Config {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -155,10 +201,15 @@ func (n *Node) closeStores() {
 	for _, c := range n.closer {
 		_ = c.Close()
 	}
+	if n.mux != nil {
+		_ = n.cfg.Transport.(io.Closer).Close()
+		_ = n.mux.Close()
+		n.mux.wait()
+	}
 }
 
-// Close leaves the group (raft shuts down; the others go on) and closes
-// the stores.
+// Close leaves the group (raft shuts down; the others go on), closes the
+// listener and the stores.
 func (n *Node) Close() error {
 	err := n.raft.Shutdown().Error()
 	n.closeStores()
@@ -197,8 +248,16 @@ func (n *Node) View(resource string) (quorum.Resource, bool) { return n.fsm.view
 // A command refused as stale whose effect is there (a retry of one that
 // committed: quorum.Granted) is returned as granted. An error (raft's
 // ErrLeadershipLost among them) leaves the outcome open: the caller
-// retries with the same command. On a follower it returns ErrNotLeader.
+// retries with the same command. A follower forwards it to the leader
+// over the group's network (without one, it returns ErrNotLeader).
 func (n *Node) Submit(ctx context.Context, c quorum.Command) (quorum.Result, error) {
+	if n.raft.State() != raft.Leader && n.mux != nil {
+		return n.forward(ctx, c)
+	}
+	return n.submitLocal(ctx, c)
+}
+
+func (n *Node) submitLocal(ctx context.Context, c quorum.Command) (quorum.Result, error) {
 	if n.raft.State() != raft.Leader {
 		return quorum.Result{}, fmt.Errorf("%w (leader %q)", ErrNotLeader, n.Leader())
 	}
