@@ -70,7 +70,9 @@ func Handshake(ctx context.Context, nc net.Conn, cfg LinkConfig, local State) (*
 		return nil, fmt.Errorf("replication: handshake with peer %s: sending State: %w", cfg.Peer, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return startLink(nc, h.dec, cfg, h.peer, h.peerState), nil
+	l := startLink(nc, h.dec, cfg, h.peer, h.peerState)
+	l.epoch.Store(local.Epoch)
+	return l, nil
 }
 
 // handshake is the state of one Handshake. Writes go through a goroutine
@@ -197,6 +199,12 @@ func (h *handshake) run(local State) error {
 	switch m := m.(type) {
 	case *State:
 		h.peerState = *m
+		if err := admitEpoch(cfg.Fence, cfg.Peer, m.Epoch, false); err != nil {
+			if errors.Is(err, ErrStaleEpoch) {
+				return h.refuse(fmt.Errorf("%w: %w", ErrHandshake, ErrStaleEpoch), err.Error())
+			}
+			return err
+		}
 		return nil
 	case *AuthChallenge:
 		return h.refuse(ErrAuth, fmt.Sprintf("peer %s requires cram-hmac authentication, this node has no shared-secret (configure it on both nodes or neither)", cfg.Peer))

@@ -28,7 +28,7 @@ func TestHandshake(t *testing.T) {
 			la, lb := linkPair(t, tcp, cfgA, cfgB)
 
 			h := la.PeerHello()
-			assert.Equal(t, Hello{ProtoMin: 1, ProtoMax: 1, Resource: "r0", From: "b", To: "a", DataSize: testDiskSize / 2,
+			assert.Equal(t, Hello{ProtoMin: ProtoVersionMin, ProtoMax: ProtoVersionMax, Resource: "r0", From: "b", To: "a", DataSize: testDiskSize / 2,
 				Protocol: 'C', Features: FeatureRLE | FeatureTrim | FeatureCompressS2 | FeatureCompressZstd, MaxPayload: DefaultMaxPayload}, h,
 				"every node announces both compressions")
 			assert.Equal(t, uint32(4<<20), lb.PeerHello().MaxPayload)
@@ -92,9 +92,9 @@ func TestHandshakeRefusals(t *testing.T) {
 func TestHandshakeOneSidedRefusal(t *testing.T) {
 	checkGoroutines(t)
 	cfg := testConfig("a", "b", 'C', nil)
-	p, _, errs := newRawPeer(t, cfg, &Hello{ProtoMin: 2, ProtoMax: 3, Resource: "r0", From: "b", To: "a",
+	p, _, errs := newRawPeer(t, cfg, &Hello{ProtoMin: 3, ProtoMax: 4, Resource: "r0", From: "b", To: "a",
 		Protocol: 'C', MaxPayload: 4096}, true)
-	const want = "peer b speaks protocol versions 2..3, this node 1..1"
+	const want = "peer b speaks protocol versions 3..4, this node 2..2"
 	assert.Equal(t, want, p.goodbye(), "the Goodbye names the mismatch")
 	p.nc.Close()
 	err := recv(t, errs, "the handshake error")

@@ -37,7 +37,25 @@ var (
 	// whose algorithm is not its own csums-alg / verify-alg (the nodes
 	// are configured differently).
 	ErrAlgMismatch = errors.New("replication: the peer uses another csums-alg or verify-alg")
+	// ErrStaleEpoch: the peer serves under a quorum epoch lower than one
+	// this node has seen: a newer Primary replaced it (LinkConfig.Fence).
+	// It is not a protocol violation: the peer is told why, and the
+	// node it fences demotes.
+	ErrStaleEpoch = errors.New("replication: stale epoch: a newer Primary replaced this one")
 )
+
+// EpochFence is a node's quorum epoch fence (issue 15): the highest
+// epoch under which it has seen a Primary serve, kept durable. A link
+// with a fence refuses, at the handshake and on every State and Data
+// after it, a peer epoch below the floor (a Data with a NegAck of ESTALE,
+// then the connection ends with ErrStaleEpoch), and raises the floor,
+// durably, before it acts on a higher one.
+type EpochFence interface {
+	// Floor returns the highest epoch seen.
+	Floor() uint64
+	// Raise makes e (> Floor) the floor, durable before it returns.
+	Raise(e uint64) error
+}
 
 // Defaults and limits of a link.
 const (
@@ -138,6 +156,10 @@ type LinkConfig struct {
 	// workers, never from the receiver, so it may wait for application
 	// writes that wait for the peer's acks.
 	LockRange func(off, n int64) (unlock func())
+	// Fence, if non-nil, is the node's epoch fence (EpochFence): a
+	// quorum resource's. Nil: epochs are not checked (a resource without
+	// quorum sends 0).
+	Fence EpochFence
 
 	// The parsed forms of CsumsAlg, VerifyAlg and Compression.
 	csumsAlg, verifyAlg DigestAlg
@@ -313,6 +335,7 @@ type Link struct {
 	compOut    atomic.Uint64
 	algWarned  atomic.Bool
 
+	epoch     atomic.Uint64 // this node's State.Epoch, carried by its writes
 	received  atomic.Uint64
 	recvBytes atomic.Uint64
 
@@ -468,12 +491,38 @@ func (r *Request) Wait() error {
 	return err
 }
 
-// SendState queues s for the peer (its OnState sees it).
+// SendState queues s for the peer (its OnState sees it). The writes
+// sent from now on carry s.Epoch.
 func (l *Link) SendState(s State) error {
 	if err := s.check(); err != nil {
 		return err
 	}
+	l.epoch.Store(s.Epoch)
 	return l.enqueue(outMsg{t: TypeState, state: s})
+}
+
+// admitEpoch applies the epoch fence to epoch e, which the peer sent in
+// a State (data false: 0 means "not Primary", never stale) or with a
+// write (data true). It returns ErrStaleEpoch for a stale one, or the
+// error of raising the floor.
+func (l *Link) admitEpoch(e uint64, data bool) error {
+	return admitEpoch(l.cfg.Fence, l.cfg.Peer, e, data)
+}
+
+func admitEpoch(f EpochFence, peer string, e uint64, data bool) error {
+	if f == nil || (e == 0 && !data) {
+		return nil
+	}
+	floor := f.Floor()
+	switch {
+	case e < floor:
+		return fmt.Errorf("%w: peer %s serves under epoch %d, this node has seen epoch %d", ErrStaleEpoch, peer, e, floor)
+	case e > floor:
+		if err := f.Raise(e); err != nil {
+			return fmt.Errorf("replication: recording epoch %d of peer %s: %w", e, peer, err)
+		}
+	}
+	return nil
 }
 
 // Ping queues a Ping; the peer's PingAck advances Received.

@@ -271,7 +271,7 @@ func newRawPeer(t *testing.T, cfg LinkConfig, hello *Hello, stopAfterHello bool)
 	p := &rawPeer{t: t, nc: cb, dec: NewDecoder(cb, 0)}
 	t.Cleanup(func() { cb.Close() })
 	if hello == nil {
-		hello = &Hello{ProtoMin: 1, ProtoMax: 1, Resource: cfg.Resource, From: cfg.Peer, To: cfg.Self,
+		hello = &Hello{ProtoMin: ProtoVersionMin, ProtoMax: ProtoVersionMax, Resource: cfg.Resource, From: cfg.Peer, To: cfg.Self,
 			Protocol: cfg.Protocol, Features: cfg.Features, MaxPayload: DefaultMaxPayload, DataSize: testDiskSize}
 	}
 	p.send(hello)

@@ -85,6 +85,10 @@ func (l *Link) handle(m Message) error {
 	case *VerifyReply:
 		return l.sc.recvVerifyReply(m)
 	case *State:
+		if err := l.admitEpoch(m.Epoch, false); err != nil {
+			l.shutdown(l.closedError(err), goodbyeReason(err.Error()), true)
+			return errStop
+		}
 		if cb := l.cfg.OnPeerState; cb != nil {
 			cb(*m)
 		}
@@ -139,6 +143,18 @@ func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags, dm *D
 	if err := l.checkSeq(t, id); err != nil {
 		l.ap.release(buf, charged)
 		return err
+	}
+	if t == TypeData {
+		if err := l.admitEpoch(dm.Epoch, true); err != nil {
+			// A replaced Primary's write: refused before it reaches the
+			// disk, and the connection ends.
+			l.ap.release(buf, charged)
+			if errors.Is(err, ErrStaleEpoch) {
+				l.enqueueReply(outMsg{t: TypeNegAck, id: id, errno: uint32(syscall.ESTALE)})
+			}
+			l.shutdown(l.closedError(err), goodbyeReason(err.Error()), true)
+			return errStop
+		}
 	}
 	codec, wire := CodecNone, n
 	if t == TypeData {

@@ -211,7 +211,7 @@ func (l *Link) message(m *outMsg) Message {
 	s := &l.snd
 	switch m.t {
 	case TypeData:
-		s.data = Data{ID: m.id, Offset: m.off, Flags: m.flags, Payload: m.payload}
+		s.data = Data{ID: m.id, Epoch: l.epoch.Load(), Offset: m.off, Flags: m.flags, Payload: m.payload}
 		if m.flags&DataAllZero != 0 {
 			s.data.ZeroLength = m.n
 		}

@@ -691,7 +691,7 @@ func TestLinkProtocolViolations(t *testing.T) {
 		{"ack of another protocol", []Message{&RecvAck{ID: 1}}, "RecvAck: ID 1 under protocol C"},
 		{"barrier ack of nothing", []Message{&BarrierAck{ID: 1}}, "BarrierAck: ID 1, no Barrier in flight"},
 		{"read reply of nothing", []Message{&ReadReply{ID: 3, Errno: 5}}, "ReadReply: ID 3 answers no read in flight"},
-		{"hello again", []Message{&Hello{ProtoMin: 1, ProtoMax: 1, Resource: "r0", From: "b", To: "a", Protocol: 'C', MaxPayload: 4096}},
+		{"hello again", []Message{&Hello{ProtoMin: ProtoVersionMin, ProtoMax: ProtoVersionMax, Resource: "r0", From: "b", To: "a", Protocol: 'C', MaxPayload: 4096}},
 			"Hello: unexpected after the handshake"},
 		{"bitmap chunk out of place", []Message{&Bitmap{Offset: 5, RLE: []byte{1}}}, "Bitmap: chunk at byte 5, expected 0"},
 		{"bitmap chunk skips bytes", []Message{&Bitmap{RLE: []byte{1, 2}}, &Bitmap{Offset: 3, RLE: []byte{1}}},

@@ -350,7 +350,7 @@ func TestLinkCompressionNeedsThePeer(t *testing.T) {
 	checkGoroutines(t)
 	cfg := testConfig("a", "b", 'C', disk.NewMem(testDiskSize, disk.MemOptions{}))
 	cfg.Compression, cfg.CompressReplication = "zstd", true
-	hello := &Hello{ProtoMin: 1, ProtoMax: 1, Resource: "r0", From: "b", To: "a", Protocol: 'C',
+	hello := &Hello{ProtoMin: ProtoVersionMin, ProtoMax: ProtoVersionMax, Resource: "r0", From: "b", To: "a", Protocol: 'C',
 		Features: FeatureRLE | FeatureCompressS2, MaxPayload: DefaultMaxPayload, DataSize: testDiskSize}
 	p, links, _ := newRawPeer(t, cfg, hello, false)
 	l := recv(t, links, "the link")

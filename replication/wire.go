@@ -36,8 +36,10 @@ const (
 
 // The protocol versions this build speaks (Hello.ProtoMin, ProtoMax).
 const (
-	ProtoVersionMin uint32 = 1
-	ProtoVersionMax uint32 = 1
+	// 2: State carries the sender's quorum epoch (60 bytes), and
+	// Data's epoch is filled in.
+	ProtoVersionMin uint32 = 2
+	ProtoVersionMax uint32 = 2
 )
 
 // Sentinel errors. Every protocol violation wraps ErrProtocol, so a caller

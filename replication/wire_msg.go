@@ -121,7 +121,7 @@ const (
 // Fixed sizes of the payloads (bytes after the header).
 const (
 	helloFixed      = 29 // before the three names
-	stateSize       = 52
+	stateSize       = 60
 	dataFixed       = 28
 	trimSize        = 24 // Trim and WriteZeroes
 	idSize          = 8  // Barrier, BarrierAck, RecvAck, WriteAck
@@ -515,6 +515,11 @@ type State struct {
 	// encodes it; 0 if the sender has none. The two nodes must agree,
 	// as DRBD checks at connect time.
 	AfterSB uint16
+	// Epoch is the quorum epoch under which the sender is Primary (the
+	// epoch of its committed promotion), 0 if it is not Primary or the
+	// resource has no quorum. Its writes carry it (Data.Epoch); a node
+	// with an epoch fence (LinkConfig.Fence) refuses a lower one.
+	Epoch uint64
 }
 
 func (*State) Type() Type { return TypeState }
@@ -534,7 +539,8 @@ func (m *State) appendFixed(dst []byte) []byte {
 		dst = be.AppendUint64(dst, g)
 	}
 	dst = be.AppendUint64(dst, m.OutOfSync)
-	return be.AppendUint32(dst, uint32(m.Flags))
+	dst = be.AppendUint32(dst, uint32(m.Flags))
+	return be.AppendUint64(dst, m.Epoch)
 }
 
 func (*State) bulk() []byte { return nil }
@@ -548,6 +554,7 @@ func (m *State) parse(b, _ []byte) error {
 	}
 	m.OutOfSync = be.Uint64(b[40:])
 	m.Flags = StateFlags(be.Uint32(b[48:]))
+	m.Epoch = be.Uint64(b[52:])
 	return nil
 }
 
@@ -563,7 +570,7 @@ func (m *State) parse(b, _ []byte) error {
 // ZeroLength zero bytes.
 type Data struct {
 	ID         uint64
-	Epoch      uint64 // reserved for fencing a stale Primary; not interpreted yet
+	Epoch      uint64 // the sender's State.Epoch when it sent this write (see LinkConfig.Fence)
 	Offset     uint64 // byte offset on the device
 	Flags      DataFlags
 	Payload    []byte // 1..MaxPayloadSize bytes (none with DataAllZero); Offset+len fits in an int64

@@ -80,6 +80,9 @@ func (s *Snapshot) WriteDump(w io.Writer, name string) error {
 	fmt.Fprintf(bw, "la-peer-max-bio-size %d;\n", sb.PeerMaxBio)
 	fmt.Fprintf(bw, "al-stripes 1;\nal-stripe-size-4k %d;\n", sb.ALSize/4096)
 	fmt.Fprintf(bw, "al-epoch %d;\n", sb.ALEpoch)
+	if sb.QuorumEpoch != 0 {
+		fmt.Fprintf(bw, "quorum-epoch %d;\n", sb.QuorumEpoch)
+	}
 	switch {
 	case s.FullSync:
 		fmt.Fprintf(bw, "# activity log: disabled (al-updates no) and not clean after a crash as Primary: attach marks every block out of sync\n")

@@ -35,7 +35,7 @@ func TestSuperblockRoundTrip(t *testing.T) {
 	sb := Superblock{Seq: 42, DataSize: l.DataSize, GI: genid.GI{0xDEADBEEF00, 0x1234, 0x5678, 0x9ABC}, DeviceUUID: 77,
 		Flags: genid.FlagConsistent | genid.FlagWasUpToDate | genid.FlagPrimaryInd, Granularity: 4096, Placement: l.Placement,
 		Capacity: l.Capacity, MDOffset: l.MDOffset, MDSize: l.MDSize, ALOffset: l.ALOffset, ALSize: l.ALSize,
-		ALExtents: 1237, ALEpoch: 9, BMOffset: l.BMOffset, BMSize: l.BMSize, PeerMaxBio: 1 << 20}
+		ALExtents: 1237, ALEpoch: 9, BMOffset: l.BMOffset, BMSize: l.BMSize, PeerMaxBio: 1 << 20, QuorumEpoch: 0x0102030405060708}
 	buf := make([]byte, slotSize)
 	sb.encode(buf)
 	got, st, err := decodeSuperblock(buf)
@@ -43,6 +43,16 @@ func TestSuperblockRoundTrip(t *testing.T) {
 	assert.Equal(t, slotValid, st)
 	assert.Equal(t, sb, got)
 	assert.Equal(t, l, got.Layout())
+	assert.Equal(t, []byte{1, 2, 3, 4, 5, 6, 7, 8}, buf[152:160], "the quorum epoch's place (docs/metadata.md)")
+
+	// A superblock written before the quorum epoch existed (zero there)
+	// reads as 0.
+	old := sb
+	old.QuorumEpoch = 0
+	old.encode(buf)
+	got, _, err = decodeSuperblock(buf)
+	require.NoError(t, err)
+	assert.Zero(t, got.QuorumEpoch)
 
 	buf[100] ^= 1
 	_, st, err = decodeSuperblock(buf)

@@ -74,6 +74,12 @@ type Superblock struct {
 	BMOffset    int64
 	BMSize      int64
 	PeerMaxBio  uint32 // la_peer_max_bio_size
+	// QuorumEpoch is the highest quorum epoch under which this disk has
+	// seen a Primary serve, its own node's included: the floor of the
+	// epoch fence (replication.EpochFence), which refuses an older
+	// Primary. 0 without quorum. (Version 1 superblocks written before
+	// it hold 0 there.)
+	QuorumEpoch uint64
 }
 
 // Byte offsets inside a slot (big-endian, as DRBD's superblock).
@@ -98,7 +104,8 @@ const (
 	offALEpoch     = 128
 	offBMOffset    = 136
 	offBMSize      = 144
-	offEnd         = 152 // zero up to offCRC
+	offQuorumEpoch = 152
+	offEnd         = 160 // zero up to offCRC
 	offCRC         = slotSize - 4
 )
 
@@ -135,6 +142,7 @@ func (sb *Superblock) encode(b []byte) {
 	be.PutUint64(b[offALEpoch:], sb.ALEpoch)
 	be.PutUint64(b[offBMOffset:], uint64(sb.BMOffset))
 	be.PutUint64(b[offBMSize:], uint64(sb.BMSize))
+	be.PutUint64(b[offQuorumEpoch:], sb.QuorumEpoch)
 	be.PutUint32(b[offCRC:], crc32.Checksum(b[:offCRC], crc32c))
 }
 
@@ -193,6 +201,7 @@ func decodeSuperblock(b []byte) (Superblock, slotState, error) {
 	sb.ALEpoch = be.Uint64(b[offALEpoch:])
 	sb.BMOffset = int64(be.Uint64(b[offBMOffset:]))
 	sb.BMSize = int64(be.Uint64(b[offBMSize:]))
+	sb.QuorumEpoch = be.Uint64(b[offQuorumEpoch:])
 	if err := sb.validate(); err != nil {
 		return sb, slotValid, err
 	}
