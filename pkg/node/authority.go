@@ -1,21 +1,134 @@
 package node
 
-import "github.com/twinblock/twinblock/pkg/fsm"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
 
-// authority grants the right to be Primary. It is the place reserved
-// for the coming quorum (hashicorp/raft and a witness): a promotion
-// there becomes a committed entry that names this node, and the
-// authority withdraws the grant when the cluster replaces it. Today the
-// grant is local: every promotion the state machine allows goes ahead,
-// as in DRBD without quorum.
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/quorum"
+)
+
+// authority grants the right to be Primary. Without quorum the grant is
+// local (localAuthority): every promotion the state machine allows goes
+// ahead, as in DRBD 8.4. With a quorum group (quorumAuthority, issue 15)
+// a promotion is a committed entry that names this node and raises the
+// epoch, granted only to a node that reported an UpToDate disk and is
+// not Outdated, while no other node is Primary.
+//
+// Not there yet (issue 15): the configuration that turns it on
+// (Env.Quorum is set by tests only), automatic failover, fence-peer by
+// commit before a write is acknowledged without the peer, on-no-quorum,
+// and the demotion of a Primary the group replaced.
 type authority interface {
-	// MayPromote is asked before a promotion (ev) steps the state
-	// machine; an error refuses it, and the verb fails with it.
-	MayPromote(ev fsm.Promote) error
+	// Promote asks for the grant before the promotion steps the state
+	// machine. It runs on the verb's goroutine (it may wait for a
+	// commit), never on run's. It returns the epoch to serve under (0
+	// without quorum); an error refuses the promotion.
+	Promote(ctx context.Context, req promoteRequest) (epoch uint64, err error)
+	// Release gives back the grant of epoch: after a demotion, or a
+	// promotion the state machine refused once it was granted.
+	Release(ctx context.Context, epoch uint64) error
+}
+
+// promoteRequest is what the authority is told of the node that asks.
+type promoteRequest struct {
+	Force   bool
+	Disk    fsm.DiskState
+	Current uint64 // the current generation identifier
 }
 
 // localAuthority is the authority of a resource without quorum.
 type localAuthority struct{}
 
-// MayPromote implements authority.
-func (localAuthority) MayPromote(fsm.Promote) error { return nil }
+// Promote implements authority.
+func (localAuthority) Promote(context.Context, promoteRequest) (uint64, error) { return 0, nil }
+
+// Release implements authority.
+func (localAuthority) Release(context.Context, uint64) error { return nil }
+
+// QuorumService is what a quorum resource asks of its group;
+// pkg/quorum/raftnode.Node implements it.
+type QuorumService interface {
+	// Submit decides a command (see raftnode.Node.Submit): an error
+	// leaves the outcome open, and the same command may be retried.
+	Submit(ctx context.Context, c quorum.Command) (quorum.Result, error)
+	// View is this member's copy of a resource's state.
+	View(resource string) (quorum.Resource, bool)
+}
+
+// quorumAuthority is the authority of a resource with a quorum group.
+type quorumAuthority struct {
+	svc      QuorumService
+	resource string
+	self     quorum.NodeID
+}
+
+// ErrQuorumRefused: the quorum group refused the promotion; the error
+// wraps the pkg/quorum reason.
+var ErrQuorumRefused = errors.New("the quorum refused")
+
+// retryEvery paces the retries of a command whose outcome is open.
+const retryEvery = 100 * time.Millisecond
+
+// submit decides c, retrying while the outcome is open (no leader yet, a
+// lost leadership, a forward that got no answer) until ctx ends; a
+// retry of a command that committed reads as granted (the CAS refuses
+// it, pkg/quorum Granted tells).
+func (a quorumAuthority) submit(ctx context.Context, c quorum.Command) (quorum.Result, error) {
+	for {
+		res, err := a.svc.Submit(ctx, c)
+		if err == nil {
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return quorum.Result{}, fmt.Errorf("%s: %w (last try: %v)", c, ctx.Err(), err)
+		case <-time.After(retryEvery):
+		}
+	}
+}
+
+// Promote implements authority: this node's disk is reported, then the
+// promotion is decided at the epoch this member knows; a refusal for a
+// stale epoch (this member's copy lagged) is decided once more at the
+// leader's.
+func (a quorumAuthority) Promote(ctx context.Context, req promoteRequest) (uint64, error) {
+	v, ok := a.svc.View(a.resource)
+	if !ok {
+		return 0, fmt.Errorf("%w: resource %s is not in the quorum group", ErrQuorumRefused, a.resource)
+	}
+	res, err := a.submit(ctx, quorum.Command{Op: quorum.OpReport, Resource: a.resource, Node: a.self, Disk: req.Disk, Current: req.Current})
+	if err != nil {
+		return 0, err
+	}
+	if res.Err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrQuorumRefused, res.Err)
+	}
+	c := quorum.Command{Op: quorum.OpPromote, Resource: a.resource, Node: a.self, Expect: v.Epoch, Force: req.Force}
+	for try := 0; ; try++ {
+		if res, err = a.submit(ctx, c); err != nil {
+			return 0, err
+		}
+		if res.Err == nil {
+			return res.After.Epoch, nil
+		}
+		if !errors.Is(res.Err, quorum.ErrStaleEpoch) || try > 0 {
+			return 0, fmt.Errorf("%w: %w", ErrQuorumRefused, res.Err)
+		}
+		c.Expect = res.After.Epoch
+	}
+}
+
+// Release implements authority.
+func (a quorumAuthority) Release(ctx context.Context, epoch uint64) error {
+	res, err := a.submit(ctx, quorum.Command{Op: quorum.OpDemote, Resource: a.resource, Node: a.self, Expect: epoch})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil && !errors.Is(res.Err, quorum.ErrNotPrimary) {
+		return res.Err
+	}
+	return nil
+}

@@ -226,6 +226,9 @@ func (r *Resource) handshake(nc net.Conn) {
 	r.armBackup()
 	r.handshakes++
 	cfg := r.linkConfig()
+	if r.epochs != nil {
+		cfg.Fence = r.epochs
+	}
 	if cfg.Disk != nil || r.fsm.State().Role == fsm.Primary {
 		// The link writes to whatever disk is attached when it writes
 		// (swap): a Diskless Primary's disk attached later is resynced
@@ -303,6 +306,9 @@ func (r *Resource) stateMsg() replication.State {
 	gi := r.fsm.GI()
 	m := replication.State{Role: byte(st.Role), Disk: byte(st.Disk), GI: gi, MDFlags: uint32(r.fsm.Flags()),
 		AfterSB: r.fsm.Policies().Encode()}
+	if st.Role == fsm.Primary {
+		m.Epoch = r.epoch.Load()
+	}
 	if r.md != nil {
 		m.OutOfSync = r.md.OutOfSync()
 	}

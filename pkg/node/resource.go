@@ -20,6 +20,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
 	"github.com/twinblock/twinblock/splitbrain"
@@ -71,7 +72,12 @@ type Resource struct {
 	// that outlives a disk never touches a closed one, and a disk
 	// attached under a standing link (a Diskless Primary's, resynced in
 	// place) is the one it writes.
-	swap       *swapDisk
+	swap *swapDisk
+	// epochs is the epoch fence of a quorum resource (nil without), and
+	// epoch the quorum epoch this node serves under as Primary (0: not
+	// Primary, or no quorum).
+	epochs     *epochFence
+	epoch      atomic.Uint64
 	conn       connector
 	exp        exporter
 	attachErr  error // why the last attach failed
@@ -122,7 +128,9 @@ type fenceReq struct {
 
 type command struct {
 	ev       fsm.Event
-	shutdown bool // stop the export, then disconnect, demote, detach
+	shutdown bool   // stop the export, then disconnect, demote, detach
+	fn       func() // run on run's goroutine instead (inspect)
+	epoch    uint64 // Promote: the quorum epoch granted (0 without quorum)
 	reply    chan error
 }
 
@@ -202,6 +210,10 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		post: r.post, diskError: r.diskError, await: r.await, lock: r.dev.lockRange, handler: r.runHandler, found: &r.verifyFound, curMD: r.curMD.Load,
 		appIO: func() int64 { return int64(r.stats.diskWritten.Load() + r.stats.diskRead.Load()) }}
 	r.auth = localAuthority{}
+	if env.Quorum != nil {
+		r.auth = quorumAuthority{svc: env.Quorum, resource: cfg.Name, self: quorum.NodeID(me.Name)}
+		r.epochs = &epochFence{md: r.curMD.Load}
+	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
@@ -275,6 +287,30 @@ func (r *Resource) Start(ctx context.Context) {
 // to have acted on it.
 func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	c := command{ev: ev, reply: make(chan error, 1)}
+	if p, ok := ev.(fsm.Promote); ok && r.epochs != nil {
+		// The quorum's grant first, on this goroutine: run never waits
+		// for a commit.
+		req := promoteRequest{Force: p.Force}
+		if err := r.inspect(ctx, func() {
+			req.Disk, req.Current = r.fsm.State().Disk, r.fsm.GI()[genid.Current]
+		}); err != nil {
+			return err
+		}
+		epoch, err := r.auth.Promote(ctx, req)
+		if err != nil {
+			return fmt.Errorf("%s: State change failed: %w", r.name, err)
+		}
+		c.epoch = epoch
+	}
+	return r.send(ctx, c)
+}
+
+// inspect runs fn on run's goroutine and returns once it ran.
+func (r *Resource) inspect(ctx context.Context, fn func()) error {
+	return r.send(ctx, command{fn: fn, reply: make(chan error, 1)})
+}
+
+func (r *Resource) send(ctx context.Context, c command) error {
 	select {
 	case r.cmds <- c:
 	case <-r.done:
@@ -461,7 +497,12 @@ func (r *Resource) run() {
 				c.reply <- nil
 				continue
 			}
-			err := r.command(c.ev)
+			if c.fn != nil {
+				c.fn()
+				c.reply <- nil
+				continue
+			}
+			err := r.command(c.ev, c.epoch)
 			r.process()
 			c.reply <- err
 		case f := <-r.fences:
@@ -487,8 +528,8 @@ func (r *Resource) run() {
 	}
 }
 
-func (r *Resource) command(ev fsm.Event) error {
-	switch e := ev.(type) {
+func (r *Resource) command(ev fsm.Event, epoch uint64) error {
+	switch ev.(type) {
 	case fsm.AttachBegin:
 		if r.self.Disk == "" {
 			return fmt.Errorf("host %s has no disk (disk none)", r.self.Name)
@@ -497,12 +538,19 @@ func (r *Resource) command(ev fsm.Event) error {
 		// DRBD refuses to demote a device that is open.
 		r.stepOpenCount()
 	case fsm.Promote:
-		if err := r.auth.MayPromote(e); err != nil {
-			return err
+		if r.epochs != nil {
+			if err := r.takeEpoch(epoch); err != nil {
+				r.releaseGrant(epoch)
+				return err
+			}
 		}
 	}
 	r.listenErr, r.exportErr = nil, nil
+	wasPrimary := r.fsm.State().Role == fsm.Primary
 	if err := r.fsm.Step(ev); err != nil {
+		if _, ok := ev.(fsm.Promote); ok && !wasPrimary {
+			r.releaseGrant(epoch)
+		}
 		return err
 	}
 	switch ev.(type) {
@@ -513,6 +561,10 @@ func (r *Resource) command(ev fsm.Event) error {
 	case fsm.Connect:
 		r.process() // listens for the peer
 		return r.listenErr
+	case fsm.Demote:
+		if wasPrimary {
+			r.releaseGrant(r.epoch.Swap(0))
+		}
 	case fsm.Promote:
 		r.process() // opens the export
 		if err := r.exportErr; err != nil {
@@ -520,10 +572,43 @@ func (r *Resource) command(ev fsm.Event) error {
 			// Secondary, and the verb fails.
 			r.stepped(r.fsm.Step(fsm.Demote{}))
 			r.process()
+			r.releaseGrant(r.epoch.Swap(0))
 			return fmt.Errorf("%w; stays Secondary", err)
 		}
 	}
 	return nil
+}
+
+// takeEpoch makes the quorum epoch of a granted promotion this node's,
+// durable (the fence's floor) before the promotion serves anything; the
+// States it sends from now on carry it.
+func (r *Resource) takeEpoch(epoch uint64) error {
+	if epoch < r.epochs.Floor() {
+		return fmt.Errorf("%s: State change failed: the grant of epoch %d is older than epoch %d this node has seen", r.name, epoch, r.epochs.Floor())
+	}
+	if err := r.epochs.Raise(epoch); err != nil {
+		return fmt.Errorf("%s: State change failed: recording quorum epoch %d: %w", r.name, epoch, err)
+	}
+	r.epoch.Store(epoch)
+	return nil
+}
+
+// releaseGrant gives a quorum grant back (epoch 0: none), off run's
+// goroutine; a failure is logged (the group keeps naming this node
+// Primary until it is replaced or promoted again).
+func (r *Resource) releaseGrant(epoch uint64) {
+	if epoch == 0 || r.epochs == nil {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.auth.Release(ctx, epoch); err != nil {
+			r.log.Warn("quorum: giving back the grant of epoch failed", "epoch", epoch, "err", err)
+		}
+	}()
 }
 
 // stepOpenCount tells the state machine how many NBD sessions (the

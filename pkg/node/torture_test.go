@@ -209,6 +209,8 @@ type torture struct {
 	powerLosses atomic.Uint64
 	traceMu     sync.Mutex // a mid-batch fault logs from its own goroutine
 	failed      bool
+	// quorum, if set, is the nodes' quorum group (Env.Quorum).
+	quorum QuorumService
 }
 
 func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
@@ -299,7 +301,7 @@ func (tt *torture) start(i int) {
 			return nil, fmt.Errorf("torture: no disk %s", path)
 		}
 		return n.faulty, nil
-	}}
+	}, Quorum: tt.quorum}
 	var log *slog.Logger
 	switch {
 	case tt.logTo != nil:

@@ -1,0 +1,134 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/quorum"
+)
+
+// memQuorum is a quorum group in memory: pkg/quorum's state behind a
+// mutex, every Submit decided at once (raftnode's tests cover the raft
+// underneath). fail, if set, makes Submit of a failOp command fail that
+// many times first (an open outcome, as after a lost leadership), after
+// applying it when commitAnyway.
+type memQuorum struct {
+	mu           sync.Mutex
+	state        *quorum.State
+	fail         int
+	failOp       quorum.Op
+	commitAnyway bool
+}
+
+func newMemQuorum(t *testing.T) *memQuorum {
+	s, err := quorum.NewState(map[string][2]quorum.NodeID{"r0": {"a", "b"}})
+	require.NoError(t, err)
+	return &memQuorum{state: s}
+}
+
+func (q *memQuorum) Submit(_ context.Context, c quorum.Command) (quorum.Result, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fail > 0 && c.Op == q.failOp {
+		q.fail--
+		if q.commitAnyway {
+			q.state.Apply(c)
+		}
+		return quorum.Result{}, errors.New("leadership lost")
+	}
+	res := q.state.Apply(c)
+	if res.Err != nil && errors.Is(res.Err, quorum.ErrStaleEpoch) && quorum.Granted(c, res.After) {
+		res.Err = nil // as raftnode: a retry of a committed command
+	}
+	return res, nil
+}
+
+func (q *memQuorum) View(resource string) (quorum.Resource, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	r := q.state.Resources[resource]
+	if r == nil {
+		return quorum.Resource{}, false
+	}
+	return *r.Clone(), true
+}
+
+// TestPromotionIsACommittedEntry: on a quorum resource a promotion is
+// granted by the group (the epoch rises, and is on the new Primary's
+// disk before it serves, and on its peer's through the State); the peer
+// is refused while the first is Primary; a demotion gives the grant
+// back, and the next promotion raises the epoch on both disks.
+func TestPromotionIsACommittedEntry(t *testing.T) {
+	st := &tortureStats{faults: map[string]int{}}
+	tt := newTorture(t, 45, st)
+	q := newMemQuorum(t)
+	tt.quorum = q
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	a, b := tt.nodes[0].r, tt.nodes[1].r
+	floor := func(r *Resource) uint64 { return r.curMD.Load().Superblock().QuorumEpoch }
+
+	// An open outcome (the first try committed, its answer was lost)
+	// is retried and reads as granted.
+	q.fail, q.failOp, q.commitAnyway = 1, quorum.OpPromote, true
+	require.NoError(t, tt.do(0, fsm.Promote{}))
+	v, _ := q.View("r0")
+	require.Equal(t, uint64(1), v.Epoch, "one promotion, one epoch")
+	require.Equal(t, quorum.NodeID("a"), v.Primary)
+	require.Equal(t, uint64(1), floor(a), "the epoch is on the new Primary's disk")
+	require.True(t, tt.settle(200, func() bool { return floor(b) == 1 }), "the Secondary learns the epoch from the Primary's State")
+
+	err := tt.do(1, fsm.Promote{})
+	require.ErrorIs(t, err, ErrQuorumRefused)
+	require.ErrorIs(t, err, quorum.ErrPrimaryElsewhere)
+	require.Equal(t, "Secondary", tt.status(1).Role)
+
+	require.NoError(t, tt.do(0, fsm.Demote{}))
+	require.True(t, tt.settle(200, func() bool { v, _ := q.View("r0"); return v.Primary == "" }), "the demotion gave the grant back")
+	require.True(t, tt.settle(200, func() bool { return tt.status(1).PeerRole != "Primary" }))
+	require.NoError(t, tt.do(1, fsm.Promote{}))
+	v, _ = q.View("r0")
+	require.Equal(t, uint64(2), v.Epoch)
+	require.Equal(t, quorum.NodeID("b"), v.Primary)
+	require.Equal(t, uint64(2), floor(b))
+	require.True(t, tt.settle(200, func() bool { return floor(a) == 2 }), "the old Primary's disk records the new epoch")
+	require.Equal(t, uint64(0), a.epoch.Load(), "the Secondary serves under no epoch")
+}
+
+// TestOutdatedNodeIsNotPromoted: the group refuses a node its Primary
+// outdated (it may lack acknowledged writes), and the verb says why.
+func TestOutdatedNodeIsNotPromoted(t *testing.T) {
+	st := &tortureStats{faults: map[string]int{}}
+	tt := newTorture(t, 46, st)
+	q := newMemQuorum(t)
+	tt.quorum = q
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	require.NoError(t, tt.do(0, fsm.Promote{}))
+	res, err := q.Submit(context.Background(), quorum.Command{Op: quorum.OpOutdatePeer, Resource: "r0", Node: "a", Expect: 1})
+	require.NoError(t, err)
+	require.NoError(t, res.Err)
+	require.NoError(t, tt.do(0, fsm.Demote{}))
+	require.True(t, tt.settle(200, func() bool { v, _ := q.View("r0"); return v.Primary == "" }))
+	require.True(t, tt.settle(200, func() bool { return tt.status(1).PeerRole != "Primary" }))
+	err = tt.do(1, fsm.Promote{})
+	require.ErrorIs(t, err, quorum.ErrOutdated)
+	require.Contains(t, err.Error(), "State change failed")
+}
