@@ -18,9 +18,9 @@ import (
 // not Outdated, while no other node is Primary.
 //
 // Not there yet (issue 15): the configuration that turns it on
-// (Env.Quorum is set by tests only), automatic failover, fence-peer by
-// commit before a write is acknowledged without the peer, on-no-quorum,
-// and the demotion of a Primary the group replaced.
+// (Env.Quorum is set by tests only), automatic failover, clearing a
+// resynced peer's Outdated (PeerUpToDate), on-no-quorum, and the
+// demotion of a Primary the group replaced.
 type authority interface {
 	// Promote asks for the grant before the promotion steps the state
 	// machine. It runs on the verb's goroutine (it may wait for a
@@ -30,6 +30,12 @@ type authority interface {
 	// Release gives back the grant of epoch: after a demotion, or a
 	// promotion the state machine refused once it was granted.
 	Release(ctx context.Context, epoch uint64) error
+	// OutdatePeer returns once the group committed that the peer is
+	// Outdated, this node being Primary at epoch (twinblock's
+	// fence-peer: a committed entry, no handler script). An error
+	// wrapping quorum.ErrStaleEpoch or quorum.ErrNotPrimary means this
+	// node was replaced.
+	OutdatePeer(ctx context.Context, epoch uint64) error
 }
 
 // promoteRequest is what the authority is told of the node that asks.
@@ -47,6 +53,11 @@ func (localAuthority) Promote(context.Context, promoteRequest) (uint64, error) {
 
 // Release implements authority.
 func (localAuthority) Release(context.Context, uint64) error { return nil }
+
+// OutdatePeer implements authority: without quorum nobody else can be
+// promoted behind this node's back but by an administrator, as in DRBD
+// 8.4 without fencing.
+func (localAuthority) OutdatePeer(context.Context, uint64) error { return nil }
 
 // QuorumService is what a quorum resource asks of its group;
 // pkg/quorum/raftnode.Node implements it.
@@ -129,6 +140,18 @@ func (a quorumAuthority) Release(ctx context.Context, epoch uint64) error {
 	}
 	if res.Err != nil && !errors.Is(res.Err, quorum.ErrNotPrimary) {
 		return res.Err
+	}
+	return nil
+}
+
+// OutdatePeer implements authority.
+func (a quorumAuthority) OutdatePeer(ctx context.Context, epoch uint64) error {
+	res, err := a.submit(ctx, quorum.Command{Op: quorum.OpOutdatePeer, Resource: a.resource, Node: a.self, Expect: epoch})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return fmt.Errorf("%w: %w", ErrQuorumRefused, res.Err)
 	}
 	return nil
 }

@@ -34,7 +34,9 @@ type ioPath struct {
 //	    peer's disk), or
 //	(b) it completed on the local disk, which is UpToDate and has not
 //	    failed another request, the peer did not take it (no
-//	    connection, or the link refused or failed it),
+//	    connection, or the link refused or failed it), on a quorum
+//	    resource the group committed that the peer is Outdated at this
+//	    node's epoch (outdatePeer),
 //	    and its blocks are marked out of sync in the bitmap while the
 //	    activity log covers them, so the mark survives a crash
 //	    (meta.BeginWrite .. EndWrite), or
@@ -89,6 +91,10 @@ type device struct {
 	// linkLeft reports whether the state machine stopped counting on
 	// link (it fenced or closed it); nil in tests of the device alone.
 	linkLeft func(link *replication.Link) bool
+	// outdatePeer, set on a quorum resource, returns once the group
+	// committed that the peer is Outdated at this node's epoch (nil:
+	// no quorum, nothing to ask); an error refuses a write under (b).
+	outdatePeer func() error
 	stats    *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
@@ -345,6 +351,14 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 			// peer (a Primary that acknowledged writes through the
 			// peer refuses it). Not acknowledged.
 			return fmt.Errorf("node: write not taken by the peer, and this disk failed and is being detached: %w: %w", peerErr, syscall.EIO)
+		}
+		if d.outdatePeer != nil {
+			// A quorum resource: the peer must be Outdated in the
+			// group before this node goes on without it (twinblock's
+			// fence-peer), so that it cannot be promoted meanwhile.
+			if err := d.outdatePeer(); err != nil {
+				return fmt.Errorf("node: write not taken by the peer, and the quorum did not outdate it: %w: %w", err, syscall.EIO)
+			}
 		}
 		// (b): the peer does not have it; the activity log holds
 		// the extent, so the mark survives a crash.

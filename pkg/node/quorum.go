@@ -1,7 +1,11 @@
 package node
 
 import (
+	"context"
+	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twinblock/twinblock/pkg/meta"
 )
@@ -43,4 +47,49 @@ func (f *epochFence) Raise(e uint64) error {
 	return md.Update(func(sb *meta.Superblock) {
 		sb.QuorumEpoch = max(sb.QuorumEpoch, e)
 	})
+}
+
+// outdateTimeout bounds how long a write waits for the group to outdate
+// the peer; then it fails with EIO.
+const outdateTimeout = 5 * time.Second
+
+// peerOutdater asks the group, once per epoch, to outdate the peer
+// before this Primary acknowledges a write the peer lacks (device
+// invariant (b)).
+//
+// Invariant: once the group committed that the peer is Outdated at
+// epoch e, the peer can become Primary only by a forced promotion (an
+// administrator's choice, as DRBD's --force) or after this node
+// clears it, so the answer is kept for epoch e and not asked again.
+// (Clearing it, PeerUpToDate after a resync, is not built yet: the
+// peer stays Outdated in the group until a forced promotion.)
+type peerOutdater struct {
+	auth  authority
+	epoch func() uint64 // the epoch this node serves under
+	ctx   func() context.Context
+
+	mu   sync.Mutex // one request to the group at a time
+	done atomic.Uint64
+}
+
+func (o *peerOutdater) outdate() error {
+	e := o.epoch()
+	if e == 0 {
+		return fmt.Errorf("node: not Primary under a quorum epoch")
+	}
+	if o.done.Load() == e {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done.Load() == e {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(o.ctx(), outdateTimeout)
+	defer cancel()
+	if err := o.auth.OutdatePeer(ctx, e); err != nil {
+		return err
+	}
+	o.done.Store(e)
+	return nil
 }

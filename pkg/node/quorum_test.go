@@ -132,3 +132,55 @@ func TestOutdatedNodeIsNotPromoted(t *testing.T) {
 	require.ErrorIs(t, err, quorum.ErrOutdated)
 	require.Contains(t, err.Error(), "State change failed")
 }
+
+// TestAloneWritesWaitForOutdate: on a quorum resource a Primary that
+// lost its peer acknowledges a write the peer lacks only once the group
+// committed the peer Outdated at its epoch (asked once per epoch); a
+// Primary the group replaced meanwhile gets the refusal, and the write
+// fails.
+func TestAloneWritesWaitForOutdate(t *testing.T) {
+	for _, replaced := range []bool{false, true} {
+		name := "still Primary in the group"
+		if replaced {
+			name = "replaced in the group"
+		}
+		t.Run(name, func(t *testing.T) {
+			st := &tortureStats{faults: map[string]int{}}
+			tt := newTorture(t, 47, st)
+			q := newMemQuorum(t)
+			tt.quorum = q
+			defer func() {
+				for i := range tt.nodes {
+					tt.stop(i)
+				}
+			}()
+			tt.start(0)
+			tt.start(1)
+			require.True(t, tt.settle(500, tt.synced), "the pair connects")
+			require.NoError(t, tt.do(0, fsm.Promote{}))
+			a := tt.nodes[0].r
+			blk := make([]byte, 4096)
+			require.NoError(t, a.dev.WriteAt(blk, 0, false), "mirrored")
+			v, _ := q.View("r0")
+			require.False(t, v.Nodes["b"].Outdated, "nothing asked while the peer takes the writes")
+
+			if replaced {
+				// The group replaced a (an administrator forced b, say).
+				res, err := q.Submit(context.Background(), quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: "b", Expect: 1, Takeover: true, Force: true})
+				require.NoError(t, err)
+				require.NoError(t, res.Err)
+			}
+			require.NoError(t, tt.do(1, fsm.Disconnect{}))
+			require.True(t, tt.settle(200, func() bool { return tt.status(0).Conn != "Connected" }))
+			err := a.dev.WriteAt(blk, 4096, false)
+			if replaced {
+				require.ErrorIs(t, err, quorum.ErrStaleEpoch, "a replaced Primary acknowledged a write alone")
+				return
+			}
+			require.NoError(t, err, "alone, with the peer outdated")
+			v, _ = q.View("r0")
+			require.True(t, v.Nodes["b"].Outdated, "acknowledged alone before the group outdated the peer")
+			require.NoError(t, a.dev.WriteAt(blk, 8192, false), "alone again, same epoch")
+		})
+	}
+}

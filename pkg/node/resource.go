@@ -213,6 +213,8 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	if env.Quorum != nil {
 		r.auth = quorumAuthority{svc: env.Quorum, resource: cfg.Name, self: quorum.NodeID(me.Name)}
 		r.epochs = &epochFence{md: r.curMD.Load}
+		o := &peerOutdater{auth: r.auth, epoch: r.epoch.Load, ctx: func() context.Context { return r.ctx }}
+		r.dev.outdatePeer = o.outdate
 	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
