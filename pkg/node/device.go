@@ -95,7 +95,7 @@ type device struct {
 	// committed that the peer is Outdated at this node's epoch (nil:
 	// no quorum, nothing to ask); an error refuses a write under (b).
 	outdatePeer func() error
-	stats    *counters
+	stats       *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
