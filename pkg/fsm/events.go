@@ -105,6 +105,12 @@ type (
 	Promote struct{ Force bool }
 	// Demote: drbdadm secondary.
 	Demote struct{}
+	// Superseded: the quorum group replaced this Primary (a newer
+	// epoch; twinblock's quorum, issue 15). It demotes even with the
+	// device open, as DRBD 9's on-suspended-primary-outdated
+	// force-secondary: its clients' requests fail from now on, and
+	// nothing it held is acknowledged again.
+	Superseded struct{}
 	// OpenCount: the number of NBD sessions on the export changed.
 	OpenCount struct{ N int }
 
@@ -157,6 +163,7 @@ func (PeerWriteFailed) isEvent()   {}
 func (MarkedWhileInSync) isEvent() {}
 func (Promote) isEvent()           {}
 func (Demote) isEvent()            {}
+func (Superseded) isEvent()        {}
 func (OpenCount) isEvent()         {}
 
 func (BitmapReceived) isEvent()   {}

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/twinblock/twinblock/pkg/genid"
 )
 
 // TestIOModeNeedsUpToDateData: a Primary reads from, and mirrors to
@@ -39,4 +41,26 @@ func TestIOModeNeedsUpToDateData(t *testing.T) {
 			require.Equal(t, tc.dirtyR, m.ReadDirtyFromPeer, "dirty reads from peer")
 		})
 	}
+}
+
+// TestSupersededDemotesAnOpenDevice: a Primary the quorum replaced
+// demotes although clients hold the device open (a Demote would be
+// refused), stops serving, and clears the primary bit of its current
+// UUID; on a Secondary it changes nothing.
+func TestSupersededDemotesAnOpenDevice(t *testing.T) {
+	n := New(Config{Name: "r0", Self: "a", Peer: "b", Protocol: 'C', NewUUID: func() uint64 { return 0x100 }})
+	n.role, n.disk, n.conn = Primary, UpToDate, WFConnection
+	n.gi.SetPrimary(true)
+	require.NoError(t, n.Step(OpenCount{N: 2}))
+	require.ErrorIs(t, n.Step(Demote{}), ErrDeviceInUse)
+	require.True(t, n.IOMode().Serve)
+
+	require.NoError(t, n.Step(Superseded{}))
+	require.Equal(t, Secondary, n.State().Role)
+	require.False(t, n.IOMode().Serve, "a replaced Primary still serves")
+	require.Zero(t, n.GI()[genid.Current]&genid.UUIDPrimaryBit, "the current UUID still says Primary")
+
+	before := n.State()
+	require.NoError(t, n.Step(Superseded{}))
+	require.Equal(t, before, n.State())
 }

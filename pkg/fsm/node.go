@@ -284,6 +284,12 @@ func (n *Node) step(e Event) error {
 		return n.promote(e.Force)
 	case Demote:
 		return n.demote()
+	case Superseded:
+		if n.role == Primary {
+			n.logf("a newer Primary replaced this one (quorum epoch): demoted, its clients' requests fail")
+			n.role = Secondary
+			n.gi.SetPrimary(false)
+		}
 	case OpenCount:
 		n.openCount = e.N
 	case BitmapReceived:

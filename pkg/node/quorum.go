@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/quorum"
 )
 
 // epochFence is a quorum resource's replication.EpochFence: the highest
@@ -21,6 +24,11 @@ import (
 type epochFence struct {
 	md  func() *meta.Meta // the attached disk's metadata (nil: none)
 	mem atomic.Uint64     // the floor raised while no disk holds it
+	// serving returns the epoch this node serves under as Primary (0:
+	// not Primary); replaced is told when a higher one is seen (a newer
+	// Primary exists: this one was replaced). Either may be nil.
+	serving  func() uint64
+	replaced func(serving uint64)
 }
 
 // Floor implements replication.EpochFence.
@@ -38,6 +46,11 @@ func (f *epochFence) Raise(e uint64) error {
 		cur := f.mem.Load()
 		if cur >= e || f.mem.CompareAndSwap(cur, e) {
 			break
+		}
+	}
+	if f.serving != nil && f.replaced != nil {
+		if own := f.serving(); own != 0 && e > own {
+			f.replaced(own)
 		}
 	}
 	md := f.md()
@@ -64,9 +77,10 @@ const outdateTimeout = 5 * time.Second
 // (Clearing it, PeerUpToDate after a resync, is not built yet: the
 // peer stays Outdated in the group until a forced promotion.)
 type peerOutdater struct {
-	auth  authority
-	epoch func() uint64 // the epoch this node serves under
-	ctx   func() context.Context
+	auth     authority
+	epoch    func() uint64 // the epoch this node serves under
+	ctx      func() context.Context
+	replaced func(serving uint64) // the group refused: a newer Primary exists (nil: ignore)
 
 	mu   sync.Mutex // one request to the group at a time
 	done atomic.Uint64
@@ -88,8 +102,27 @@ func (o *peerOutdater) outdate() error {
 	ctx, cancel := context.WithTimeout(o.ctx(), outdateTimeout)
 	defer cancel()
 	if err := o.auth.OutdatePeer(ctx, e); err != nil {
+		if o.replaced != nil && (errors.Is(err, quorum.ErrStaleEpoch) || errors.Is(err, quorum.ErrNotPrimary)) {
+			o.replaced(e)
+		}
 		return err
 	}
 	o.done.Store(e)
 	return nil
+}
+
+// evSuperseded: the quorum epoch this node served under as Primary was
+// replaced by a newer one (seen by its fence, or the group's refusal).
+type evSuperseded struct{ serving uint64 }
+
+// superseded demotes a Primary the group replaced (run only), if it
+// still serves under that epoch: the state machine's Superseded, even
+// with clients on the device; their requests fail from now on.
+func (r *Resource) superseded(e evSuperseded) {
+	if e.serving == 0 || r.epoch.Load() != e.serving || r.fsm.State().Role != fsm.Primary {
+		return
+	}
+	r.log.Warn("quorum: a newer Primary replaced this one: demoting (the device's clients get errors)", "epoch", e.serving)
+	r.stepped(r.fsm.Step(fsm.Superseded{}))
+	r.epoch.Store(0)
 }

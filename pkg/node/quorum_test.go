@@ -184,3 +184,43 @@ func TestAloneWritesWaitForOutdate(t *testing.T) {
 		})
 	}
 }
+
+// TestReplacedPrimaryDemotes: a Primary that meets its replacement's
+// higher epoch (the new Primary's State, when the link comes back)
+// demotes at once and serves nothing more; the new Primary refuses its
+// stale epoch.
+func TestReplacedPrimaryDemotes(t *testing.T) {
+	st := &tortureStats{faults: map[string]int{}}
+	tt := newTorture(t, 48, st)
+	q := newMemQuorum(t)
+	tt.quorum = q
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	require.NoError(t, tt.do(0, fsm.Promote{}))
+	a := tt.nodes[0].r
+	require.NoError(t, tt.do(1, fsm.Disconnect{}))
+	require.True(t, tt.settle(200, func() bool { return tt.status(0).Conn != "Connected" }))
+
+	// The group replaced a (the leader found it gone), and b serves.
+	_, err := q.Submit(context.Background(), quorum.Command{Op: quorum.OpReport, Resource: "r0", Node: "b", Disk: fsm.UpToDate})
+	require.NoError(t, err)
+	res, err := q.Submit(context.Background(), quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: "b", Expect: 1, Takeover: true})
+	require.NoError(t, err)
+	require.NoError(t, res.Err)
+	require.NoError(t, tt.do(1, fsm.Promote{}))
+	require.Equal(t, uint64(2), tt.nodes[1].r.epoch.Load())
+
+	require.NoError(t, tt.do(1, fsm.Connect{}))
+	require.True(t, tt.settle(500, func() bool { return tt.status(0).Role == "Secondary" }),
+		"the replaced Primary still serves: %s", line(tt.status(0)))
+	require.Zero(t, a.epoch.Load())
+	require.ErrorIs(t, a.dev.WriteAt(make([]byte, 4096), 0, false), errNotPrimary)
+	require.Equal(t, uint64(2), a.curMD.Load().Superblock().QuorumEpoch, "the replaced Primary's disk records the newer epoch")
+	require.Equal(t, "Primary", tt.status(1).Role, "the new Primary stays")
+}

@@ -212,8 +212,9 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	r.auth = localAuthority{}
 	if env.Quorum != nil {
 		r.auth = quorumAuthority{svc: env.Quorum, resource: cfg.Name, self: quorum.NodeID(me.Name)}
-		r.epochs = &epochFence{md: r.curMD.Load}
-		o := &peerOutdater{auth: r.auth, epoch: r.epoch.Load, ctx: func() context.Context { return r.ctx }}
+		replaced := func(serving uint64) { r.post(evSuperseded{serving: serving}) }
+		r.epochs = &epochFence{md: r.curMD.Load, serving: r.epoch.Load, replaced: replaced}
+		o := &peerOutdater{auth: r.auth, epoch: r.epoch.Load, ctx: func() context.Context { return r.ctx }, replaced: replaced}
 		r.dev.outdatePeer = o.outdate
 	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
@@ -630,6 +631,8 @@ func (r *Resource) diskError(md *meta.Meta, err error) {
 
 func (r *Resource) event(ev any) {
 	switch e := ev.(type) {
+	case evSuperseded:
+		r.superseded(e)
 	case evDiskFailed:
 		if e.md != r.md {
 			// The disk it came from was detached since, and the one
