@@ -18,9 +18,8 @@ import (
 // not Outdated, while no other node is Primary.
 //
 // Not there yet (issue 15): the configuration that turns it on
-// (Env.Quorum is set by tests only), automatic failover, clearing a
-// resynced peer's Outdated (PeerUpToDate), on-no-quorum, and the
-// demotion of a Primary the group replaced.
+// (Env.Quorum is set by tests only), automatic failover, on-no-quorum,
+// and the handlers.
 type authority interface {
 	// Promote asks for the grant before the promotion steps the state
 	// machine. It runs on the verb's goroutine (it may wait for a
@@ -36,6 +35,10 @@ type authority interface {
 	// wrapping quorum.ErrStaleEpoch or quorum.ErrNotPrimary means this
 	// node was replaced.
 	OutdatePeer(ctx context.Context, epoch uint64) error
+	// PeerUpToDate returns once the group committed that the peer is
+	// UpToDate again and no longer Outdated (after a resync from this
+	// node, Primary at epoch).
+	PeerUpToDate(ctx context.Context, epoch uint64) error
 }
 
 // promoteRequest is what the authority is told of the node that asks.
@@ -58,6 +61,9 @@ func (localAuthority) Release(context.Context, uint64) error { return nil }
 // promoted behind this node's back but by an administrator, as in DRBD
 // 8.4 without fencing.
 func (localAuthority) OutdatePeer(context.Context, uint64) error { return nil }
+
+// PeerUpToDate implements authority.
+func (localAuthority) PeerUpToDate(context.Context, uint64) error { return nil }
 
 // QuorumService is what a quorum resource asks of its group;
 // pkg/quorum/raftnode.Node implements it.
@@ -147,6 +153,18 @@ func (a quorumAuthority) Release(ctx context.Context, epoch uint64) error {
 // OutdatePeer implements authority.
 func (a quorumAuthority) OutdatePeer(ctx context.Context, epoch uint64) error {
 	res, err := a.submit(ctx, quorum.Command{Op: quorum.OpOutdatePeer, Resource: a.resource, Node: a.self, Expect: epoch})
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return fmt.Errorf("%w: %w", ErrQuorumRefused, res.Err)
+	}
+	return nil
+}
+
+// PeerUpToDate implements authority.
+func (a quorumAuthority) PeerUpToDate(ctx context.Context, epoch uint64) error {
+	res, err := a.submit(ctx, quorum.Command{Op: quorum.OpPeerUpToDate, Resource: a.resource, Node: a.self, Expect: epoch})
 	if err != nil {
 		return err
 	}

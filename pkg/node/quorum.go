@@ -73,17 +73,24 @@ const outdateTimeout = 5 * time.Second
 // Invariant: once the group committed that the peer is Outdated at
 // epoch e, the peer can become Primary only by a forced promotion (an
 // administrator's choice, as DRBD's --force) or after this node
-// clears it, so the answer is kept for epoch e and not asked again.
-// (Clearing it, PeerUpToDate after a resync, is not built yet: the
-// peer stays Outdated in the group until a forced promotion.)
+// clears it (clear, once the peer is UpToDate beside it again), so the
+// answer is kept for epoch e and not asked again until clear. Outdate
+// and clear hold mu across their request to the group, so the group
+// commits them in the order this node decided them: a write that finds
+// the peer gone after a clear asks for the outdate again, and that
+// commits after the clear.
 type peerOutdater struct {
 	auth     authority
 	epoch    func() uint64 // the epoch this node serves under
 	ctx      func() context.Context
 	replaced func(serving uint64) // the group refused: a newer Primary exists (nil: ignore)
 
-	mu   sync.Mutex // one request to the group at a time
-	done atomic.Uint64
+	mu   sync.Mutex    // one request to the group at a time
+	done atomic.Uint64 // the epoch at which the outdate committed (0: none kept)
+	// dirty: the group may hold the peer Outdated by this node's hand
+	// (an outdate committed, no clear since).
+	dirty    atomic.Bool
+	clearing atomic.Bool // a clear is under way
 }
 
 func (o *peerOutdater) outdate() error {
@@ -108,7 +115,32 @@ func (o *peerOutdater) outdate() error {
 		return err
 	}
 	o.done.Store(e)
+	o.dirty.Store(true)
 	return nil
+}
+
+// clear tells the group that the peer is UpToDate again (PeerUpToDate),
+// if this node outdated it: run calls it, through a goroutine, once the
+// pair is Connected with both disks UpToDate and this node Primary. A
+// failure leaves dirty set: the next Ready tries again.
+func (o *peerOutdater) clear() {
+	defer o.clearing.Store(false)
+	e := o.epoch()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e == 0 || !o.dirty.Load() {
+		return
+	}
+	o.done.Store(0) // a write alone from now on asks again, after this
+	ctx, cancel := context.WithTimeout(o.ctx(), outdateTimeout)
+	defer cancel()
+	if err := o.auth.PeerUpToDate(ctx, e); err != nil {
+		if o.replaced != nil && (errors.Is(err, quorum.ErrStaleEpoch) || errors.Is(err, quorum.ErrPrimaryElsewhere)) {
+			o.replaced(e)
+		}
+		return
+	}
+	o.dirty.Store(false)
 }
 
 // evSuperseded: the quorum epoch this node served under as Primary was

@@ -181,6 +181,19 @@ func TestAloneWritesWaitForOutdate(t *testing.T) {
 			v, _ = q.View("r0")
 			require.True(t, v.Nodes["b"].Outdated, "acknowledged alone before the group outdated the peer")
 			require.NoError(t, a.dev.WriteAt(blk, 8192, false), "alone again, same epoch")
+
+			// b comes back and is resynced: the group hears it is no
+			// longer Outdated; gone again, it is outdated again before
+			// the next write alone.
+			require.NoError(t, tt.do(1, fsm.Connect{}))
+			require.True(t, tt.settle(1000, tt.synced), "resynced: %s | %s", line(tt.status(0)), line(tt.status(1)))
+			require.True(t, tt.settle(500, func() bool { v, _ := q.View("r0"); return !v.Nodes["b"].Outdated }),
+				"the resynced peer is still Outdated in the group")
+			require.NoError(t, tt.do(1, fsm.Disconnect{}))
+			require.True(t, tt.settle(200, func() bool { return tt.status(0).Conn != "Connected" }))
+			require.NoError(t, a.dev.WriteAt(blk, 12288, false))
+			v, _ = q.View("r0")
+			require.True(t, v.Nodes["b"].Outdated, "a write alone after the clear did not outdate the peer again")
 		})
 	}
 }

@@ -78,6 +78,7 @@ type Resource struct {
 	// Primary, or no quorum).
 	epochs     *epochFence
 	epoch      atomic.Uint64
+	outdater   *peerOutdater // a quorum resource's fence-peer (nil without)
 	conn       connector
 	exp        exporter
 	attachErr  error // why the last attach failed
@@ -216,6 +217,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.epochs = &epochFence{md: r.curMD.Load, serving: r.epoch.Load, replaced: replaced}
 		o := &peerOutdater{auth: r.auth, epoch: r.epoch.Load, ctx: func() context.Context { return r.ctx }, replaced: replaced}
 		r.dev.outdatePeer = o.outdate
+		r.outdater = o
 	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
@@ -836,6 +838,15 @@ func (r *Resource) process() {
 					continue // that Ready renegotiates; the status follows it
 				}
 			}
+		}
+		if o := r.outdater; o != nil && o.dirty.Load() && st.Role == fsm.Primary && st.Conn == fsm.Connected &&
+			st.Disk == fsm.UpToDate && st.PeerDisk == fsm.UpToDate && o.clearing.CompareAndSwap(false, true) {
+			// The peer this node outdated is UpToDate beside it again.
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				o.clear()
+			}()
 		}
 		r.syncer.Reconcile(wantOf(st, r.link, r.md, r.data))
 		r.keeper.Reconcile(st.Disk == fsm.UpToDate && st.Conn == fsm.Connected)
