@@ -18,8 +18,9 @@ import (
 // not Outdated, while no other node is Primary.
 //
 // Not there yet (issue 15): the configuration that turns it on
-// (Env.Quorum is set by tests only), automatic failover, on-no-quorum,
-// and the handlers.
+// (Env.Quorum is set by tests only), automatic failover, on-no-quorum
+// suspend-io (io-error is the device's quorate check), the status's
+// quorum fields, and the handlers.
 type authority interface {
 	// Promote asks for the grant before the promotion steps the state
 	// machine. It runs on the verb's goroutine (it may wait for a
@@ -73,6 +74,9 @@ type QuorumService interface {
 	Submit(ctx context.Context, c quorum.Command) (quorum.Result, error)
 	// View is this member's copy of a resource's state.
 	View(resource string) (quorum.Resource, bool)
+	// Quorate reports whether this member is in a majority of the group
+	// now (raftnode: within its lease bound).
+	Quorate() bool
 }
 
 // quorumAuthority is the authority of a resource with a quorum group.

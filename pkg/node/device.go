@@ -95,7 +95,11 @@ type device struct {
 	// committed that the peer is Outdated at this node's epoch (nil:
 	// no quorum, nothing to ask); an error refuses a write under (b).
 	outdatePeer func() error
-	stats       *counters
+	// quorate, set on a quorum resource, reports whether this node is in
+	// a majority of its group now; without, every request fails with
+	// EIO (on-no-quorum io-error). Nil: no quorum.
+	quorate func() bool
+	stats   *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
@@ -141,6 +145,7 @@ func (d *device) setPath(p ioPath, size int64) {
 var (
 	errNotPrimary = fmt.Errorf("node: not Primary: %w", syscall.EROFS)
 	errNoData     = fmt.Errorf("node: no UpToDate data reachable (local disk gone, peer unreachable): %w", syscall.EIO)
+	errNoQuorum   = fmt.Errorf("node: no quorum (on-no-quorum io-error): %w", syscall.EIO)
 )
 
 func (d *device) Size() int64 {
@@ -157,6 +162,9 @@ func (d *device) ReadAt(p []byte, off int64) error {
 	path := d.path
 	if !path.mode.Serve {
 		return errNotPrimary
+	}
+	if d.quorate != nil && !d.quorate() {
+		return errNoQuorum
 	}
 	if path.mode.ReadDirtyFromPeer && path.md != nil && outOfSync(path.md, off, int64(len(p))) {
 		// A sync target: this range is not resynced yet; the peer has
@@ -282,6 +290,9 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 	path := d.path
 	if !path.mode.Serve {
 		return errNotPrimary
+	}
+	if d.quorate != nil && !d.quorate() {
+		return errNoQuorum
 	}
 	d.ranges.lock(off, n)
 	defer d.ranges.unlock(off, n)
@@ -514,6 +525,9 @@ func (d *device) Flush() error {
 	path := d.path
 	if !path.mode.Serve {
 		return errNotPrimary
+	}
+	if d.quorate != nil && !d.quorate() {
+		return errNoQuorum
 	}
 	var req *replication.Request
 	var submitErr error

@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/quorum"
+	"github.com/twinblock/twinblock/pkg/quorum/raftnode"
 )
+
+// The raft member is what a quorum resource asks.
+var _ QuorumService = (*raftnode.Node)(nil)
 
 // memQuorum is a quorum group in memory: pkg/quorum's state behind a
 // mutex, every Submit decided at once (raftnode's tests cover the raft
@@ -18,6 +23,7 @@ import (
 // many times first (an open outcome, as after a lost leadership), after
 // applying it when commitAnyway.
 type memQuorum struct {
+	lost         atomic.Bool // Quorate says no
 	mu           sync.Mutex
 	state        *quorum.State
 	fail         int
@@ -47,6 +53,8 @@ func (q *memQuorum) Submit(_ context.Context, c quorum.Command) (quorum.Result, 
 	}
 	return res, nil
 }
+
+func (q *memQuorum) Quorate() bool { return !q.lost.Load() }
 
 func (q *memQuorum) View(resource string) (quorum.Resource, bool) {
 	q.mu.Lock()
@@ -236,4 +244,36 @@ func TestReplacedPrimaryDemotes(t *testing.T) {
 	require.ErrorIs(t, a.dev.WriteAt(make([]byte, 4096), 0, false), errNotPrimary)
 	require.Equal(t, uint64(2), a.curMD.Load().Superblock().QuorumEpoch, "the replaced Primary's disk records the newer epoch")
 	require.Equal(t, "Primary", tt.status(1).Role, "the new Primary stays")
+}
+
+// TestNoQuorumFailsEveryRequest: a Primary out of its group's majority
+// answers reads, writes and flushes with EIO (on-no-quorum io-error),
+// and serves again once it is back in.
+func TestNoQuorumFailsEveryRequest(t *testing.T) {
+	st := &tortureStats{faults: map[string]int{}}
+	tt := newTorture(t, 49, st)
+	q := newMemQuorum(t)
+	tt.quorum = q
+	defer func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	}()
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	require.NoError(t, tt.do(0, fsm.Promote{}))
+	dev := tt.nodes[0].r.dev
+	blk := make([]byte, 4096)
+	require.NoError(t, dev.WriteAt(blk, 0, false))
+
+	q.lost.Store(true)
+	require.ErrorIs(t, dev.WriteAt(blk, 0, false), errNoQuorum)
+	require.ErrorIs(t, dev.ReadAt(blk, 0), errNoQuorum)
+	require.ErrorIs(t, dev.Flush(), errNoQuorum)
+	require.ErrorIs(t, dev.Trim(0, 4096, false), errNoQuorum)
+
+	q.lost.Store(false)
+	require.NoError(t, dev.WriteAt(blk, 0, false))
+	require.NoError(t, dev.ReadAt(blk, 0))
 }

@@ -218,6 +218,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		o := &peerOutdater{auth: r.auth, epoch: r.epoch.Load, ctx: func() context.Context { return r.ctx }, replaced: replaced}
 		r.dev.outdatePeer = o.outdate
 		r.outdater = o
+		r.dev.quorate = env.Quorum.Quorate
 	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
