@@ -27,6 +27,13 @@ func (f *memFence) Floor() uint64 {
 	return f.floor
 }
 
+// raised returns the raises so far.
+func (f *memFence) raised() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.raises...)
+}
+
 func (f *memFence) Raise(e uint64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -127,7 +134,7 @@ func TestEpochFenceOnTheWire(t *testing.T) {
 	require.NoError(t, errB)
 	defer closeLink(t, la)
 	defer closeLink(t, lb)
-	require.Equal(t, []uint64{2}, fence.raises, "the handshake raised the floor")
+	require.Equal(t, []uint64{2}, fence.raised(), "the handshake raised the floor")
 
 	write := func(b byte, off int64) error {
 		r := &Request{Op: OpWrite, Offset: off, Data: bytes.Repeat([]byte{b}, 4096)}
@@ -141,7 +148,7 @@ func TestEpochFenceOnTheWire(t *testing.T) {
 	// Promoted again (a new epoch): the State raises the floor.
 	require.NoError(t, la.SendState(State{Role: 1, Epoch: 3}))
 	require.NoError(t, write(0x22, 4096))
-	require.Equal(t, []uint64{2, 3}, fence.raises)
+	require.Equal(t, []uint64{2, 3}, fence.raised())
 
 	// Another node was promoted at epoch 4, and this Secondary heard of
 	// it: a's next write is stale.

@@ -554,7 +554,8 @@ func (r *Resource) command(ev fsm.Event, epoch uint64) error {
 	r.listenErr, r.exportErr = nil, nil
 	wasPrimary := r.fsm.State().Role == fsm.Primary
 	if err := r.fsm.Step(ev); err != nil {
-		if _, ok := ev.(fsm.Promote); ok && !wasPrimary {
+		if _, ok := ev.(fsm.Promote); ok && !wasPrimary && r.epochs != nil {
+			r.epoch.Store(0)
 			r.releaseGrant(epoch)
 		}
 		return err
@@ -600,8 +601,9 @@ func (r *Resource) takeEpoch(epoch uint64) error {
 }
 
 // releaseGrant gives a quorum grant back (epoch 0: none), off run's
-// goroutine; a failure is logged (the group keeps naming this node
-// Primary until it is replaced or promoted again).
+// goroutine, until the resource stops; a failure is logged (the group
+// keeps naming this node Primary until it is replaced or promoted
+// again). A clean shutdown (goDown) does not give it back yet.
 func (r *Resource) releaseGrant(epoch uint64) {
 	if epoch == 0 || r.epochs == nil {
 		return
@@ -609,7 +611,7 @@ func (r *Resource) releaseGrant(epoch uint64) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		defer cancel()
 		if err := r.auth.Release(ctx, epoch); err != nil {
 			r.log.Warn("quorum: giving back the grant of epoch failed", "epoch", epoch, "err", err)
