@@ -48,18 +48,20 @@ func (f *epochFence) Raise(e uint64) error {
 			break
 		}
 	}
+	if md := f.md(); md != nil {
+		if err := md.Update(func(sb *meta.Superblock) {
+			sb.QuorumEpoch = max(sb.QuorumEpoch, e)
+		}); err != nil {
+			return err
+		}
+	}
+	// Recorded first: a node that demotes for it has it on its disk.
 	if f.serving != nil && f.replaced != nil {
 		if own := f.serving(); own != 0 && e > own {
 			f.replaced(own)
 		}
 	}
-	md := f.md()
-	if md == nil {
-		return nil
-	}
-	return md.Update(func(sb *meta.Superblock) {
-		sb.QuorumEpoch = max(sb.QuorumEpoch, e)
-	})
+	return nil
 }
 
 // outdateTimeout bounds how long a write waits for the group to outdate

@@ -54,7 +54,15 @@ func TestFollowerForwardsOverTCP(t *testing.T) {
 	auth := Auth{Alg: "sha256", Secret: "quorum-secret"}
 	nodes := startTCPGroup(t, map[quorum.NodeID]Auth{"alpha": auth, "beta": auth, "gamma": auth})
 	var leader quorum.NodeID
-	require.Eventually(t, func() bool { leader = nodes["alpha"].Leader(); return leader != "" }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		leader = nodes["alpha"].Leader()
+		for _, n := range nodes {
+			if n.Leader() != leader {
+				return false // a follower that knows no leader yet cannot forward
+			}
+		}
+		return leader != ""
+	}, 20*time.Second, 10*time.Millisecond)
 	var follower *Node
 	for id, n := range nodes {
 		if id != leader {
