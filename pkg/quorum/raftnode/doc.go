@@ -18,10 +18,14 @@
 //     within a bound: the leader steps down within LeaderLeaseTimeout of
 //     losing its majority (raft's lease check), and a follower counts
 //     itself quorate only while it heard from a leader within
-//     Timing.Quorate.
+//     Timing.Quorate;
+//   - a promotion replaces a Primary (quorum.Command.Takeover) only if
+//     the leader has been out of contact with it for longer than that
+//     bound plus a heartbeat (gone), so the old Primary has stopped
+//     serving before the new one starts. Write safety does not rest on
+//     it: the epoch fence and the fence-peer commit do.
 //
-// Not there yet (issue 15): forwarding a command from a follower to the
-// leader (Submit returns ErrNotLeader naming it), the transport over
-// the resource's quorum-address with cram-hmac authentication, and the
-// wiring into pkg/node and the daemon.
+// Not there yet (issue 15): the wiring into the configuration and the
+// daemon, and automatic failover (which would submit the same
+// promotion on its own).
 package raftnode

@@ -76,6 +76,11 @@ type Node struct {
 
 	mu          sync.Mutex // serialises Submit's barrier bookkeeping
 	barrierTerm uint64     // the term whose Barrier completed
+
+	obs     chan raft.Observation
+	obsDone chan struct{}
+	cmu     sync.Mutex
+	failed  map[quorum.NodeID]time.Time // leader: members whose heartbeats fail, and their last contact
 }
 
 // ErrNotLeader: Submit ran on a node that does not lead the group; Leader
@@ -147,7 +152,66 @@ func New(cfg Config) (*Node, error) {
 		n.closeStores()
 		return nil, fmt.Errorf("quorum: %w", err)
 	}
+	n.watchContacts()
 	return n, nil
+}
+
+// watchContacts follows the leader's heartbeats to each member (raft's
+// observations, blocking so that none is dropped: a lost "resumed"
+// would make a live member look gone): a member whose heartbeats fail
+// is recorded with its last contact, until they resume.
+func (n *Node) watchContacts() {
+	n.failed = map[quorum.NodeID]time.Time{}
+	n.obs, n.obsDone = make(chan raft.Observation, 64), make(chan struct{})
+	n.raft.RegisterObserver(raft.NewObserver(n.obs, true, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+			return true
+		}
+		return false
+	}))
+	go func() {
+		for {
+			select {
+			case o := <-n.obs:
+				n.cmu.Lock()
+				switch d := o.Data.(type) {
+				case raft.FailedHeartbeatObservation:
+					if _, ok := n.failed[quorum.NodeID(d.PeerID)]; !ok {
+						n.failed[quorum.NodeID(d.PeerID)] = d.LastContact
+					}
+				case raft.ResumedHeartbeatObservation:
+					delete(n.failed, quorum.NodeID(d.PeerID))
+				case raft.LeaderObservation:
+					// A new term: what an earlier leader saw is not
+					// this one's to judge.
+					clear(n.failed)
+				}
+				n.cmu.Unlock()
+			case <-n.obsDone:
+				return
+			}
+		}
+	}()
+}
+
+// gone reports whether member p, seen from this leader, has been out of
+// contact long enough that it cannot count itself quorate any more, and
+// so serves nothing: its heartbeats have failed since a last contact
+// more than Timing.Quorate plus one heartbeat ago (the margin covers a
+// heartbeat that reached p but whose answer was lost). The leader itself
+// is never gone. (Write safety does not rest on this bound: the epoch
+// fence and the fence-peer commit keep a replaced Primary from
+// acknowledging anything; the bound keeps it from serving reads while
+// its replacement serves.)
+func (n *Node) gone(p quorum.NodeID) bool {
+	if p == n.cfg.ID {
+		return false
+	}
+	n.cmu.Lock()
+	last, ok := n.failed[p]
+	n.cmu.Unlock()
+	return ok && time.Since(last) >= n.cfg.Timing.Quorate+n.cfg.Timing.Heartbeat
 }
 
 // listen opens this member's quorum address: the mux, raft's network
@@ -212,6 +276,7 @@ func (n *Node) closeStores() {
 // listener and the stores.
 func (n *Node) Close() error {
 	err := n.raft.Shutdown().Error()
+	close(n.obsDone)
 	n.closeStores()
 	return err
 }
@@ -264,6 +329,13 @@ func (n *Node) submitLocal(ctx context.Context, c quorum.Command) (quorum.Result
 	timeout := n.timeout(ctx)
 	if err := n.barrier(timeout); err != nil {
 		return quorum.Result{}, err
+	}
+	if c.Op == quorum.OpPromote && !c.Takeover {
+		// Another node is Primary: the promotion replaces it only if
+		// it is gone (the leader decides, after the Barrier above).
+		if v, ok := n.fsm.view(c.Resource); ok && v.Primary != "" && v.Primary != c.Node && n.gone(v.Primary) {
+			c.Takeover = true
+		}
 	}
 	b, err := c.Marshal()
 	if err != nil {

@@ -219,3 +219,53 @@ func TestStateSurvivesARestartOfEveryMember(t *testing.T) {
 func TestDefaultTimingIsValid(t *testing.T) {
 	require.NoError(t, raft.ValidateConfig(raftConfig(Config{ID: "alpha", Timing: DefaultTiming()})))
 }
+
+// TestTakeoverWaitsForTheOldPrimarysBound: a promotion while another
+// node is Primary is refused while that node may still count itself
+// quorate; once the leader has lost contact with it for its bound, the
+// same promotion replaces it (and outdates it). The wait is a lower
+// bound, checked as such; the time it took is logged.
+func TestTakeoverWaitsForTheOldPrimarysBound(t *testing.T) {
+	g := newGroup(t, false)
+	l := g.leader()
+	g.submit(l, report("alpha"))
+	g.submit(l, report("beta"))
+	// alpha is Primary; make sure it does not lead (the leader itself is
+	// never gone): promote whichever data node does not lead.
+	primary := quorum.NodeID("alpha")
+	if l.cfg.ID == "alpha" {
+		primary = "beta"
+	}
+	other := quorum.NodeID("alpha")
+	if primary == "alpha" {
+		other = "beta"
+	}
+	require.NoError(t, g.submit(l, quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: primary}).Err)
+
+	// A live Primary is not replaced.
+	res := g.submit(l, quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: other, Expect: 1})
+	require.ErrorIs(t, res.Err, quorum.ErrPrimaryElsewhere)
+
+	cut := time.Now()
+	g.trans[primary].DisconnectAll()
+	for _, id := range ids {
+		if id != primary {
+			g.trans[id].Disconnect(raft.ServerAddress(primary))
+		}
+	}
+	promote := quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: other, Expect: 1}
+	require.Eventually(t, func() bool {
+		res = g.submit(g.leader(ids...), promote)
+		if res.Err != nil {
+			require.ErrorIs(t, res.Err, quorum.ErrPrimaryElsewhere)
+			return false
+		}
+		return true
+	}, 20*time.Second, 20*time.Millisecond, "the takeover was never granted")
+	took := time.Since(cut)
+	t.Logf("takeover from %s granted %v after the cut (bound: quorate %v + heartbeat %v)", primary, took.Round(time.Millisecond), g.timing.Quorate, g.timing.Heartbeat)
+	require.GreaterOrEqual(t, took, g.timing.Quorate, "granted while the old Primary could still count itself quorate")
+	require.Equal(t, other, res.After.Primary)
+	require.Equal(t, uint64(2), res.After.Epoch)
+	require.True(t, res.After.Nodes[primary].Outdated)
+}
