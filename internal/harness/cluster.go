@@ -28,7 +28,10 @@ type Cluster struct {
 	Names [2]string
 	Nodes map[string]*Node
 	Proxy *Proxy // nil unless Options.Proxy
-	logf  func(string, ...any)
+	// Witness is the diskless third host of a quorum resource, "w" on
+	// 127.0.0.3 (nil unless Options.Witness); it is not in Names.
+	Witness *Node
+	logf    func(string, ...any)
 }
 
 // Options configure New.
@@ -45,6 +48,10 @@ type Options struct {
 	Faulty bool
 	// Proxy puts a Proxy on the peer link.
 	Proxy bool
+	// Witness makes r0 a quorum resource (options { quorum majority; })
+	// with a diskless witness "w" on 127.0.0.3 (Cluster.Witness), and
+	// gives each node a quorum-address.
+	Witness bool
 	// Config renders one node's configuration file; DefaultConfig if
 	// nil.
 	Config func(Vars) string
@@ -66,6 +73,11 @@ type Vars struct {
 	Addr  [2]string
 	Disk  [2]string
 	NBD   [2]string
+	// Quorum: a witness, "w" at WitnessAddr, and each host's
+	// quorum-address (the two nodes', then the witness's).
+	Quorum      bool
+	WitnessAddr string
+	QuorumAddr  [3]string
 }
 
 // DefaultConfig is resource r0, protocol C, authenticated, with the
@@ -77,6 +89,22 @@ func DefaultConfig(v Vars) string {
 // Config renders resource r0 with the given protocol and shared secret,
 // and extra statements in its net, disk and handlers sections.
 func Config(v Vars, protocol, secret, net, disk, handlers string) string {
+	if v.Quorum {
+		return fmt.Sprintf(`resource r0 {
+  protocol %s;
+  net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; %s }
+  disk { on-io-error detach; %s }
+  handlers { %s }
+  options { quorum majority; on-no-quorum io-error; }
+  meta-disk internal;
+  on %s { address %s; disk %s; nbd-listen %s; quorum-address %s; }
+  on %s { address %s; disk %s; nbd-listen %s; quorum-address %s; }
+  on w { address %s; disk none; quorum-address %s; }
+}
+`, protocol, secret, net, disk, handlers,
+			v.Names[0], v.Addr[0], v.Disk[0], v.NBD[0], v.QuorumAddr[0], v.Names[1], v.Addr[1], v.Disk[1], v.NBD[1], v.QuorumAddr[1],
+			v.WitnessAddr, v.QuorumAddr[2])
+	}
 	return fmt.Sprintf(`resource r0 {
   protocol %s;
   net { cram-hmac-alg sha256; shared-secret "%s"; ping-int 1; ping-timeout 5; timeout 20; connect-int 1; %s }
@@ -178,6 +206,32 @@ func New(o Options) (*Cluster, error) {
 		}
 		v.Disk[i], v.NBD[i] = nd.DiskPath, nd.NBD
 	}
+	if o.Witness {
+		v.Quorum = true
+		var err error
+		for i, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
+			if v.QuorumAddr[i], err = FreeAddr(host); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		if v.WitnessAddr, err = FreeAddr("127.0.0.3"); err != nil {
+			c.Close()
+			return nil, err
+		}
+		w := &Node{Name: "w", Host: "127.0.0.3", bin: o.Bin,
+			Conf:       filepath.Join(o.Dir, "w.conf"),
+			Control:    filepath.Join(o.Dir, "w.sock"),
+			StatusFile: filepath.Join(o.Dir, "w.status"),
+			LogPath:    filepath.Join(o.Dir, "w.log"),
+		}
+		c.Witness = w
+		v.Self = "w"
+		if err := os.WriteFile(w.Conf, []byte(o.Config(v)), 0o644); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	second := v.Addr[1]
 	if o.Proxy {
 		p, err := NewProxy("127.0.0.2", second, "127.0.0.1")
@@ -247,6 +301,9 @@ func (c *Cluster) Close() []string {
 			killed = append(killed, name)
 		}
 	}
+	if c.Witness != nil && !c.Witness.Terminate() {
+		killed = append(killed, c.Witness.Name)
+	}
 	if c.Proxy != nil {
 		c.Proxy.Close()
 	}
@@ -299,7 +356,7 @@ func (n *Node) Start() error {
 	}
 	fmt.Fprintf(logf, "=== %s start %d\n", time.Now().Format("15:04:05.000"), n.starts)
 	cmd := exec.Command(n.bin, "--config", n.Conf, "--node", n.Name, "--control", n.Control,
-		"daemon", "--status-file", n.StatusFile)
+		"daemon", "--status-file", n.StatusFile, "--state-dir", strings.TrimSuffix(n.StatusFile, ".status")+".state")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -15,7 +15,7 @@ import (
 
 // newDaemonCmd is `twinblock daemon`: the node in the foreground.
 func newDaemonCmd(g *globals) *cobra.Command {
-	var statusFile, metrics string
+	var statusFile, metrics, stateDir string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run this node: host its resources, serve the control socket, write the status file",
@@ -34,7 +34,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				warn("warning: --metrics is not implemented yet; no metrics endpoint is served")
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).With("node", nodeName)
-			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, Logger: log})
+			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, StateDir: stateDir, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -44,6 +44,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&statusFile, "status-file", "/run/twinblock/status", "where to keep the /proc/drbd-format status")
+	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/twinblock", "where quorum resources keep their group's raft state (STATE-DIR/quorum/RES)")
 	cmd.Flags().StringVar(&metrics, "metrics", "", "Prometheus endpoint address (not implemented yet)")
 	return cmd
 }

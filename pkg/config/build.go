@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -276,8 +277,8 @@ func (b *builder) host(r *resourceLevel, s *stmt) error {
 			return errorf(s.pos, "resource %s: \"on %s\" is already defined at %s", r.name, name, h.pos)
 		}
 	}
-	if len(r.hosts) == 2 {
-		return errorf(s.pos, `resource %s: a third host section "on %s": twinblock replicates between exactly two hosts (%s and %s)`, r.name, name, r.hosts[0].name, r.hosts[1].name)
+	if len(r.hosts) == 3 {
+		return errorf(s.pos, `resource %s: a fourth host section "on %s": twinblock replicates between two hosts, with at most a diskless witness beside them (%s, %s, %s)`, r.name, name, r.hosts[0].name, r.hosts[1].name, r.hosts[2].name)
 	}
 	h := &hostLevel{name: name, pos: s.pos}
 	r.hosts = append(r.hosts, h)
@@ -467,7 +468,8 @@ func (b *builder) resolve() (*Config, error) {
 		pos       Pos
 	}
 	addresses := map[string]use{}
-	minors := map[string]use{} // host + "/" + minor
+	minors := map[string]use{}      // host + "/" + minor
+	quorumAddrs := map[string]use{} // host + "/" + quorum-address
 	for i, rl := range b.resources {
 		r := &Resource{Name: rl.name, Pos: rl.pos, Protocol: "C"}
 		r.Net = merged(b.common.sec(secNet), rl.level.sec(secNet))
@@ -482,13 +484,70 @@ func (b *builder) resolve() (*Config, error) {
 		if len(rl.hosts) < 2 {
 			return nil, errorf(rl.pos, `resource %s needs two "on HOST" sections (twinblock replicates between two hosts), found %d`, rl.name, len(rl.hosts))
 		}
+		quorum := r.Options.String("quorum") == "majority"
+		_ = r.Options.String("on-no-quorum") // read: the device fails I/O without quorum (io-error)
+		switch {
+		case len(rl.hosts) == 3 && !quorum:
+			return nil, errorf(rl.hosts[2].pos, `resource %s: a third host section "on %s" needs options { quorum majority; } (it is then the diskless witness)`, rl.name, rl.hosts[2].name)
+		case len(rl.hosts) == 2 && quorum:
+			p, _ := r.Options.Pos("quorum")
+			return nil, errorf(p, `resource %s: quorum majority needs a third host section, a diskless witness (on NAME { address ...; disk none; })`, rl.name)
+		}
+		hosts := make([]*Host, len(rl.hosts))
 		for j, hl := range rl.hosts {
 			h, err := b.resolveHost(i, rl, hl)
 			if err != nil {
 				return nil, err
 			}
-			r.Hosts[j] = h
+			hosts[j] = h
 		}
+		if !quorum {
+			for j, h := range hosts {
+				if h.QuorumAddress != "" {
+					p, _ := rl.hosts[j].level.sec(secOn).Pos("quorum-address")
+					b.warn(p, "quorum-address of on %s without options { quorum majority; }: ignored", h.Name)
+					h.QuorumAddress = ""
+				}
+			}
+		}
+		if quorum {
+			for _, h := range hosts {
+				if host, _, err := net.SplitHostPort(h.Address); err == nil && h.QuorumAddress == "" {
+					h.QuorumAddress = net.JoinHostPort(host, defaultQuorumPort)
+				}
+			}
+			var data []*Host
+			for j, h := range hosts {
+				switch {
+				case h.Disk != "":
+					data = append(data, h)
+				case r.Witness == nil:
+					r.Witness = h
+				default:
+					return nil, errorf(rl.hosts[j].pos, `resource %s: two diskless hosts (%s and %s): a quorum resource has two data hosts and one witness`, rl.name, r.Witness.Name, h.Name)
+				}
+			}
+			if r.Witness == nil {
+				return nil, errorf(rl.hosts[2].pos, `resource %s: no diskless host: the witness of a quorum resource has "disk none;"`, rl.name)
+			}
+			hosts = data
+			for j, h := range append(append([]*Host{}, data...), r.Witness) {
+				for _, o := range append(append([]*Host{}, data...), r.Witness)[:j] {
+					if h.QuorumAddress == o.QuorumAddress {
+						return nil, errorf(h.Pos, "resource %s: on %s has the same quorum-address as on %s (%s)", rl.name, h.Name, o.Name, h.QuorumAddress)
+					}
+				}
+				key := h.Name + "/" + h.QuorumAddress
+				if u, dup := quorumAddrs[key]; dup {
+					return nil, errorf(h.Pos, "resource %s: quorum-address %s of on %s is already used by resource %s (%s): each quorum resource has its own group, on its own port", r.Name, h.QuorumAddress, h.Name, u.res, u.pos)
+				}
+				quorumAddrs[key] = use{r.Name, h.Name, h.Pos}
+				if h.QuorumAddress == h.Address {
+					return nil, errorf(h.Pos, "resource %s: on %s: quorum-address %s is its address too: give the quorum group its own port", r.Name, h.Name, h.Address)
+				}
+			}
+		}
+		r.Hosts[0], r.Hosts[1] = hosts[0], hosts[1]
 		if err := checkHostNames(r); err != nil {
 			return nil, err
 		}
@@ -496,8 +555,18 @@ func (b *builder) resolve() (*Config, error) {
 			p, _ := rl.hosts[1].level.sec(secOn).Pos("address")
 			return nil, errorf(p, "resource %s: on %s has the same address as on %s (%s)", rl.name, rl.hosts[1].name, rl.hosts[0].name, r.Hosts[0].Address)
 		}
-		for j, h := range r.Hosts {
-			p, _ := rl.hosts[j].level.sec(secOn).Pos("address")
+		all := []*Host{r.Hosts[0], r.Hosts[1]}
+		if r.Witness != nil {
+			all = append(all, r.Witness)
+		}
+		for _, h := range all {
+			var hl *hostLevel
+			for _, x := range rl.hosts {
+				if x.name == h.Name {
+					hl = x
+				}
+			}
+			p, _ := hl.level.sec(secOn).Pos("address")
 			key := h.Address
 			if ip, err := netip.ParseAddrPort(h.Address); err == nil && (ip.Addr().IsLoopback() || ip.Addr().IsLinkLocalUnicast()) {
 				key = h.Name + "/" + key // a local address is per host (drbdadm)
@@ -506,11 +575,14 @@ func (b *builder) resolve() (*Config, error) {
 				return nil, errorf(p, "resource %s: address %s of on %s is already used by resource %s, on %s (%s)", r.Name, h.Address, h.Name, u.res, u.host, u.pos)
 			}
 			addresses[key] = use{r.Name, h.Name, p}
+			if h == r.Witness {
+				continue // no device
+			}
 			mkey := h.Name + "/" + strconv.Itoa(h.Minor)
 			if u, dup := minors[mkey]; dup {
-				return nil, errorf(rl.hosts[j].pos, "resource %s: minor %d on %s is already used by resource %s (%s); give each resource its own device", r.Name, h.Minor, h.Name, u.res, u.pos)
+				return nil, errorf(hl.pos, "resource %s: minor %d on %s is already used by resource %s (%s); give each resource its own device", r.Name, h.Minor, h.Name, u.res, u.pos)
 			}
-			minors[mkey] = use{r.Name, h.Name, rl.hosts[j].pos}
+			minors[mkey] = use{r.Name, h.Name, hl.pos}
 		}
 		cfg.Resources = append(cfg.Resources, r)
 	}
@@ -596,5 +668,12 @@ func (b *builder) resolveHost(index int, rl *resourceLevel, hl *hostLevel) (*Hos
 	if st, ok := pick("nbd-listen", chain); ok {
 		h.NBDListen = st.val.words[0]
 	}
+	if st, ok := pick("quorum-address", chain[:1]); ok {
+		h.QuorumAddress = st.val.words[len(st.val.words)-1]
+	}
 	return h, nil
 }
+
+// defaultQuorumPort is the port of a host's quorum-address when the
+// configuration gives none (on the host of its address).
+const defaultQuorumPort = "7800"

@@ -28,8 +28,18 @@ type Resource struct {
 	// Net, Disk, Startup, Handlers and Options are the effective sections.
 	// Net has no "protocol": it is in Protocol.
 	Net, Disk, Startup, Handlers, Options Section
-	Hosts                                 [2]*Host // in file order
+	Hosts                                 [2]*Host // the data hosts, in file order
+	// Witness is the diskless third host of a quorum resource (options
+	// { quorum majority; }); nil without quorum.
+	Witness *Host
 }
+
+// Quorum reports whether the resource runs with a quorum group (the two
+// data hosts and the witness).
+func (r *Resource) Quorum() bool { return r.Witness != nil }
+
+// IsWitness reports whether node is the resource's witness.
+func (r *Resource) IsWitness(node string) bool { return r.Witness != nil && r.Witness.Name == node }
 
 // Host is one `on HOST` section of a resource, effective values.
 type Host struct {
@@ -49,6 +59,10 @@ type Host struct {
 	Minor     int
 	MetaDisk  MetaDisk // default internal
 	NBDListen string   // default 127.0.0.1:10809
+	// QuorumAddress is where this host's member of the quorum group
+	// listens (quorum resources only; default: Address's host, port
+	// 7800).
+	QuorumAddress string
 }
 
 // Load reads the configuration file at path and every file it includes

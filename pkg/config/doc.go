@@ -15,7 +15,8 @@
 //     (keywords.go, value.go), records what each level sets, and warns
 //     about DRBD keywords twinblock does not implement;
 //   - build.go's resolve then produces the Config: each Resource with its
-//     effective sections and its two Hosts.
+//     effective sections, its two data Hosts and, for a quorum resource
+//     (options { quorum majority; }), its diskless Witness.
 //
 // # Inheritance
 //

@@ -145,8 +145,9 @@ func TestKeywordTable(t *testing.T) {
 		secHandlers: {"split-brain", "out-of-sync", "initial-split-brain", "pri-lost-after-sb", "pri-lost", "local-io-error", "before-resync-target", "after-resync-target"},
 		secGlobal:   {"usage-count", "nbd-listen", "device", "meta-disk"},
 		secResource: {"protocol", "device", "disk", "meta-disk", "nbd-listen"},
-		secOn:       {"address", "device", "disk", "meta-disk", "nbd-listen"},
+		secOn:       {"address", "device", "disk", "meta-disk", "nbd-listen", "quorum-address"},
 		secVolume:   {"device", "disk", "meta-disk"},
+		secOptions:  {"quorum", "on-no-quorum"},
 	}
 	for _, k := range keywords.list {
 		if k.alias != "" || k.section == secSyncer {

@@ -40,7 +40,10 @@ func (c *Config) Dump(w io.Writer) error {
 			bw.WriteString("\t}\n")
 		}
 		for _, h := range r.Hosts {
-			writeHost(bw, h)
+			writeHost(bw, h, r.Quorum())
+		}
+		if r.Witness != nil {
+			writeHost(bw, r.Witness, true)
 		}
 		bw.WriteString("}\n")
 	}
@@ -59,7 +62,7 @@ func writeSettings(w *bufio.Writer, indent string, s Section) {
 	}
 }
 
-func writeHost(w *bufio.Writer, h *Host) {
+func writeHost(w *bufio.Writer, h *Host, quorum bool) {
 	fmt.Fprintf(w, "\ton %s {\n", quoteWord(h.Name))
 	if strings.HasPrefix(h.Address, "[") {
 		fmt.Fprintf(w, "\t\taddress ipv6 %s;\n", quoteWord(h.Address))
@@ -79,6 +82,13 @@ func writeHost(w *bufio.Writer, h *Host) {
 	}
 	fmt.Fprintf(w, "\t\tmeta-disk %s;\n", quoteWord(h.MetaDisk.String()))
 	fmt.Fprintf(w, "\t\tnbd-listen %s;\n", quoteWord(h.NBDListen))
+	if quorum {
+		if strings.HasPrefix(h.QuorumAddress, "[") {
+			fmt.Fprintf(w, "\t\tquorum-address ipv6 %s;\n", quoteWord(h.QuorumAddress))
+		} else {
+			fmt.Fprintf(w, "\t\tquorum-address %s;\n", quoteWord(h.QuorumAddress))
+		}
+	}
 	w.WriteString("\t}\n")
 }
 

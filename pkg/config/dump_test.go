@@ -78,6 +78,11 @@ func normalized(c *Config) *Config {
 			nh.Pos = Pos{}
 			nr.Hosts[i] = &nh
 		}
+		if r.Witness != nil {
+			nw := *r.Witness
+			nw.Pos = Pos{}
+			nr.Witness = &nw
+		}
 		out.Resources = append(out.Resources, &nr)
 	}
 	return out

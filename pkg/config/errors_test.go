@@ -108,7 +108,24 @@ var badCases = []struct {
 	}`, `resource r needs two "on HOST" sections (twinblock replicates between two hosts), found 1`},
 	{"three hosts", `resource r { ` + twoHosts + `
 		on c { address 10.0.0.3:7789; }  # <-
-	}`, `resource r: a third host section "on c": twinblock replicates between exactly two hosts (a and b)`},
+	}`, `resource r: a third host section "on c" needs options { quorum majority; } (it is then the diskless witness)`},
+	{"quorum without a witness", `resource r { options { quorum majority; }  # <-
+		` + twoHosts + ` }`, `resource r: quorum majority needs a third host section, a diskless witness`},
+	{"a witness with a disk", `resource r { options { quorum majority; } ` + twoHosts + `
+		on c { address 10.0.0.3:7789; disk /d; }  # <-
+	}`, `resource r: no diskless host: the witness of a quorum resource has "disk none;"`},
+	{"two witnesses", `resource r { options { quorum majority; } disk /d;
+		on a { address 10.0.0.1:7789; }
+		on b { address 10.0.0.2:7789; disk none; }
+		on c { address 10.0.0.3:7789; disk none; }  # <-
+	}`, `resource r: two diskless hosts (b and c): a quorum resource has two data hosts and one witness`},
+	{"a fourth host", `resource r { options { quorum majority; } ` + twoHosts + `
+		on c { address 10.0.0.3:7789; disk none; }
+		on d { address 10.0.0.4:7789; disk none; }  # <-
+	}`, `resource r: a fourth host section "on d"`},
+	{"quorum-address on the peer port", `resource r { options { quorum majority; } ` + twoHosts + `
+		on c { address 10.0.0.3:7789; disk none; quorum-address 10.0.0.3:7789; }  # <-
+	}`, `resource r: on c: quorum-address 10.0.0.3:7789 is its address too`},
 	{"two names in one on", `resource r { disk /d;
 		on a b { address 10.0.0.1:1; }  # <-
 	}`, `on a b: one host name per "on" section`},

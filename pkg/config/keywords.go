@@ -220,6 +220,8 @@ func keywordList() []keyword {
 	ks = append(ks, placement(secOn)...)
 	ks = append(ks, listen(secOn))
 	ks = append(ks, keyword{section: secOn, name: "alternate-link-address", kind: kindAddress})
+	ks = append(ks, keyword{section: secOn, name: "quorum-address", kind: kindAddress, implemented: true, twinblock: true,
+		note: "where this host's member of the quorum group listens (options { quorum majority; }); default: the host of address, port 7800"})
 	// volume 0
 	ks = append(ks, placement(secVolume)...)
 	// net
@@ -362,6 +364,28 @@ func keywordList() []keyword {
 	// options (resource options)
 	ks = append(ks,
 		str(secOptions, "cpu-mask", false, "hexadecimal"),
+		func() keyword {
+			k := enum(secOptions, "quorum", "off", true, "off", "majority")
+			k.note = "majority: the two data hosts and a diskless witness (a third on section with disk none) agree who may be Primary (docs/quorum.md); DRBD 9's all and N are not supported"
+			return k
+		}(),
+		func() keyword {
+			k := enum(secOptions, "on-no-quorum", "io-error", true, "io-error", "suspend-io")
+			k.ignored, k.ignoredWhy = "suspend-io", "requests are failed, not held: io-error"
+			k.note = "twinblock's default is io-error (DRBD 9's is suspend-io, which twinblock does not implement)"
+			return k
+		}(),
+		func() keyword {
+			k := yesNo(secOptions, "auto-promote", "no", false, "")
+			k.note = "DRBD 9's promotion when the device is opened: not implemented"
+			return k
+		}(),
+		func() keyword {
+			k := yesNo(secOptions, "auto-failover", "no", false, "")
+			k.twinblock = true
+			k.note = "the quorum promotes a surviving UpToDate node by itself: not implemented yet (promote by hand; docs/quorum.md)"
+			return k
+		}(),
 		func() keyword {
 			k := enum(secOptions, "on-no-data-accessible", "io-error", false, "io-error", "suspend-io")
 			k.note = "twinblock always fails the I/O (io-error) when no UpToDate data is reachable; suspend-io is not implemented"

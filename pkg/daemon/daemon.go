@@ -15,9 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/node"
+	"github.com/twinblock/twinblock/pkg/quorum"
+	"github.com/twinblock/twinblock/pkg/quorum/raftnode"
 	"github.com/twinblock/twinblock/pkg/status"
 )
 
@@ -31,7 +35,11 @@ type Options struct {
 	Node       string // this host's `on` name
 	Control    string // the control socket path
 	StatusFile string // the status file path
-	Logger     *slog.Logger
+	// StateDir holds the quorum groups' raft state (StateDir/quorum/RES:
+	// the log, the stable store and the snapshots); default
+	// /var/lib/twinblock.
+	StateDir string
+	Logger   *slog.Logger
 }
 
 // Daemon hosts the resources of one node.
@@ -44,31 +52,89 @@ type Daemon struct {
 	ln        net.Listener
 	changed   chan struct{}
 	wg        sync.WaitGroup
+	// quorums are the members of the quorum groups of the resources this
+	// node hosts or witnesses (one group per resource).
+	quorums []*raftnode.Node
 }
 
 // New prepares the daemon: the resources that have an `on` section for
-// opts.Node. Nothing runs until Run.
+// opts.Node. Nothing runs until Run but the members of the quorum
+// groups (quorum resources, and those this node witnesses), which join
+// their groups at once.
 func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.StateDir == "" {
+		opts.StateDir = "/var/lib/twinblock"
+	}
 	d := &Daemon{opts: opts, log: opts.Logger, byName: map[string]*node.Resource{}, changed: make(chan struct{}, 1)}
+	fail := func(err error) (*Daemon, error) {
+		d.closeQuorums()
+		return nil, err
+	}
 	for _, rc := range opts.Config.Resources {
+		if rc.IsWitness(opts.Node) {
+			if _, err := d.quorumMember(rc); err != nil {
+				return fail(err)
+			}
+			d.log.Info("witness of a quorum resource: a member of its group, no data", "resource", rc.Name)
+			continue
+		}
 		if _, _, err := rc.Host(opts.Node); err != nil {
 			d.log.Warn("resource has no section for this node: not hosted", "resource", rc.Name, "node", opts.Node)
 			continue
 		}
-		r, err := node.NewResource(rc, opts.Node, opts.Logger, d.notify)
+		env := node.Env{}
+		if rc.Quorum() {
+			q, err := d.quorumMember(rc)
+			if err != nil {
+				return fail(err)
+			}
+			env.Quorum = q
+		}
+		r, err := node.NewResourceEnv(rc, opts.Node, opts.Logger, d.notify, env)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		d.resources = append(d.resources, r)
 		d.byName[rc.Name] = r
 	}
-	if len(d.resources) == 0 {
+	if len(d.resources) == 0 && len(d.quorums) == 0 {
 		return nil, fmt.Errorf("daemon: no resource of %s has an `on %s` section", opts.Config.Files[0], opts.Node)
 	}
 	return d, nil
+}
+
+// quorumMember starts this node's member of rc's quorum group (it runs
+// from now on: the group elects a leader while the daemon starts).
+func (d *Daemon) quorumMember(rc *config.Resource) (*raftnode.Node, error) {
+	members := map[quorum.NodeID]raft.ServerAddress{}
+	for _, h := range []*config.Host{rc.Hosts[0], rc.Hosts[1], rc.Witness} {
+		members[quorum.NodeID(h.Name)] = raft.ServerAddress(h.QuorumAddress)
+	}
+	q, err := raftnode.New(raftnode.Config{
+		ID: quorum.NodeID(d.opts.Node), Members: members,
+		Resources: map[string][2]quorum.NodeID{rc.Name: {quorum.NodeID(rc.Hosts[0].Name), quorum.NodeID(rc.Hosts[1].Name)}},
+		Dir:       filepath.Join(d.opts.StateDir, "quorum", rc.Name),
+		Network:   node.TCP{},
+		Auth:      raftnode.Auth{Alg: rc.Net.String("cram-hmac-alg"), Secret: rc.Net.String("shared-secret")},
+		Logger:    d.log.With("resource", rc.Name),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: resource %s: %w", rc.Name, err)
+	}
+	d.quorums = append(d.quorums, q)
+	return q, nil
+}
+
+func (d *Daemon) closeQuorums() {
+	for _, q := range d.quorums {
+		if err := q.Close(); err != nil {
+			d.log.Warn("quorum member close", "err", err)
+		}
+	}
+	d.quorums = nil
 }
 
 func (d *Daemon) notify() {
@@ -102,6 +168,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); _ = r.Close() }()
 	}
 	wg.Wait()
+	d.closeQuorums() // after the resources: a demotion gives its grant back first
 	d.wg.Wait()
 	_ = d.writeStatus()
 	return nil

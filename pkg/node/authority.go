@@ -17,8 +17,7 @@ import (
 // epoch, granted only to a node that reported an UpToDate disk and is
 // not Outdated, while no other node is Primary.
 //
-// Not there yet (issue 15): the configuration that turns it on
-// (Env.Quorum is set by tests only), automatic failover, on-no-quorum
+// Not there yet (issue 15): automatic failover, on-no-quorum
 // suspend-io (io-error is the device's quorate check), the status's
 // quorum fields, and the handlers.
 type authority interface {

@@ -25,10 +25,10 @@ type Env struct {
 	// Clock drives the state machine's ticks and the resync engine;
 	// nil means the system clock.
 	Clock clock.Clock
-	// Quorum, if set, is the resource's quorum group (issue 15): a
-	// promotion is then its committed entry, and the links fence by
-	// epoch. Nil: no quorum, as DRBD 8.4. (Only tests set it today: the
-	// configuration does not turn quorum on yet.)
+	// Quorum, if set, is the resource's quorum group (options { quorum
+	// majority; }; the daemon passes its raftnode.Node): a promotion is
+	// then its committed entry, and the links fence by epoch. Nil: no
+	// quorum, as DRBD 8.4.
 	Quorum QuorumService
 }
 

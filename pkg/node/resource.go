@@ -603,7 +603,7 @@ func (r *Resource) takeEpoch(epoch uint64) error {
 // releaseGrant gives a quorum grant back (epoch 0: none), off run's
 // goroutine, until the resource stops; a failure is logged (the group
 // keeps naming this node Primary until it is replaced or promoted
-// again). A clean shutdown (goDown) does not give it back yet.
+// again). A clean shutdown gives it back itself (goDown).
 func (r *Resource) releaseGrant(epoch uint64) {
 	if epoch == 0 || r.epochs == nil {
 		return
@@ -863,11 +863,22 @@ func (r *Resource) process() {
 // Primary nor crashed and the activity log is clean.
 func (r *Resource) goDown() {
 	r.closeExport()
+	epoch := r.epoch.Swap(0)
 	for _, ev := range []fsm.Event{fsm.OpenCount{N: 0}, fsm.Demote{}, fsm.Disconnect{}, fsm.Detach{}} {
 		if err := r.fsm.Step(ev); err != nil {
 			r.log.Warn("shutdown", "step", fmt.Sprintf("%T", ev), "err", err)
 		}
 		r.process()
+	}
+	if epoch != 0 {
+		// The quorum's grant goes back with the role, so that the
+		// group can promote the peer at once (bounded: a group out of
+		// reach leaves this node named Primary until it is replaced).
+		ctx, cancel := context.WithTimeout(r.ctx, 3*time.Second)
+		if err := r.auth.Release(ctx, epoch); err != nil {
+			r.log.Warn("shutdown: giving the quorum grant back failed", "epoch", epoch, "err", err)
+		}
+		cancel()
 	}
 }
 

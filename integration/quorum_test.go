@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/twinblock/twinblock/internal/harness"
+	"github.com/twinblock/twinblock/nbd/client"
+	"github.com/twinblock/twinblock/pkg/disk"
+	"github.com/twinblock/twinblock/pkg/meta"
+)
+
+// TestQuorumFailover: three real daemons, a and b with disks and the
+// diskless witness w (options { quorum majority; }). The promotion is
+// the group's: b is refused while a is Primary; a is SIGKILLed, and b's
+// promotion is granted once the group counts a gone (the time is
+// logged). b serves every write a acknowledged, and more; a, back,
+// learns it was replaced, is resynced from b, and both disks end equal.
+func TestQuorumFailover(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+			}
+		}
+	})
+	a, b, w := c.Node("a"), c.Node("b"), c.Witness
+	require.NoError(t, w.Start())
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+
+	// The first promotion: forced (fresh disks), and a committed entry.
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	out, err = b.TB(30*time.Second, "primary", "r0")
+	require.Error(t, err, "b promoted while a is Primary: %s", out)
+	require.Contains(t, out, "another node is Primary")
+
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	want := bytes.Repeat([]byte("quorum-failover!"), (1<<20)/16)
+	require.NoError(t, cl.WriteAt(want, 4096, true))
+	_ = cl.Close()
+
+	killed := time.Now()
+	a.Kill()
+	var promoted time.Duration
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err = b.TB(30*time.Second, "primary", "r0")
+		if err == nil {
+			promoted = time.Since(killed)
+			break
+		}
+		require.Contains(t, out, "another node is Primary", "b's promotion refused for another reason")
+		require.True(t, time.Now().Before(deadline), "b never promoted: %s", out)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("a SIGKILLed; b's promotion granted after %v (one verb every 50 ms)", promoted.Round(time.Millisecond))
+
+	cl, err = client.Dial(ctx, b.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	got := make([]byte, len(want))
+	require.NoError(t, cl.ReadAt(got, 4096))
+	require.True(t, bytes.Equal(want, got), "b lacks a write a acknowledged")
+	more := bytes.Repeat([]byte("written-on-b...!"), (1<<20)/16)
+	require.NoError(t, cl.WriteAt(more, 8<<20, true), "b writes alone once the group outdated a")
+	_ = cl.Close()
+
+	// a comes back: Secondary, behind b's epoch, resynced from b.
+	require.NoError(t, a.StartUp())
+	require.NoError(t, a.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	role, err := a.TB(10*time.Second, "role", "r0")
+	require.NoError(t, err)
+	require.Equal(t, "Secondary/Primary", strings.TrimSpace(role))
+
+	out, err = b.TB(30*time.Second, "down", "r0")
+	require.NoError(t, err, out)
+	out, err = a.TB(30*time.Second, "down", "r0")
+	require.NoError(t, err, out)
+	da, db := readDataArea(t, a.Image, size), readDataArea(t, b.Image, size)
+	require.True(t, bytes.Equal(da[4096:4096+len(want)], want), "a lacks the first write")
+	require.True(t, bytes.Equal(da[8<<20:8<<20+len(more)], more), "a lacks b's write")
+	require.True(t, bytes.Equal(da, db), "the two data areas differ")
+}
+
+// TestQuorumStalePrimaryAcknowledgesNothing: a is frozen (SIGSTOP)
+// while it is Primary with a client connected; b is promoted once the
+// group counts a gone. a, thawed, still has its client and believes it
+// is Primary: every write it is sent fails (it is out of quorum, then
+// its fence-peer is refused as stale), and it demotes itself. No write
+// is acknowledged by both Primaries: b's data is what it wrote.
+func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+			}
+		}
+	})
+	a, b, w := c.Node("a"), c.Node("b"), c.Witness
+	require.NoError(t, w.Start())
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer cl.Close()
+	blk := bytes.Repeat([]byte{0xa1}, 4096)
+	require.NoError(t, cl.WriteAt(blk, 0, true))
+
+	a.Stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err = b.TB(30*time.Second, "primary", "r0")
+		if err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "b never promoted: %s", out)
+		time.Sleep(50 * time.Millisecond)
+	}
+	clb, err := client.Dial(ctx, b.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer clb.Close()
+	mine := bytes.Repeat([]byte{0xb2}, 4096)
+	require.NoError(t, clb.WriteAt(mine, 4096, true))
+
+	a.Cont()
+	stale := bytes.Repeat([]byte{0xee}, 4096)
+	for i := range 20 {
+		err := cl.WriteAt(stale, 4096, true)
+		require.Error(t, err, "the replaced Primary acknowledged write %d", i)
+		if err != nil && !a.Alive() {
+			break
+		}
+	}
+	// Demoted (the peer's role unknown: both took a new generation while
+	// apart, a split brain that the administrator resolves as in DRBD,
+	// the replaced node discarding its data).
+	require.NoError(t, a.WaitFor(ctx, "role", "Secondary/Unknown", 30*time.Second), "the replaced Primary did not demote")
+	for _, args := range [][]string{{"disconnect", "r0"}, {"connect", "--discard-my-data", "r0"}} {
+		out, err := a.TB(30*time.Second, args...)
+		require.NoError(t, err, out)
+	}
+	// b may have seen the split brain (StandAlone) or not yet
+	// (WFConnection): disconnect, then connect, works for both.
+	for _, args := range [][]string{{"disconnect", "r0"}, {"connect", "r0"}} {
+		out, err := b.TB(30*time.Second, args...)
+		require.NoError(t, err, out)
+	}
+	require.NoError(t, a.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+
+	got := make([]byte, 4096)
+	require.NoError(t, clb.ReadAt(got, 4096))
+	require.Equal(t, mine, got, "b's block was overwritten")
+	require.NoError(t, clb.ReadAt(got, 0))
+	require.Equal(t, blk, got, "b lacks a's acknowledged write")
+}
+
+// readDataArea reads a node's data area (its disk less the internal
+// metadata).
+func readDataArea(t *testing.T, path string, _ int64) []byte {
+	t.Helper()
+	d, err := disk.OpenFile(path, disk.FileOptions{ReadOnly: true})
+	require.NoError(t, err)
+	defer d.Close()
+	snap, err := meta.Inspect(d, meta.InternalPlacement, path)
+	require.NoError(t, err)
+	buf := make([]byte, snap.Superblock.DataSize)
+	require.NoError(t, d.ReadAt(buf, 0))
+	return buf
+}
