@@ -184,6 +184,132 @@ func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
 	require.Equal(t, blk, got, "b lacks a's acknowledged write")
 }
 
+// TestQuorumAutoFailover: with auto-failover yes, the Secondary that
+// lost its Primary (SIGKILL) promotes itself once the group counts the
+// Primary gone, with no command; the time from the kill until it serves
+// is logged. It holds the write the Primary acknowledged.
+func TestQuorumAutoFailover(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true,
+		Config: func(v harness.Vars) string {
+			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
+		}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+			}
+		}
+	})
+	a, b, w := c.Node("a"), c.Node("b"), c.Witness
+	require.NoError(t, w.Start())
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	want := bytes.Repeat([]byte("auto-failover..!"), (1<<20)/16)
+	require.NoError(t, cl.WriteAt(want, 0, true))
+	_ = cl.Close()
+
+	killed := time.Now()
+	a.Kill()
+	var clb *client.Client
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if clb, err = client.Dial(ctx, b.NBD, client.Options{Export: "r0"}); err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "b never took over: %v", err)
+	}
+	defer clb.Close()
+	t.Logf("a SIGKILLed; b serves %v later, by itself", time.Since(killed).Round(time.Millisecond))
+	got := make([]byte, len(want))
+	require.NoError(t, clb.ReadAt(got, 0))
+	require.True(t, bytes.Equal(want, got), "b lacks a write a acknowledged")
+	require.NoError(t, clb.WriteAt(want, 4<<20, true), "b writes alone")
+}
+
+// TestQuorumCutLinkNoSplitBrain: with auto-failover yes, the peer link
+// alone is cut (a proxy; the group's traffic goes on). The Secondary
+// lost its Primary but the group still hears it: it is not promoted,
+// the Primary goes on alone once the group outdated its peer, and no
+// split brain follows. Healed, the peer is resynced and cleared in the
+// group; when the Primary then dies, the peer takes over by itself with
+// every write.
+func TestQuorumCutLinkNoSplitBrain(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true, Proxy: true,
+		Config: func(v harness.Vars) string {
+			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
+		}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+			}
+		}
+	})
+	a, b, w := c.Node("a"), c.Node("b"), c.Witness
+	require.NoError(t, w.Start())
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer cl.Close()
+	blk := func(b byte) []byte { return bytes.Repeat([]byte{b}, 64<<10) }
+	require.NoError(t, cl.WriteAt(blk(1), 0, true))
+
+	c.Proxy.Cut()
+	require.NoError(t, cl.WriteAt(blk(2), 1<<20, true), "the Primary alone, once the group outdated its peer")
+	for range 10 {
+		time.Sleep(400 * time.Millisecond)
+		role, err := b.TB(10*time.Second, "role", "r0")
+		require.NoError(t, err)
+		require.Equal(t, "Secondary/Unknown", strings.TrimSpace(role), "b promoted itself while a lives: split brain")
+	}
+	require.NoError(t, cl.WriteAt(blk(3), 2<<20, true), "the Primary still serves")
+
+	c.Proxy.Heal()
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	time.Sleep(2 * time.Second) // the Primary clears its peer in the group (a few ms)
+
+	killed := time.Now()
+	a.Kill()
+	var clb *client.Client
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if clb, err = client.Dial(ctx, b.NBD, client.Options{Export: "r0"}); err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "b, resynced and cleared, never took over: %v", err)
+	}
+	defer clb.Close()
+	t.Logf("a SIGKILLed; b serves %v later", time.Since(killed).Round(time.Millisecond))
+	for i, off := range []int64{0, 1 << 20, 2 << 20} {
+		got := make([]byte, 64<<10)
+		require.NoError(t, clb.ReadAt(got, off))
+		require.Equal(t, blk(byte(i+1)), got, "write %d", i+1)
+	}
+}
+
 // readDataArea reads a node's data area (its disk less the internal
 // metadata).
 func readDataArea(t *testing.T, path string, _ int64) []byte {

@@ -311,9 +311,12 @@ func TestResyncInterruptedBySIGKILL(t *testing.T) {
 		var after procDRBD
 		deadline = time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
-			after = p.procDRBD(t, "b")
-			if after.syncing {
-				break
+			// The restarted daemon's file says Unconfigured until it
+			// rewrites it after up (at least once a second).
+			if st, err := os.ReadFile(p.statusFile("b")); err == nil && reState.Match(st) {
+				if after = parseProcDRBD(t, string(st)); after.syncing {
+					break
+				}
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

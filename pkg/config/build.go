@@ -486,6 +486,10 @@ func (b *builder) resolve() (*Config, error) {
 		}
 		quorum := r.Options.String("quorum") == "majority"
 		_ = r.Options.String("on-no-quorum") // read: the device fails I/O without quorum (io-error)
+		if r.Options.Bool("auto-failover") && !quorum {
+			p, _ := r.Options.Pos("auto-failover")
+			return nil, errorf(p, `resource %s: auto-failover yes needs options { quorum majority; } and a witness (without one, a promotion could not tell a dead Primary from a cut link)`, rl.name)
+		}
 		switch {
 		case len(rl.hosts) == 3 && !quorum:
 			return nil, errorf(rl.hosts[2].pos, `resource %s: a third host section "on %s" needs options { quorum majority; } (it is then the diskless witness)`, rl.name, rl.hosts[2].name)

@@ -109,6 +109,8 @@ var badCases = []struct {
 	{"three hosts", `resource r { ` + twoHosts + `
 		on c { address 10.0.0.3:7789; }  # <-
 	}`, `resource r: a third host section "on c" needs options { quorum majority; } (it is then the diskless witness)`},
+	{"auto-failover without quorum", `resource r { options { auto-failover yes; }  # <-
+		` + twoHosts + ` }`, `resource r: auto-failover yes needs options { quorum majority; }`},
 	{"quorum without a witness", `resource r { options { quorum majority; }  # <-
 		` + twoHosts + ` }`, `resource r: quorum majority needs a third host section, a diskless witness`},
 	{"a witness with a disk", `resource r { options { quorum majority; } ` + twoHosts + `

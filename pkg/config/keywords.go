@@ -381,9 +381,9 @@ func keywordList() []keyword {
 			return k
 		}(),
 		func() keyword {
-			k := yesNo(secOptions, "auto-failover", "no", false, "")
+			k := yesNo(secOptions, "auto-failover", "no", true, "")
 			k.twinblock = true
-			k.note = "the quorum promotes a surviving UpToDate node by itself: not implemented yet (promote by hand; docs/quorum.md)"
+			k.note = "with quorum majority: a Secondary that lost its Primary promotes itself once the group grants it (docs/quorum.md)"
 			return k
 		}(),
 		func() keyword {

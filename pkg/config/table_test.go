@@ -45,8 +45,11 @@ func TestEveryKeywordRoundTrips(t *testing.T) {
 		for _, v := range sampleValues(k) {
 			var src string
 			hosts := `disk /d; on a { address 10.0.0.1:1; } on b { address 10.0.0.2:1; }`
-			if k.name == "quorum" && v == "majority" {
+			if (k.name == "quorum" && v == "majority") || (k.name == "auto-failover" && v != "no") {
 				hosts += ` on w { address 10.0.0.3:1; disk none; }`
+				if k.name == "auto-failover" {
+					hosts = `options { quorum majority; } ` + hosts
+				}
 			}
 			stmt := strings.TrimSpace(k.name + " " + v)
 			switch k.section {
@@ -159,8 +162,11 @@ func TestNoKeywordIsAcceptedSilently(t *testing.T) {
 				src = "resource r { volume 0 { " + stmt + "; } on a { address 10.0.0.1:1; disk /d; } on b { address 10.0.0.2:1; disk /d; } }"
 			default:
 				src = "resource r { " + k.section + " { " + stmt + "; } disk /d; " + hostA + " " + hostB + " }"
-				if target.name == "quorum" && v == "majority" {
+				switch {
+				case target.name == "quorum" && v == "majority":
 					src = "resource r { " + k.section + " { " + stmt + "; } disk /d; " + hostA + " " + hostB + " on w { address 10.0.0.3:1; disk none; } }"
+				case target.name == "auto-failover" && v != "no":
+					src = "resource r { " + k.section + " { quorum majority; " + stmt + "; } disk /d; " + hostA + " " + hostB + " on w { address 10.0.0.3:1; disk none; } }"
 				}
 			}
 			t.Run(k.section+"/"+stmt, func(t *testing.T) {

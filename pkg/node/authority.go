@@ -17,9 +17,8 @@ import (
 // epoch, granted only to a node that reported an UpToDate disk and is
 // not Outdated, while no other node is Primary.
 //
-// Not there yet (issue 15): automatic failover, on-no-quorum
-// suspend-io (io-error is the device's quorate check), the status's
-// quorum fields, and the handlers.
+// Not there yet (issue 15): on-no-quorum suspend-io (io-error is the
+// device's quorate check), the status's quorum fields, and the handlers.
 type authority interface {
 	// Promote asks for the grant before the promotion steps the state
 	// machine. It runs on the verb's goroutine (it may wait for a

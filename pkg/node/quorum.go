@@ -160,3 +160,65 @@ func (r *Resource) superseded(e evSuperseded) {
 	r.stepped(r.fsm.Step(fsm.Superseded{}))
 	r.epoch.Store(0)
 }
+
+// failoverRetry paces an automatic failover's attempts: the group
+// grants the promotion once it counts the old Primary gone (about a
+// second, raftnode's bound).
+const failoverRetry = 200 * time.Millisecond
+
+// maybeFailover is auto-failover (run only, after each Ready): a
+// Secondary with UpToDate data that lost the Primary it was connected
+// to in this run promotes itself, once the group grants it (it counts
+// the Primary gone). A node that starts and finds no Primary never
+// does: it waits for its peer or an administrator. It gives up when the
+// link comes back, when it is no longer UpToDate, when the group names
+// no Primary (a clean demotion is an administrator's choice) or marks
+// this node Outdated.
+func (r *Resource) maybeFailover(st fsm.State) {
+	if !r.autoFailover {
+		return
+	}
+	switch {
+	case st.Role == fsm.Primary:
+		r.sawPrimary = false
+		return
+	case st.Conn.Established() && st.PeerRole == fsm.Primary:
+		r.sawPrimary = true
+		return
+	case !r.sawPrimary || st.Conn.Established() || st.Disk != fsm.UpToDate:
+		return
+	}
+	if !r.failingOver.CompareAndSwap(false, true) {
+		return
+	}
+	self := quorum.NodeID(r.self.Name)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer r.failingOver.Store(false)
+		for r.ctx.Err() == nil {
+			var cur fsm.State
+			if err := r.inspect(r.ctx, func() { cur = r.fsm.State() }); err != nil {
+				return
+			}
+			v, ok := r.env.Quorum.View(r.name)
+			if !ok || cur.Role == fsm.Primary || cur.Conn.Established() || cur.Disk != fsm.UpToDate ||
+				v.Primary == "" || v.Primary == self || (v.Nodes[self] != nil && v.Nodes[self].Outdated) {
+				return
+			}
+			err := r.Do(r.ctx, fsm.Promote{})
+			if err == nil {
+				r.log.Warn("auto-failover: promoted, the quorum counting the Primary gone", "old-primary", v.Primary)
+				return
+			}
+			if !errors.Is(err, quorum.ErrPrimaryElsewhere) {
+				r.log.Info("auto-failover: promotion refused", "err", err)
+			}
+			select {
+			case <-r.ctx.Done():
+				return
+			case <-time.After(failoverRetry):
+			}
+		}
+	}()
+}

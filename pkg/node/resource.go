@@ -76,17 +76,24 @@ type Resource struct {
 	// epochs is the epoch fence of a quorum resource (nil without), and
 	// epoch the quorum epoch this node serves under as Primary (0: not
 	// Primary, or no quorum).
-	epochs     *epochFence
-	epoch      atomic.Uint64
-	outdater   *peerOutdater // a quorum resource's fence-peer (nil without)
-	conn       connector
-	exp        exporter
-	attachErr  error // why the last attach failed
-	listenErr  error // why the last startConnecting could not listen
-	exportErr  error // why the last openExport failed
-	syncer     syncRunner
-	auth       authority // who may be Primary (authority.go)
-	handshakes int       // connection setups running (handshake .. evLink)
+	epochs   *epochFence
+	epoch    atomic.Uint64
+	outdater *peerOutdater // a quorum resource's fence-peer (nil without)
+	// autoFailover: options { auto-failover yes; } (quorum resources);
+	// sawPrimary (run only): this node was connected to a Primary peer
+	// since it was last Primary itself; failingOver: an automatic
+	// failover is under way (maybeFailover).
+	autoFailover bool
+	sawPrimary   bool
+	failingOver  atomic.Bool
+	conn         connector
+	exp          exporter
+	attachErr    error // why the last attach failed
+	listenErr    error // why the last startConnecting could not listen
+	exportErr    error // why the last openExport failed
+	syncer       syncRunner
+	auth         authority // who may be Primary (authority.go)
+	handshakes   int       // connection setups running (handshake .. evLink)
 
 	// keeper holds the backup-discarded journal (pkg/backup); run calls
 	// its hooks, the link's disk reads the armed journal.
@@ -219,6 +226,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.dev.outdatePeer = o.outdate
 		r.outdater = o
 		r.dev.quorate = env.Quorum.Quorate
+		r.autoFailover = cfg.Options.Bool("auto-failover")
 	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
@@ -853,6 +861,7 @@ func (r *Resource) process() {
 		}
 		r.syncer.Reconcile(wantOf(st, r.link, r.md, r.data))
 		r.keeper.Reconcile(st.Disk == fsm.UpToDate && st.Conn == fsm.Connected)
+		r.maybeFailover(st)
 		r.publish()
 	}
 }

@@ -25,7 +25,6 @@
 //     serving before the new one starts. Write safety does not rest on
 //     it: the epoch fence and the fence-peer commit do.
 //
-// Not there yet (issue 15): the wiring into the configuration and the
-// daemon, and automatic failover (which would submit the same
-// promotion on its own).
+// pkg/daemon runs one Node per quorum resource (the witness too), and
+// pkg/node asks it for promotions, fence-peer and quorum.
 package raftnode
