@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,14 @@ func TestQuorumFailover(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("a SIGKILLed; b's promotion granted after %v (one verb every 50 ms)", promoted.Round(time.Millisecond))
+	// The status file's quorum line, and status --json's.
+	require.Eventually(t, func() bool {
+		st, err := os.ReadFile(b.StatusFile)
+		return err == nil && strings.Contains(string(st), "\tquorum: yes, epoch 2, Primary b, leader ")
+	}, 10*time.Second, 100*time.Millisecond, "b's status file has no quorum line for epoch 2")
+	js, err := b.TB(10*time.Second, "status", "--json", "r0")
+	require.NoError(t, err, js)
+	require.Contains(t, js, `"epoch": 2`)
 
 	cl, err = client.Dial(ctx, b.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)

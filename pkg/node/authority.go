@@ -18,7 +18,7 @@ import (
 // not Outdated, while no other node is Primary.
 //
 // Not there yet (issue 15): on-no-quorum suspend-io (io-error is the
-// device's quorate check), the status's quorum fields, and the handlers.
+// device's quorate check), and the handlers.
 type authority interface {
 	// Promote asks for the grant before the promotion steps the state
 	// machine. It runs on the verb's goroutine (it may wait for a
@@ -75,6 +75,8 @@ type QuorumService interface {
 	// Quorate reports whether this member is in a majority of the group
 	// now (raftnode: within its lease bound).
 	Quorate() bool
+	// Leader is the group's raft leader, "" if unknown (the status).
+	Leader() quorum.NodeID
 }
 
 // quorumAuthority is the authority of a resource with a quorum group.

@@ -12,6 +12,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/pkg/quorum/raftnode"
+	"github.com/twinblock/twinblock/pkg/status"
 )
 
 // The raft member is what a quorum resource asks.
@@ -55,6 +56,8 @@ func (q *memQuorum) Submit(_ context.Context, c quorum.Command) (quorum.Result, 
 }
 
 func (q *memQuorum) Quorate() bool { return !q.lost.Load() }
+
+func (q *memQuorum) Leader() quorum.NodeID { return "w" }
 
 func (q *memQuorum) View(resource string) (quorum.Resource, bool) {
 	q.mu.Lock()
@@ -267,7 +270,10 @@ func TestNoQuorumFailsEveryRequest(t *testing.T) {
 	blk := make([]byte, 4096)
 	require.NoError(t, dev.WriteAt(blk, 0, false))
 
+	require.Equal(t, &status.QuorumStatus{Have: true, Epoch: 1, Primary: "a", Leader: "w"}, tt.nodes[0].r.Status().Quorum)
+
 	q.lost.Store(true)
+	require.Equal(t, &status.QuorumStatus{Epoch: 1, Primary: "a", Leader: "w"}, tt.nodes[0].r.Status().Quorum, "the status says quorum:no")
 	require.ErrorIs(t, dev.WriteAt(blk, 0, false), errNoQuorum)
 	require.ErrorIs(t, dev.ReadAt(blk, 0), errNoQuorum)
 	require.ErrorIs(t, dev.Flush(), errNoQuorum)

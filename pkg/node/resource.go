@@ -343,9 +343,17 @@ func (r *Resource) send(ctx context.Context, c command) error {
 // Status returns the latest snapshot for the status file and verbs.
 func (r *Resource) Status() status.Resource {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	s := r.snap
 	r.fillCounters(&s)
+	r.mu.Unlock()
+	if q := r.env.Quorum; q != nil {
+		// Live, not from the snapshot: the group changes without a
+		// Ready of this node.
+		self := quorum.NodeID(r.self.Name)
+		v, _ := q.View(r.name)
+		s.Quorum = &status.QuorumStatus{Have: q.Quorate(), Epoch: v.Epoch, Primary: string(v.Primary),
+			Leader: string(q.Leader()), Outdated: v.Nodes[self] != nil && v.Nodes[self].Outdated}
+	}
 	return s
 }
 

@@ -89,7 +89,7 @@
 //
 //	NAME role:R [suspended:yes|no] [force-io-failures:no]
 //	    [write-ordering:flush|drain|none|barrier]
-//	  [volume:0 minor:N] disk:D [client:no] [quorum:yes] [open:yes|no]
+//	  [volume:0 minor:N] disk:D [client:no] [quorum:yes|no] [open:yes|no]
 //	      [read: written: al-writes: bm-writes: upper-pending: lower-pending:
 //	       al-suspended:no blocked:no]
 //	  PEER [connection:C] [split-brain:yes] role:PR [tls:no congested:no]
@@ -102,6 +102,10 @@
 //   - suspended: appears when I/O is suspended. DRBD names the reason (user,
 //     no-data, fencing, quorum); Resource carries no reason, so it reads
 //     "yes". node-id is never printed: twinblock has no node ids.
+//   - quorum:no on the device line when a quorum resource's node is out
+//     of its group's majority (quorum:yes only with verbose, and for a
+//     resource without quorum, as DRBD with quorum off). suspended:quorum
+//     never appears: on-no-quorum suspend-io is not implemented.
 //   - open:yes on the device line (where DRBD 9 prints it) when NBDClients >
 //     0; open:no only with verbose. DRBD's client:no for a Diskless disk
 //     appears only with verbose (drbdsetup shows it on a pipe, not on a

@@ -113,8 +113,8 @@ func writeStatusResource(p *wrapPrinter, r Resource, verbose bool) {
 	if verbose && r.Disk == diskDiskless {
 		p.printf(indent, " client:no")
 	}
-	if verbose {
-		p.printf(indent, " quorum:yes")
+	if have := r.Quorum == nil || r.Quorum.Have; verbose || !have {
+		p.printf(indent, " quorum:%s", yesNo(have))
 	}
 	if verbose || r.NBDClients > 0 {
 		p.printf(indent, " open:%s", yesNo(r.NBDClients > 0))

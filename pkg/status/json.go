@@ -39,7 +39,7 @@ type JSONDevice struct {
 	DiskState    string `json:"disk-state"`
 	Client       bool   `json:"client"` // intentionally diskless: never in twinblock
 	Open         bool   `json:"open"`   // an NBD client is connected
-	Quorum       bool   `json:"quorum"` // true, as DRBD with quorum off
+	Quorum       bool   `json:"quorum"` // this node is in its group's majority; true without quorum, as DRBD with quorum off
 	Read         uint64 `json:"read"`   // KiB
 	Written      uint64 `json:"written"`
 	ALWrites     uint64 `json:"al-writes"`
@@ -114,8 +114,20 @@ type JSONTwinblock struct {
 	CState     string        `json:"cstate"`      // the DRBD 8.4 connection state, as /proc/drbd's cs:
 	Protocol   string        `json:"protocol"`    // A, B, C, or "" without a net config
 	NBDClients int           `json:"nbd-clients"` // open NBD sessions
-	Epochs     int64         `json:"epochs"`      // /proc/drbd's ep:
+	Epochs     int64         `json:"epochs"`      // /proc/drbd's ep: (DRBD's barrier epochs, not the quorum's)
 	Sync       *JSONSyncInfo `json:"sync,omitempty"`
+	// Quorum is the quorum group's view (quorum resources only); its
+	// epoch is the quorum epoch, raised by each promotion.
+	Quorum *JSONQuorum `json:"quorum,omitempty"`
+}
+
+// JSONQuorum is a quorum resource's view of its group.
+type JSONQuorum struct {
+	Quorum   bool   `json:"quorum"`
+	Epoch    uint64 `json:"epoch"`
+	Primary  string `json:"primary"`  // "" none
+	Leader   string `json:"leader"`   // "" unknown
+	Outdated bool   `json:"outdated"` // this node, in the group
 }
 
 // JSONSyncInfo is the resync or verify progress exactly as the daemon
@@ -169,7 +181,7 @@ func jsonResource(r Resource) JSONResource {
 			Minor:        r.Minor,
 			DiskState:    disk(r.Disk),
 			Open:         r.NBDClients > 0,
-			Quorum:       true,
+			Quorum:       r.Quorum == nil || r.Quorum.Have,
 			Read:         kib(r.DiskRead),
 			Written:      kib(r.DiskWritten),
 			ALWrites:     r.ALWrites,
@@ -184,6 +196,9 @@ func jsonResource(r Resource) JSONResource {
 			NBDClients: r.NBDClients,
 			Epochs:     r.Epochs,
 		},
+	}
+	if q := r.Quorum; q != nil {
+		jr.Twinblock.Quorum = &JSONQuorum{Quorum: q.Have, Epoch: q.Epoch, Primary: q.Primary, Leader: q.Leader, Outdated: q.Outdated}
 	}
 	if r.Protocol != 0 {
 		jr.Twinblock.Protocol = string(rune(r.Protocol))

@@ -85,6 +85,34 @@ func writeProcResource(b *strings.Builder, r Resource) {
 	if r.SplitBrain {
 		writeSplitBrain(b, r)
 	}
+	if r.Quorum != nil {
+		writeQuorum(b, *r.Quorum)
+	}
+}
+
+// writeQuorum writes twinblock's quorum line, for quorum resources only
+// (DRBD 8.4 has no quorum). Like the split-brain line it is
+// tab-indented and has a blank after every colon, so the scrapers of
+// the other lines read nothing new from it:
+//
+//	\tquorum: yes, epoch 2, Primary beta, leader gamma
+//
+// with "no" when this node is out of its group's majority, "none" for a
+// group without a Primary, "unknown" for a leader not known, and
+// ", this node Outdated" when the group holds it Outdated.
+func writeQuorum(b *strings.Builder, q QuorumStatus) {
+	primary, leader := q.Primary, q.Leader
+	if primary == "" {
+		primary = "none"
+	}
+	if leader == "" {
+		leader = "unknown"
+	}
+	fmt.Fprintf(b, "\tquorum: %s, epoch %d, Primary %s, leader %s", yesNo(q.Have), q.Epoch, primary, leader)
+	if q.Outdated {
+		b.WriteString(", this node Outdated")
+	}
+	b.WriteByte('\n')
 }
 
 // writeSplitBrain writes twinblock's split-brain line, which DRBD does not

@@ -65,6 +65,19 @@ type Resource struct {
 	SplitBrain bool
 	// SplitBrainRule is the drbd_uuid_compare rule that found it (41, 90 or 100).
 	SplitBrainRule int
+
+	// Quorum is the resource's quorum group as this node sees it (options
+	// { quorum majority; }); nil without quorum.
+	Quorum *QuorumStatus
+}
+
+// QuorumStatus is a quorum resource's view of its group.
+type QuorumStatus struct {
+	Have     bool   // this node is in a majority of the group now
+	Epoch    uint64 // the group's epoch (raised by each promotion)
+	Primary  string // the node the group names Primary ("" none)
+	Leader   string // the group's raft leader ("" unknown)
+	Outdated bool   // the group holds this node Outdated
 }
 
 // SyncProgress is resync or verify progress (filled by the resync code).
