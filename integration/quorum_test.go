@@ -33,7 +33,7 @@ func TestQuorumFailover(t *testing.T) {
 		}
 		if t.Failed() {
 			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
 			}
 		}
 	})
@@ -125,7 +125,7 @@ func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
 		}
 		if t.Failed() {
 			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
 			}
 		}
 	})
@@ -211,7 +211,7 @@ func TestQuorumAutoFailover(t *testing.T) {
 		}
 		if t.Failed() {
 			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
 			}
 		}
 	})
@@ -268,7 +268,7 @@ func TestQuorumCutLinkNoSplitBrain(t *testing.T) {
 		}
 		if t.Failed() {
 			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(60))
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
 			}
 		}
 	})

@@ -486,6 +486,10 @@ func (b *builder) resolve() (*Config, error) {
 		}
 		quorum := r.Options.String("quorum") == "majority"
 		_ = r.Options.String("on-no-quorum") // read: the device fails I/O without quorum (io-error)
+		if r.Handlers.String("quorum-lost") != "" && !quorum {
+			p, _ := r.Handlers.Pos("quorum-lost")
+			b.warn(p, "handler quorum-lost of resource %s without options { quorum majority; }: it never runs", rl.name)
+		}
 		if r.Options.Bool("auto-failover") && !quorum {
 			p, _ := r.Options.Pos("auto-failover")
 			return nil, errorf(p, `resource %s: auto-failover yes needs options { quorum majority; } and a witness (without one, a promotion could not tell a dead Primary from a cut link)`, rl.name)
@@ -590,6 +594,7 @@ func (b *builder) resolve() (*Config, error) {
 		}
 		cfg.Resources = append(cfg.Resources, r)
 	}
+	cfg.Warnings = b.warnings // with resolve's own
 	return cfg, nil
 }
 

@@ -256,3 +256,22 @@ func TestBadConfigs(t *testing.T) {
 		})
 	}
 }
+
+// TestQuorumSettingsWithoutQuorumWarn: the quorum's settings on a
+// resource without quorum warn that they do nothing.
+func TestQuorumSettingsWithoutQuorumWarn(t *testing.T) {
+	c, err := load(mapFS{}, "q.conf", []byte(`resource r {
+  handlers { quorum-lost "/bin/true"; }
+  disk /d;
+  on a { address 10.0.0.1:7789; quorum-address 10.0.0.1:7800; }
+  on b { address 10.0.0.2:7789; }
+}
+`))
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"q.conf:2: handler quorum-lost of resource r without options { quorum majority; }: it never runs",
+		"q.conf:4: quorum-address of on a without options { quorum majority; }: ignored",
+	}, warningStrings(c))
+	require.Empty(t, c.Resources[0].Hosts[0].QuorumAddress)
+	require.False(t, c.Resources[0].Quorum())
+}

@@ -352,13 +352,26 @@ func keywordList() []keyword {
 		note string
 	}{
 		{"pri-on-incon-degr", false, ""}, {"pri-lost-after-sb", true, ""}, {"pri-lost", true, ""},
-		{"fence-peer", false, "fencing is not implemented; quorum fencing will replace it"}, {"unfence-peer", false, ""},
+		{"fence-peer", false, "not run: with quorum majority the group outdates the peer (docs/quorum.md); without, as DRBD's fencing dont-care"}, {"unfence-peer", false, ""},
 		{"local-io-error", true, "with on-io-error call-local-io-error"},
 		{"initial-split-brain", true, ""}, {"split-brain", true, ""},
 		{"before-resync-target", true, ""}, {"after-resync-target", true, ""},
 		{"before-resync-source", false, ""}, {"out-of-sync", true, ""},
+		{"quorum-lost", true, "DRBD 9's: a Primary of a quorum resource lost its group's majority"},
 	} {
 		ks = append(ks, str(secHandlers, h.name, h.impl, h.note))
+	}
+	// twinblock's handlers around the role, for the service on top (a
+	// floating IP, a database): DRBD has none of these names.
+	for _, h := range []struct{ name, note string }{
+		{"before-promote", "runs before a promotion (by hand or auto-failover); a failure refuses the promotion"},
+		{"after-promote", "runs once this node is Primary"},
+		{"before-demote", "runs before a demotion; a failure refuses a secondary (not a forced demotion)"},
+		{"after-demote", "runs once this node is Secondary"},
+	} {
+		k := str(secHandlers, h.name, true, h.note)
+		k.twinblock = true
+		ks = append(ks, k)
 	}
 	ks = append(ks, alias(secHandlers, "outdate-peer", "", "fence-peer"))
 	// options (resource options)

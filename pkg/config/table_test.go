@@ -158,6 +158,9 @@ func TestNoKeywordIsAcceptedSilently(t *testing.T) {
 					a = ""
 				}
 				src = "resource r { disk /d; on a { " + a + stmt + "; } " + hostB + " }"
+				if target.name == "quorum-address" { // meaningful with a quorum only
+					src = "resource r { options { quorum majority; } disk /d; on a { " + a + stmt + "; } " + hostB + " on w { address 10.0.0.3:1; disk none; } }"
+				}
 			case secVolume:
 				src = "resource r { volume 0 { " + stmt + "; } on a { address 10.0.0.1:1; disk /d; } on b { address 10.0.0.2:1; disk /d; } }"
 			default:
@@ -165,6 +168,8 @@ func TestNoKeywordIsAcceptedSilently(t *testing.T) {
 				switch {
 				case target.name == "quorum" && v == "majority":
 					src = "resource r { " + k.section + " { " + stmt + "; } disk /d; " + hostA + " " + hostB + " on w { address 10.0.0.3:1; disk none; } }"
+				case target.name == "quorum-lost": // meaningful with a quorum only
+					src = "resource r { options { quorum majority; } " + k.section + " { " + stmt + "; } disk /d; " + hostA + " " + hostB + " on w { address 10.0.0.3:1; disk none; } }"
 				case target.name == "auto-failover" && v != "no":
 					src = "resource r { " + k.section + " { quorum majority; " + stmt + "; } disk /d; " + hostA + " " + hostB + " on w { address 10.0.0.3:1; disk none; } }"
 				}

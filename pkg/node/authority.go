@@ -177,3 +177,17 @@ func (a quorumAuthority) PeerUpToDate(ctx context.Context, epoch uint64) error {
 	}
 	return nil
 }
+
+// Current reports this node's disk and returns the group's state as its
+// leader has it (after its Barrier): fresher than this member's View,
+// which lags a commit it has not applied yet.
+func (a quorumAuthority) Current(ctx context.Context, disk fsm.DiskState, current uint64) (quorum.Resource, error) {
+	res, err := a.submit(ctx, quorum.Command{Op: quorum.OpReport, Resource: a.resource, Node: a.self, Disk: disk, Current: current})
+	if err != nil {
+		return quorum.Resource{}, err
+	}
+	if res.Err != nil {
+		return quorum.Resource{}, fmt.Errorf("%w: %w", ErrQuorumRefused, res.Err)
+	}
+	return res.After, nil
+}

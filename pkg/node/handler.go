@@ -16,6 +16,10 @@ import (
 // a stuck script must not hold a goroutine forever.
 const handlerTimeout = 5 * time.Minute
 
+// shutdownHandlerTimeout bounds the before-demote handler of a clean
+// shutdown: the daemon goes down whatever the script does.
+const shutdownHandlerTimeout = 30 * time.Second
+
 // runHandler runs the command configured as handler name in the
 // resource's handlers section, as drbdadm does: "/bin/sh -c CMD" with
 // DRBD's environment (DRBD_RESOURCE, DRBD_MINOR, DRBD_PEER_ADDRESS,
@@ -24,9 +28,44 @@ const handlerTimeout = 5 * time.Minute
 // its exit status and output go to the log. Nothing configured: nothing
 // runs.
 func (r *Resource) runHandler(name string) {
+	c := r.handlerCommand(name)
+	if c == nil {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), handlerTimeout)
+		defer cancel()
+		_ = c.run(ctx)
+	}()
+}
+
+// runHandlerSync runs handler name and waits for it (ctx bounds it):
+// the before-promote and before-demote handlers, whose failure refuses
+// the role change. Nothing configured: nil.
+func (r *Resource) runHandlerSync(ctx context.Context, name string) error {
+	c := r.handlerCommand(name)
+	if c == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
+	defer cancel()
+	return c.run(ctx)
+}
+
+// handlerRun is one run of a configured handler.
+type handlerRun struct {
+	r             *Resource
+	name, cmdline string
+	env           []string
+}
+
+// handlerCommand prepares handler name's run; nil if none is configured.
+func (r *Resource) handlerCommand(name string) *handlerRun {
 	cmdline := strings.TrimSpace(r.cfg.Handlers.String(name))
 	if cmdline == "" {
-		return
+		return nil
 	}
 	peerHost, _, _ := net.SplitHostPort(r.peer.Address)
 	vars := map[string]string{
@@ -42,21 +81,20 @@ func (r *Resource) runHandler(name string) {
 		env = append(env, "DRBD_"+k+"="+v, "TWINBLOCK_"+k+"="+v)
 	}
 	env = append(env, "TWINBLOCK_HANDLER="+name)
-	r.log.Info("running handler", "handler", name, "command", cmdline)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), handlerTimeout)
-		defer cancel()
-		c := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
-		c.Env = env
-		out, err := c.CombinedOutput()
-		if err != nil {
-			r.log.Warn("handler failed", "handler", name, "err", err, "output", strings.TrimSpace(string(out)))
-			return
-		}
-		r.log.Info("handler done", "handler", name, "output", strings.TrimSpace(string(out)))
-	}()
+	return &handlerRun{r: r, name: name, cmdline: cmdline, env: env}
+}
+
+func (h *handlerRun) run(ctx context.Context) error {
+	h.r.log.Info("running handler", "handler", h.name, "command", h.cmdline)
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", h.cmdline)
+	c.Env = h.env
+	out, err := c.CombinedOutput()
+	if err != nil {
+		h.r.log.Warn("handler failed", "handler", h.name, "err", err, "output", strings.TrimSpace(string(out)))
+		return fmt.Errorf("handler %s: %w: %s", h.name, err, strings.TrimSpace(string(out)))
+	}
+	h.r.log.Info("handler done", "handler", h.name, "output", strings.TrimSpace(string(out)))
+	return nil
 }
 
 // diskFailed steps a local disk error into the state machine. With

@@ -135,3 +135,56 @@ func TestLocalIOErrorHandler(t *testing.T) {
 		})
 	}
 }
+
+// TestRoleHandlers: before-promote and before-demote run, and finish,
+// before the role changes, and their failure refuses it;
+// after-promote and after-demote run once it changed (twinblock's
+// handlers for the service on top: a floating IP, a database).
+func TestRoleHandlers(t *testing.T) {
+	dir := t.TempDir()
+	script, log := handlerScript(t, dir)
+	gate := filepath.Join(dir, "refuse")
+	cfg, err := config.Parse(filepath.Join(dir, "r.conf"), []byte(fmt.Sprintf(`resource r0 {
+  handlers {
+    before-promote "test ! -e %[2]s && %[1]s before-promote";
+    after-promote "%[1]s after-promote";
+    before-demote "test ! -e %[2]s && %[1]s before-demote";
+    after-demote "%[1]s after-demote";
+  }
+  on a { address 127.0.0.1:7789; disk a.img; }
+  on b { address 127.0.0.2:7789; disk b.img; }
+}
+`, script, gate)))
+	require.NoError(t, err)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	r := startNode(t, cfg.Resources[0], "a", netsim.New(), clk, freshDisk(t, 4<<20))
+	ctx := context.Background()
+	require.NoError(t, r.Do(ctx, fsm.AttachBegin{}))
+	names := func() []string {
+		var out []string
+		for _, l := range handlerLines(t, log) {
+			out = append(out, strings.Fields(l)[0])
+		}
+		return out
+	}
+
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	err = r.Do(ctx, fsm.Promote{Force: true})
+	require.ErrorContains(t, err, "handler before-promote")
+	require.Equal(t, "Secondary", r.Status().Role, "a failed before-promote promoted")
+	require.NoError(t, os.Remove(gate))
+
+	require.NoError(t, r.Do(ctx, fsm.Promote{Force: true}))
+	require.Equal(t, "Primary", r.Status().Role)
+	require.True(t, settle(clk, 100, func() bool { return len(names()) == 2 }), "handlers %q", names())
+	require.Equal(t, []string{"before-promote", "after-promote"}, names())
+	require.NoError(t, r.Do(ctx, fsm.Promote{}), "promoting a Primary again runs nothing")
+
+	require.NoError(t, os.WriteFile(gate, nil, 0o644))
+	require.ErrorContains(t, r.Do(ctx, fsm.Demote{}), "handler before-demote")
+	require.Equal(t, "Primary", r.Status().Role, "a failed before-demote demoted")
+	require.NoError(t, os.Remove(gate))
+	require.NoError(t, r.Do(ctx, fsm.Demote{}))
+	require.NoError(t, r.Close()) // waits for the handlers
+	require.Equal(t, []string{"before-promote", "after-promote", "before-demote", "after-demote"}, names())
+}

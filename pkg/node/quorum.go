@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/pkg/quorum"
 )
@@ -151,7 +152,9 @@ type evSuperseded struct{ serving uint64 }
 
 // superseded demotes a Primary the group replaced (run only), if it
 // still serves under that epoch: the state machine's Superseded, even
-// with clients on the device; their requests fail from now on.
+// with clients on the device; their requests fail from now on. The
+// before-demote and after-demote handlers then run, in that order, in
+// the background (the demotion does not wait: it is forced).
 func (r *Resource) superseded(e evSuperseded) {
 	if e.serving == 0 || r.epoch.Load() != e.serving || r.fsm.State().Role != fsm.Primary {
 		return
@@ -159,6 +162,29 @@ func (r *Resource) superseded(e evSuperseded) {
 	r.log.Warn("quorum: a newer Primary replaced this one: demoting (the device's clients get errors)", "epoch", e.serving)
 	r.stepped(r.fsm.Step(fsm.Superseded{}))
 	r.epoch.Store(0)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx := context.WithoutCancel(r.ctx)
+		_ = r.runHandlerSync(ctx, "before-demote")
+		_ = r.runHandlerSync(ctx, "after-demote")
+	}()
+}
+
+// watchQuorum runs the quorum-lost handler (DRBD 9's) when this node,
+// Primary of a quorum resource, loses its group's majority (run only,
+// every tick).
+func (r *Resource) watchQuorum() {
+	q := r.env.Quorum
+	if q == nil {
+		return
+	}
+	have := q.Quorate()
+	if r.hadQuorum && !have && r.fsm.State().Role == fsm.Primary {
+		r.log.Warn("quorum: this Primary lost its group's majority: requests fail (on-no-quorum io-error)")
+		r.runHandler("quorum-lost")
+	}
+	r.hadQuorum = have
 }
 
 // failoverRetry paces an automatic failover's attempts: the group
@@ -198,15 +224,33 @@ func (r *Resource) maybeFailover(st fsm.State) {
 		defer r.failingOver.Store(false)
 		for r.ctx.Err() == nil {
 			var cur fsm.State
-			if err := r.inspect(r.ctx, func() { cur = r.fsm.State() }); err != nil {
+			var current uint64
+			if err := r.inspect(r.ctx, func() { cur, current = r.fsm.State(), r.fsm.GI()[genid.Current] }); err != nil {
 				return
 			}
-			v, ok := r.env.Quorum.View(r.name)
-			if !ok || cur.Role == fsm.Primary || cur.Conn.Established() || cur.Disk != fsm.UpToDate ||
-				v.Primary == "" || v.Primary == self || (v.Nodes[self] != nil && v.Nodes[self].Outdated) {
+			// The leader's state, not this member's copy, which may not
+			// have applied the latest promotion yet.
+			v, err := r.auth.(quorumAuthority).Current(r.ctx, cur.Disk, current)
+			var why string
+			switch {
+			case err != nil:
+				why = err.Error()
+			case cur.Role == fsm.Primary:
+				return // promoted
+			case cur.Conn.Established():
+				why = "the peer is back"
+			case cur.Disk != fsm.UpToDate:
+				why = "this disk is " + cur.Disk.String()
+			case v.Primary == "" || v.Primary == self:
+				why = fmt.Sprintf("the group names Primary %q", v.Primary)
+			case v.Nodes[self] != nil && v.Nodes[self].Outdated:
+				why = "the group holds this node Outdated"
+			}
+			if why != "" {
+				r.log.Info("auto-failover: not taking over", "why", why)
 				return
 			}
-			err := r.Do(r.ctx, fsm.Promote{})
+			err = r.Do(r.ctx, fsm.Promote{})
 			if err == nil {
 				r.log.Warn("auto-failover: promoted, the quorum counting the Primary gone", "old-primary", v.Primary)
 				return

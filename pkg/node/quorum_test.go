@@ -3,13 +3,20 @@ package node
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/twinblock/twinblock/pkg/clock"
+	"github.com/twinblock/twinblock/pkg/config"
+	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/netsim"
 	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/pkg/quorum/raftnode"
 	"github.com/twinblock/twinblock/pkg/status"
@@ -282,4 +289,44 @@ func TestNoQuorumFailsEveryRequest(t *testing.T) {
 	q.lost.Store(false)
 	require.NoError(t, dev.WriteAt(blk, 0, false))
 	require.NoError(t, dev.ReadAt(blk, 0))
+}
+
+// TestQuorumLostHandler: DRBD 9's quorum-lost handler runs when the
+// Primary of a quorum resource loses its group's majority, once per
+// loss.
+func TestQuorumLostHandler(t *testing.T) {
+	dir := t.TempDir()
+	script, log := handlerScript(t, dir)
+	cfg, err := config.Parse(filepath.Join(dir, "r.conf"), []byte(`resource r0 {
+  options { quorum majority; }
+  handlers { quorum-lost "`+script+` quorum-lost"; }
+  on a { address 127.0.0.1:7789; disk a.img; }
+  on b { address 127.0.0.2:7789; disk b.img; }
+  on w { address 127.0.0.3:7789; disk none; }
+}
+`))
+	require.NoError(t, err)
+	require.Empty(t, cfg.Warnings)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	q := newMemQuorum(t)
+	d := freshDisk(t, 4<<20)
+	r, err := NewResourceEnv(cfg.Resources[0], "a", nil, nil, Env{Net: netsim.New(), Clock: clk, Quorum: q,
+		OpenDisk: func(string) (disk.Disk, error) { return d, nil }})
+	require.NoError(t, err)
+	r.Start(context.Background())
+	ctx := context.Background()
+	require.NoError(t, r.Do(ctx, fsm.AttachBegin{}))
+	require.NoError(t, r.Do(ctx, fsm.Promote{Force: true}))
+	settle(clk, 5, func() bool { return false })
+	require.Empty(t, handlerLines(t, log), "ran with quorum")
+
+	q.lost.Store(true)
+	require.True(t, settle(clk, 100, func() bool { return len(handlerLines(t, log)) == 1 }), "quorum-lost did not run")
+	settle(clk, 10, func() bool { return false })
+	q.lost.Store(false)
+	settle(clk, 5, func() bool { return false })
+	require.NoError(t, r.Close())
+	lines := handlerLines(t, log)
+	require.Len(t, lines, 1, "once per loss: %q", lines)
+	require.True(t, strings.HasPrefix(lines[0], "quorum-lost res=r0 "), lines[0])
 }

@@ -86,6 +86,7 @@ type Resource struct {
 	autoFailover bool
 	sawPrimary   bool
 	failingOver  atomic.Bool
+	hadQuorum    bool // run only: the last tick found this node quorate
 	conn         connector
 	exp          exporter
 	attachErr    error // why the last attach failed
@@ -301,6 +302,25 @@ func (r *Resource) Start(ctx context.Context) {
 // to have acted on it.
 func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	c := command{ev: ev, reply: make(chan error, 1)}
+	var role fsm.Role
+	switch ev.(type) {
+	case fsm.Promote, fsm.Demote:
+		if err := r.inspect(ctx, func() { role = r.fsm.State().Role }); err != nil {
+			return err
+		}
+	}
+	// The before-* handlers, on this goroutine (run never waits for a
+	// script): their failure refuses the role change.
+	switch {
+	case isPromote(ev) && role != fsm.Primary:
+		if err := r.runHandlerSync(ctx, "before-promote"); err != nil {
+			return fmt.Errorf("%s: State change failed: %w", r.name, err)
+		}
+	case isDemote(ev) && role == fsm.Primary:
+		if err := r.runHandlerSync(ctx, "before-demote"); err != nil {
+			return fmt.Errorf("%s: State change failed: %w", r.name, err)
+		}
+	}
 	if p, ok := ev.(fsm.Promote); ok && r.epochs != nil {
 		// The quorum's grant first, on this goroutine: run never waits
 		// for a commit.
@@ -318,6 +338,9 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	}
 	return r.send(ctx, c)
 }
+
+func isPromote(ev fsm.Event) bool { _, ok := ev.(fsm.Promote); return ok }
+func isDemote(ev fsm.Event) bool  { _, ok := ev.(fsm.Demote); return ok }
 
 // inspect runs fn on run's goroutine and returns once it ran.
 func (r *Resource) inspect(ctx context.Context, fn func()) error {
@@ -543,6 +566,7 @@ func (r *Resource) run() {
 			}
 			r.fsm.Tick(a)
 			r.process()
+			r.watchQuorum()
 			if refresh++; refresh%10 == 0 {
 				r.publish() // counters move without state changes
 			}
@@ -587,6 +611,7 @@ func (r *Resource) command(ev fsm.Event, epoch uint64) error {
 	case fsm.Demote:
 		if wasPrimary {
 			r.releaseGrant(r.epoch.Swap(0))
+			r.runHandler("after-demote")
 		}
 	case fsm.Promote:
 		r.process() // opens the export
@@ -597,6 +622,9 @@ func (r *Resource) command(ev fsm.Event, epoch uint64) error {
 			r.process()
 			r.releaseGrant(r.epoch.Swap(0))
 			return fmt.Errorf("%w; stays Secondary", err)
+		}
+		if !wasPrimary {
+			r.runHandler("after-promote")
 		}
 	}
 	return nil
@@ -880,12 +908,23 @@ func (r *Resource) process() {
 // Primary nor crashed and the activity log is clean.
 func (r *Resource) goDown() {
 	r.closeExport()
+	wasPrimary := r.fsm.State().Role == fsm.Primary
+	if wasPrimary {
+		// The service on top stops first (a floating IP goes), bounded:
+		// the shutdown goes on whatever the script does.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), shutdownHandlerTimeout)
+		_ = r.runHandlerSync(ctx, "before-demote")
+		cancel()
+	}
 	epoch := r.epoch.Swap(0)
 	for _, ev := range []fsm.Event{fsm.OpenCount{N: 0}, fsm.Demote{}, fsm.Disconnect{}, fsm.Detach{}} {
 		if err := r.fsm.Step(ev); err != nil {
 			r.log.Warn("shutdown", "step", fmt.Sprintf("%T", ev), "err", err)
 		}
 		r.process()
+	}
+	if wasPrimary {
+		r.runHandler("after-demote")
 	}
 	if epoch != 0 {
 		// The quorum's grant goes back with the role, so that the

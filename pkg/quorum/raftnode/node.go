@@ -333,8 +333,15 @@ func (n *Node) submitLocal(ctx context.Context, c quorum.Command) (quorum.Result
 	if c.Op == quorum.OpPromote && !c.Takeover {
 		// Another node is Primary: the promotion replaces it only if
 		// it is gone (the leader decides, after the Barrier above).
-		if v, ok := n.fsm.view(c.Resource); ok && v.Primary != "" && v.Primary != c.Node && n.gone(v.Primary) {
-			c.Takeover = true
+		if v, ok := n.fsm.view(c.Resource); ok && v.Primary != "" && v.Primary != c.Node {
+			if n.gone(v.Primary) {
+				c.Takeover = true
+			} else {
+				n.cmu.Lock()
+				last, failing := n.failed[v.Primary]
+				n.cmu.Unlock()
+				n.log.Debug("quorum: the Primary is not gone", "primary", v.Primary, "failing", failing, "last-contact", last)
+			}
 		}
 	}
 	b, err := c.Marshal()
