@@ -319,6 +319,71 @@ func TestQuorumCutLinkNoSplitBrain(t *testing.T) {
 	}
 }
 
+// TestQuorumFirstBackWaits: "last man standing". Both data nodes die
+// together; the first back (b) does not promote itself, even with
+// auto-failover (it lost no Primary in this run: it waits for its peer
+// or an operator). The operator's primary is granted, since the group
+// never outdated b (it held every write a acknowledged), and b serves
+// them.
+func TestQuorumFirstBackWaits(t *testing.T) {
+	const size = 32 << 20
+	dir := t.TempDir()
+	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true,
+		Config: func(v harness.Vars) string {
+			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
+		}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
+			}
+		}
+	})
+	a, b, w := c.Node("a"), c.Node("b"), c.Witness
+	require.NoError(t, w.Start())
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	want := bytes.Repeat([]byte("last-man-standng"), (1<<20)/16)
+	require.NoError(t, cl.WriteAt(want, 0, true))
+	_ = cl.Close()
+
+	b.Kill()
+	a.Kill()
+	require.NoError(t, b.StartUp())
+	for range 15 {
+		time.Sleep(200 * time.Millisecond)
+		role, err := b.TB(10*time.Second, "role", "r0")
+		require.NoError(t, err)
+		require.Equal(t, "Secondary/Unknown", strings.TrimSpace(role), "the first back promoted itself")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err = b.TB(30*time.Second, "primary", "r0")
+		if err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the operator's primary never granted: %s", out)
+		time.Sleep(100 * time.Millisecond)
+	}
+	clb, err := client.Dial(ctx, b.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer clb.Close()
+	got := make([]byte, len(want))
+	require.NoError(t, clb.ReadAt(got, 0))
+	require.True(t, bytes.Equal(want, got), "b lacks a write a acknowledged")
+}
+
 // readDataArea reads a node's data area (its disk less the internal
 // metadata).
 func readDataArea(t *testing.T, path string, _ int64) []byte {
