@@ -147,6 +147,7 @@ func (d *Daemon) notify() {
 // Run serves until ctx ends, then takes every resource down cleanly.
 func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.listen(); err != nil {
+		d.closeQuorums()
 		return err
 	}
 	defer d.unlock()
