@@ -303,9 +303,10 @@ func (r *Resource) Start(ctx context.Context) {
 func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	c := command{ev: ev, reply: make(chan error, 1)}
 	var role fsm.Role
+	var sessions int
 	switch ev.(type) {
 	case fsm.Promote, fsm.Demote:
-		if err := r.inspect(ctx, func() { role = r.fsm.State().Role }); err != nil {
+		if err := r.inspect(ctx, func() { role, sessions = r.fsm.State().Role, r.exp.Sessions() }); err != nil {
 			return err
 		}
 	}
@@ -316,7 +317,9 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 		if err := r.runHandlerSync(ctx, "before-promote"); err != nil {
 			return fmt.Errorf("%s: State change failed: %w", r.name, err)
 		}
-	case isDemote(ev) && role == fsm.Primary:
+	case isDemote(ev) && role == fsm.Primary && sessions == 0:
+		// (With clients on the device the demotion is refused, -12:
+		// the service on top is left running.)
 		if err := r.runHandlerSync(ctx, "before-demote"); err != nil {
 			return fmt.Errorf("%s: State change failed: %w", r.name, err)
 		}
