@@ -23,32 +23,9 @@ import (
 // logged). b serves every write a acknowledged, and more; a, back,
 // learns it was replaced, is resynced from b, and both disks end equal.
 func TestQuorumFailover(t *testing.T) {
-	const size = 32 << 20
-	dir := t.TempDir()
-	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range c.Close() {
-			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
-		}
-		if t.Failed() {
-			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
-			}
-		}
-	})
-	a, b, w := c.Node("a"), c.Node("b"), c.Witness
-	require.NoError(t, w.Start())
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	_, a, b := quorumCluster(t, quorumOpts{})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-
-	// The first promotion: forced (fresh disks), and a committed entry.
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
-	out, err = b.TB(30*time.Second, "primary", "r0")
+	out, err := b.TB(30*time.Second, "primary", "r0")
 	require.Error(t, err, "b promoted while a is Primary: %s", out)
 	require.Contains(t, out, "another node is Primary")
 
@@ -102,7 +79,7 @@ func TestQuorumFailover(t *testing.T) {
 	require.NoError(t, err, out)
 	out, err = a.TB(30*time.Second, "down", "r0")
 	require.NoError(t, err, out)
-	da, db := readDataArea(t, a.Image, size), readDataArea(t, b.Image, size)
+	da, db := readDataArea(t, a.Image), readDataArea(t, b.Image)
 	require.True(t, bytes.Equal(da[4096:4096+len(want)], want), "a lacks the first write")
 	require.True(t, bytes.Equal(da[8<<20:8<<20+len(more)], more), "a lacks b's write")
 	require.True(t, bytes.Equal(da, db), "the two data areas differ")
@@ -115,29 +92,10 @@ func TestQuorumFailover(t *testing.T) {
 // its fence-peer is refused as stale), and it demotes itself. No write
 // is acknowledged by both Primaries: b's data is what it wrote.
 func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
-	const size = 32 << 20
-	dir := t.TempDir()
-	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range c.Close() {
-			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
-		}
-		if t.Failed() {
-			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
-			}
-		}
-	})
-	a, b, w := c.Node("a"), c.Node("b"), c.Witness
-	require.NoError(t, w.Start())
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	_, a, b := quorumCluster(t, quorumOpts{})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	var out string
+	var err error
 
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
@@ -198,32 +156,9 @@ func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
 // Primary gone, with no command; the time from the kill until it serves
 // is logged. It holds the write the Primary acknowledged.
 func TestQuorumAutoFailover(t *testing.T) {
-	const size = 32 << 20
-	dir := t.TempDir()
-	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true,
-		Config: func(v harness.Vars) string {
-			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
-		}})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range c.Close() {
-			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
-		}
-		if t.Failed() {
-			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
-			}
-		}
-	})
-	a, b, w := c.Node("a"), c.Node("b"), c.Witness
-	require.NoError(t, w.Start())
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	_, a, b := quorumCluster(t, quorumOpts{autoFailover: true})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	var err error
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	want := bytes.Repeat([]byte("auto-failover..!"), (1<<20)/16)
@@ -255,32 +190,9 @@ func TestQuorumAutoFailover(t *testing.T) {
 // group; when the Primary then dies, the peer takes over by itself with
 // every write.
 func TestQuorumCutLinkNoSplitBrain(t *testing.T) {
-	const size = 32 << 20
-	dir := t.TempDir()
-	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true, Proxy: true,
-		Config: func(v harness.Vars) string {
-			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
-		}})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range c.Close() {
-			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
-		}
-		if t.Failed() {
-			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
-			}
-		}
-	})
-	a, b, w := c.Node("a"), c.Node("b"), c.Witness
-	require.NoError(t, w.Start())
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	c, a, b := quorumCluster(t, quorumOpts{autoFailover: true, proxy: true})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	var err error
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	defer cl.Close()
@@ -326,32 +238,10 @@ func TestQuorumCutLinkNoSplitBrain(t *testing.T) {
 // never outdated b (it held every write a acknowledged), and b serves
 // them.
 func TestQuorumFirstBackWaits(t *testing.T) {
-	const size = 32 << 20
-	dir := t.TempDir()
-	c, err := harness.New(harness.Options{Dir: dir, Bin: twinblockBin, DiskSize: size, Witness: true,
-		Config: func(v harness.Vars) string {
-			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
-		}})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		for _, n := range c.Close() {
-			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
-		}
-		if t.Failed() {
-			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
-				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
-			}
-		}
-	})
-	a, b, w := c.Node("a"), c.Node("b"), c.Witness
-	require.NoError(t, w.Start())
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	_, a, b := quorumCluster(t, quorumOpts{autoFailover: true})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	var out string
+	var err error
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	want := bytes.Repeat([]byte("last-man-standng"), (1<<20)/16)
@@ -384,9 +274,54 @@ func TestQuorumFirstBackWaits(t *testing.T) {
 	require.True(t, bytes.Equal(want, got), "b lacks a write a acknowledged")
 }
 
+// quorumOpts configure quorumCluster.
+type quorumOpts struct {
+	autoFailover bool // options { auto-failover yes; }
+	proxy        bool // a harness.Proxy on the peer link (c.Proxy)
+}
+
+// quorumSize is the quorum tests' disks.
+const quorumSize = 32 << 20
+
+// quorumCluster starts the witness w and the data nodes a and b of a
+// quorum resource, and makes a Primary (forced: fresh disks; a committed
+// entry of the group) with b UpToDate beside it. The daemons' logs are
+// printed if the test fails.
+func quorumCluster(t *testing.T, o quorumOpts) (c *harness.Cluster, a, b *harness.Node) {
+	t.Helper()
+	opts := harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: quorumSize, Witness: true, Proxy: o.proxy}
+	if o.autoFailover {
+		opts.Config = func(v harness.Vars) string {
+			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
+		}
+	}
+	c, err := harness.New(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{c.Node("a"), c.Node("b"), c.Witness} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(400))
+			}
+		}
+	})
+	a, b = c.Node("a"), c.Node("b")
+	require.NoError(t, c.Witness.Start())
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	return c, a, b
+}
+
 // readDataArea reads a node's data area (its disk less the internal
 // metadata).
-func readDataArea(t *testing.T, path string, _ int64) []byte {
+func readDataArea(t *testing.T, path string) []byte {
 	t.Helper()
 	d, err := disk.OpenFile(path, disk.FileOptions{ReadOnly: true})
 	require.NoError(t, err)

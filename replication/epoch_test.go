@@ -2,9 +2,7 @@ package replication
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 
@@ -43,25 +41,6 @@ func (f *memFence) Raise(e uint64) error {
 	f.floor = e
 	f.raises = append(f.raises, e)
 	return nil
-}
-
-// handshakeStates runs Handshake on both ends with the given States.
-func handshakeStates(t *testing.T, ca, cb net.Conn, cfgA, cfgB LinkConfig, stA, stB State) (la, lb *Link, errA, errB error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	type result struct {
-		l   *Link
-		err error
-	}
-	rb := make(chan result, 1)
-	go func() {
-		l, err := Handshake(ctx, cb, cfgB, stB)
-		rb <- result{l, err}
-	}()
-	la, errA = Handshake(ctx, ca, cfgA, stA)
-	r := <-rb
-	return la, r.l, errA, r.err
 }
 
 // TestEpochFenceAtTheHandshake: a Secondary with a fence refuses a

@@ -85,6 +85,12 @@ func connPair(t testing.TB, tcp bool) (net.Conn, net.Conn) {
 // handshakePair runs Handshake on both ends at once.
 func handshakePair(t testing.TB, ca, cb net.Conn, cfgA, cfgB LinkConfig) (la, lb *Link, errA, errB error) {
 	t.Helper()
+	return handshakeStates(t, ca, cb, cfgA, cfgB, State{Role: 1, Disk: 8}, State{Role: 2, Disk: 8})
+}
+
+// handshakeStates is handshakePair with the States each end sends.
+func handshakeStates(t testing.TB, ca, cb net.Conn, cfgA, cfgB LinkConfig, stA, stB State) (la, lb *Link, errA, errB error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	type result struct {
@@ -93,10 +99,10 @@ func handshakePair(t testing.TB, ca, cb net.Conn, cfgA, cfgB LinkConfig) (la, lb
 	}
 	rb := make(chan result, 1)
 	go func() {
-		l, err := Handshake(ctx, cb, cfgB, State{Role: 2, Disk: 8})
+		l, err := Handshake(ctx, cb, cfgB, stB)
 		rb <- result{l, err}
 	}()
-	la, errA = Handshake(ctx, ca, cfgA, State{Role: 1, Disk: 8})
+	la, errA = Handshake(ctx, ca, cfgA, stA)
 	r := <-rb
 	return la, r.l, errA, r.err
 }

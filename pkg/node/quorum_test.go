@@ -82,18 +82,8 @@ func (q *memQuorum) View(resource string) (quorum.Resource, bool) {
 // is refused while the first is Primary; a demotion gives the grant
 // back, and the next promotion raises the epoch on both disks.
 func TestPromotionIsACommittedEntry(t *testing.T) {
-	st := &tortureStats{faults: map[string]int{}}
-	tt := newTorture(t, 45, st)
 	q := newMemQuorum(t)
-	tt.quorum = q
-	defer func() {
-		for i := range tt.nodes {
-			tt.stop(i)
-		}
-	}()
-	tt.start(0)
-	tt.start(1)
-	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	tt := syncedPair(t, 45, q)
 	a, b := tt.nodes[0].r, tt.nodes[1].r
 	floor := func(r *Resource) uint64 { return r.curMD.Load().Superblock().QuorumEpoch }
 
@@ -127,18 +117,8 @@ func TestPromotionIsACommittedEntry(t *testing.T) {
 // TestOutdatedNodeIsNotPromoted: the group refuses a node its Primary
 // outdated (it may lack acknowledged writes), and the verb says why.
 func TestOutdatedNodeIsNotPromoted(t *testing.T) {
-	st := &tortureStats{faults: map[string]int{}}
-	tt := newTorture(t, 46, st)
 	q := newMemQuorum(t)
-	tt.quorum = q
-	defer func() {
-		for i := range tt.nodes {
-			tt.stop(i)
-		}
-	}()
-	tt.start(0)
-	tt.start(1)
-	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	tt := syncedPair(t, 46, q)
 	require.NoError(t, tt.do(0, fsm.Promote{}))
 	res, err := q.Submit(context.Background(), quorum.Command{Op: quorum.OpOutdatePeer, Resource: "r0", Node: "a", Expect: 1})
 	require.NoError(t, err)
@@ -163,18 +143,8 @@ func TestAloneWritesWaitForOutdate(t *testing.T) {
 			name = "replaced in the group"
 		}
 		t.Run(name, func(t *testing.T) {
-			st := &tortureStats{faults: map[string]int{}}
-			tt := newTorture(t, 47, st)
 			q := newMemQuorum(t)
-			tt.quorum = q
-			defer func() {
-				for i := range tt.nodes {
-					tt.stop(i)
-				}
-			}()
-			tt.start(0)
-			tt.start(1)
-			require.True(t, tt.settle(500, tt.synced), "the pair connects")
+			tt := syncedPair(t, 47, q)
 			require.NoError(t, tt.do(0, fsm.Promote{}))
 			a := tt.nodes[0].r
 			blk := make([]byte, 4096)
@@ -221,18 +191,8 @@ func TestAloneWritesWaitForOutdate(t *testing.T) {
 // demotes at once and serves nothing more; the new Primary refuses its
 // stale epoch.
 func TestReplacedPrimaryDemotes(t *testing.T) {
-	st := &tortureStats{faults: map[string]int{}}
-	tt := newTorture(t, 48, st)
 	q := newMemQuorum(t)
-	tt.quorum = q
-	defer func() {
-		for i := range tt.nodes {
-			tt.stop(i)
-		}
-	}()
-	tt.start(0)
-	tt.start(1)
-	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	tt := syncedPair(t, 48, q)
 	require.NoError(t, tt.do(0, fsm.Promote{}))
 	a := tt.nodes[0].r
 	require.NoError(t, tt.do(1, fsm.Disconnect{}))
@@ -260,18 +220,8 @@ func TestReplacedPrimaryDemotes(t *testing.T) {
 // answers reads, writes and flushes with EIO (on-no-quorum io-error),
 // and serves again once it is back in.
 func TestNoQuorumFailsEveryRequest(t *testing.T) {
-	st := &tortureStats{faults: map[string]int{}}
-	tt := newTorture(t, 49, st)
 	q := newMemQuorum(t)
-	tt.quorum = q
-	defer func() {
-		for i := range tt.nodes {
-			tt.stop(i)
-		}
-	}()
-	tt.start(0)
-	tt.start(1)
-	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	tt := syncedPair(t, 49, q)
 	require.NoError(t, tt.do(0, fsm.Promote{}))
 	dev := tt.nodes[0].r.dev
 	blk := make([]byte, 4096)

@@ -120,16 +120,7 @@ func TestDisklessPrimaryResyncsReattachedDiskInPlace(t *testing.T) {
 // to the state machine, detached the freshly re-attached disk); an
 // error of the attached disk does.
 func TestStaleDiskErrorSparesTheNextAttachment(t *testing.T) {
-	st := &tortureStats{faults: map[string]int{}}
-	tt := newTorture(t, 43, st)
-	defer func() {
-		for i := range tt.nodes {
-			tt.stop(i)
-		}
-	}()
-	tt.start(0)
-	tt.start(1)
-	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	tt := syncedPair(t, 43, nil)
 	r := tt.nodes[0].r
 	old := r.curMD.Load()
 	require.NotNil(t, old)
@@ -156,16 +147,7 @@ func TestStaleDiskErrorSparesTheNextAttachment(t *testing.T) {
 // read of the failed disk then carried the block's old contents back
 // over it.
 func TestFailedDiskServesThePeerNoMore(t *testing.T) {
-	st := &tortureStats{faults: map[string]int{}}
-	tt := newTorture(t, 44, st)
-	defer func() {
-		for i := range tt.nodes {
-			tt.stop(i)
-		}
-	}()
-	tt.start(0)
-	tt.start(1)
-	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	tt := syncedPair(t, 44, nil)
 	r := tt.nodes[0].r
 	buf := make([]byte, 4096)
 	require.NoError(t, r.swap.ReadAt(buf, 0), "the link reads the attached disk")
@@ -185,4 +167,22 @@ func TestFailedDiskServesThePeerNoMore(t *testing.T) {
 	require.True(t, tt.settle(500, tt.synced), "a is attached again and in sync: %s", line(tt.status(0)))
 	r.swap.fail(nil)
 	require.NoError(t, r.swap.ReadAt(buf, 0), "a stale error failed the attached disk")
+}
+
+// syncedPair starts the torture harness's two nodes, with the quorum
+// group q if not nil, and waits until they are connected and in sync;
+// they stop when the test ends.
+func syncedPair(t *testing.T, seed uint64, q QuorumService) *torture {
+	t.Helper()
+	tt := newTorture(t, seed, &tortureStats{faults: map[string]int{}})
+	tt.quorum = q
+	t.Cleanup(func() {
+		for i := range tt.nodes {
+			tt.stop(i)
+		}
+	})
+	tt.start(0)
+	tt.start(1)
+	require.True(t, tt.settle(500, tt.synced), "the pair connects")
+	return tt
 }
