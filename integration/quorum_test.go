@@ -274,10 +274,65 @@ func TestQuorumFirstBackWaits(t *testing.T) {
 	require.True(t, bytes.Equal(want, got), "b lacks a write a acknowledged")
 }
 
+// TestQuorumWitnessThenSecondaryDown: the witness down changes nothing
+// for the Primary, which goes on acknowledging writes. With the
+// Secondary down too, the Primary is out of quorum: under on-no-quorum
+// suspend-io (DRBD 9's default) its client's write is held, and status
+// shows suspended:quorum; once the witness is back (a and w are a
+// majority, and the group outdates b), the held write is acknowledged
+// and reads back.
+func TestQuorumWitnessThenSecondaryDown(t *testing.T) {
+	c, a, b := quorumCluster(t, quorumOpts{onNoQuorum: "suspend-io"})
+	ctx := context.Background()
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer func() { go cl.Close() }() // waits for a held request if the test failed
+
+	blk := func(v byte) []byte { return bytes.Repeat([]byte{v}, 64<<10) }
+
+	c.Witness.Kill()
+	for i := range 10 {
+		require.NoError(t, cl.WriteAt(blk(byte(i+1)), int64(i)<<20, true), "the witness down stopped the Primary's writes")
+		time.Sleep(200 * time.Millisecond)
+	}
+	st, err := a.TB(10*time.Second, "status", "r0")
+	require.NoError(t, err)
+	require.NotContains(t, st, "quorum:no", "a and b are a majority")
+
+	b.Kill()
+	done := make(chan error, 1)
+	go func() { done <- cl.WriteAt(blk(0xee), 12<<20, true) }()
+	statusHas := func(want string) func() bool {
+		return func() bool { st, _ := a.TB(10*time.Second, "status", "r0"); return strings.Contains(st, want) }
+	}
+	require.Eventually(t, statusHas("suspended:quorum"), 15*time.Second, 100*time.Millisecond, "a's status never said suspended:quorum")
+	select {
+	case err := <-done:
+		t.Fatalf("a write completed without quorum: %v", err)
+	case <-time.After(time.Second):
+	}
+	st, err = a.TB(10*time.Second, "status", "r0")
+	require.NoError(t, err)
+	require.Contains(t, st, "quorum:no")
+
+	require.NoError(t, c.Witness.Start())
+	select {
+	case err := <-done:
+		require.NoError(t, err, "the held write failed once quorum returned")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the held write was not acknowledged after the witness returned")
+	}
+	got := make([]byte, 64<<10)
+	require.NoError(t, cl.ReadAt(got, 12<<20))
+	require.Equal(t, blk(0xee), got)
+	require.Eventually(t, func() bool { return !statusHas("suspended")() }, 10*time.Second, 100*time.Millisecond, "still suspended")
+}
+
 // quorumOpts configure quorumCluster.
 type quorumOpts struct {
-	autoFailover bool // options { auto-failover yes; }
-	proxy        bool // a harness.Proxy on the peer link (c.Proxy)
+	autoFailover bool   // options { auto-failover yes; }
+	proxy        bool   // a harness.Proxy on the peer link (c.Proxy)
+	onNoQuorum   string // on-no-quorum's value ("": the harness's io-error)
 }
 
 // quorumSize is the quorum tests' disks.
@@ -290,9 +345,16 @@ const quorumSize = 32 << 20
 func quorumCluster(t *testing.T, o quorumOpts) (c *harness.Cluster, a, b *harness.Node) {
 	t.Helper()
 	opts := harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: quorumSize, Witness: true, Proxy: o.proxy}
-	if o.autoFailover {
+	if o.autoFailover || o.onNoQuorum != "" {
 		opts.Config = func(v harness.Vars) string {
-			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", "on-no-quorum io-error; auto-failover yes;", 1)
+			set := "on-no-quorum io-error;"
+			if o.onNoQuorum != "" {
+				set = "on-no-quorum " + o.onNoQuorum + ";"
+			}
+			if o.autoFailover {
+				set += " auto-failover yes;"
+			}
+			return strings.Replace(harness.DefaultConfig(v), "on-no-quorum io-error;", set, 1)
 		}
 	}
 	c, err := harness.New(opts)

@@ -485,7 +485,7 @@ func (b *builder) resolve() (*Config, error) {
 			return nil, errorf(rl.pos, `resource %s needs two "on HOST" sections (twinblock replicates between two hosts), found %d`, rl.name, len(rl.hosts))
 		}
 		quorum := r.Options.String("quorum") == "majority"
-		_ = r.Options.String("on-no-quorum") // read: the device fails I/O without quorum (io-error)
+		_ = r.Options.String("on-no-quorum") // read: pkg/node holds (suspend-io) or fails (io-error) I/O without quorum
 		if r.Handlers.String("quorum-lost") != "" && !quorum {
 			p, _ := r.Handlers.Pos("quorum-lost")
 			b.warn(p, "handler quorum-lost of resource %s without options { quorum majority; }: it never runs", rl.name)

@@ -383,9 +383,8 @@ func keywordList() []keyword {
 			return k
 		}(),
 		func() keyword {
-			k := enum(secOptions, "on-no-quorum", "io-error", true, "io-error", "suspend-io")
-			k.ignored, k.ignoredWhy = "suspend-io", "requests are failed, not held: io-error"
-			k.note = "twinblock's default is io-error (DRBD 9's is suspend-io, which twinblock does not implement)"
+			k := enum(secOptions, "on-no-quorum", "suspend-io", true, "io-error", "suspend-io")
+			k.note = "a Primary out of its group's majority holds every request (suspend-io, status suspended:quorum) or fails it with EIO (io-error) until quorum returns (docs/quorum.md)"
 			return k
 		}(),
 		func() keyword {

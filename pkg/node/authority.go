@@ -15,10 +15,8 @@ import (
 // ahead, as in DRBD 8.4. With a quorum group (quorumAuthority, issue 15)
 // a promotion is a committed entry that names this node and raises the
 // epoch, granted only to a node that reported an UpToDate disk and is
-// not Outdated, while no other node is Primary.
-//
-// Not there yet (issue 15): on-no-quorum suspend-io (io-error is the
-// device's quorate check), and the handlers.
+// not Outdated, while no other node is Primary. on-no-quorum is the
+// device's (device.enter), not the authority's.
 type authority interface {
 	// Promote asks for the grant before the promotion steps the state
 	// machine. It runs on the verb's goroutine (it may wait for a

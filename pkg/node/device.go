@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/twinblock/twinblock/bitmap"
 	"github.com/twinblock/twinblock/pkg/disk"
@@ -96,10 +97,20 @@ type device struct {
 	// no quorum, nothing to ask); an error refuses a write under (b).
 	outdatePeer func() error
 	// quorate, set on a quorum resource, reports whether this node is in
-	// a majority of its group now; without, every request fails with
-	// EIO (on-no-quorum io-error). Nil: no quorum.
+	// a majority of its group now; without, a request fails with EIO
+	// (on-no-quorum io-error) or is held (suspendNoQuorum). Nil: no
+	// quorum.
 	quorate func() bool
-	stats   *counters
+	// suspendNoQuorum is on-no-quorum suspend-io: a request that finds
+	// this node out of quorum is held, not started, until the node is
+	// quorate again (then it runs, under the fences of a request made
+	// now), the device stops serving (a demotion, the group's
+	// replacement of this Primary: it fails as not Primary), or stop
+	// closes (it fails with EIO). held counts the requests held now.
+	suspendNoQuorum bool
+	stop            <-chan struct{}
+	held            atomic.Int64
+	stats           *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
@@ -156,16 +167,66 @@ func (d *device) Size() int64 {
 
 func (d *device) ReadOnly() bool { return false }
 
+// holdEvery paces a held request's look at the quorum (suspendNoQuorum).
+const holdEvery = 5 * time.Millisecond
+
+// enter admits one request: it returns the path with mu held for
+// reading, or an error with mu not held: the node does not serve
+// (errNotPrimary), or it is out of quorum (errNoQuorum, at once under
+// on-no-quorum io-error; under suspend-io only once the device stops).
+// A held request holds no lock, so a mode change never waits for it.
+func (d *device) enter() (ioPath, error) {
+	for counted := false; ; {
+		d.mu.RLock()
+		path := d.path
+		switch {
+		case !path.mode.Serve:
+			d.mu.RUnlock()
+			if counted {
+				d.held.Add(-1)
+			}
+			return path, errNotPrimary
+		case d.quorate == nil || d.quorate():
+			if counted {
+				d.held.Add(-1)
+			}
+			return path, nil
+		}
+		d.mu.RUnlock()
+		if !d.suspendNoQuorum {
+			return path, errNoQuorum
+		}
+		if !counted {
+			counted = true
+			d.held.Add(1)
+		}
+		t := time.NewTimer(holdEvery)
+		select {
+		case <-d.stop:
+			t.Stop()
+			d.held.Add(-1)
+			return path, errNoQuorum
+		case <-t.C:
+		}
+	}
+}
+
+// suspended reports whether requests are held for want of quorum now
+// (DRBD 9's suspended:quorum): under on-no-quorum suspend-io, serving
+// and out of quorum.
+func (d *device) suspended() bool {
+	if !d.suspendNoQuorum || d.quorate == nil || d.quorate() {
+		return false
+	}
+	return d.mode().Serve
+}
+
 func (d *device) ReadAt(p []byte, off int64) error {
-	d.mu.RLock()
+	path, err := d.enter()
+	if err != nil {
+		return err
+	}
 	defer d.mu.RUnlock()
-	path := d.path
-	if !path.mode.Serve {
-		return errNotPrimary
-	}
-	if d.quorate != nil && !d.quorate() {
-		return errNoQuorum
-	}
 	if path.mode.ReadDirtyFromPeer && path.md != nil && outOfSync(path.md, off, int64(len(p))) {
 		// A sync target: this range is not resynced yet; the peer has
 		// it. Without the link (it just ended, the new mode follows)
@@ -285,15 +346,11 @@ func (d *device) mode() fsm.IOMode {
 // mutate runs one write-like request on the local disk and the peer in
 // parallel and decides what the client hears (see the device invariant).
 func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replication.DataFlags, local func(disk.Disk) error) error {
-	d.mu.RLock()
+	path, err := d.enter()
+	if err != nil {
+		return err
+	}
 	defer d.mu.RUnlock()
-	path := d.path
-	if !path.mode.Serve {
-		return errNotPrimary
-	}
-	if d.quorate != nil && !d.quorate() {
-		return errNoQuorum
-	}
 	d.ranges.lock(off, n)
 	defer d.ranges.unlock(off, n)
 	d.stats.appPending.Add(1)
@@ -520,15 +577,11 @@ func outOfSync(md *meta.Meta, off, n int64) bool {
 // writes of the epoch it should have made durable there are marked out
 // of sync when the link ends.
 func (d *device) Flush() error {
-	d.mu.RLock()
+	path, err := d.enter()
+	if err != nil {
+		return err
+	}
 	defer d.mu.RUnlock()
-	path := d.path
-	if !path.mode.Serve {
-		return errNotPrimary
-	}
-	if d.quorate != nil && !d.quorate() {
-		return errNoQuorum
-	}
 	var req *replication.Request
 	var submitErr error
 	mirrored := path.mode.Mirror && path.link != nil

@@ -66,7 +66,10 @@ func (f *epochFence) Raise(e uint64) error {
 }
 
 // outdateTimeout bounds how long a write waits for the group to outdate
-// the peer; then it fails with EIO.
+// the peer under on-no-quorum io-error; then it fails with EIO. Under
+// suspend-io it waits without a bound, as a request held for want of
+// quorum does: until the group commits or refuses (this node was
+// replaced), or the resource closes.
 const outdateTimeout = 5 * time.Second
 
 // peerOutdater asks the group, once per epoch, to outdate the peer
@@ -87,6 +90,7 @@ type peerOutdater struct {
 	epoch    func() uint64 // the epoch this node serves under
 	ctx      func() context.Context
 	replaced func(serving uint64) // the group refused: a newer Primary exists (nil: ignore)
+	hold     bool                 // on-no-quorum suspend-io: outdate waits without outdateTimeout
 
 	mu   sync.Mutex    // one request to the group at a time
 	done atomic.Uint64 // the epoch at which the outdate committed (0: none kept)
@@ -110,6 +114,9 @@ func (o *peerOutdater) outdate() error {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(o.ctx(), outdateTimeout)
+	if o.hold {
+		ctx, cancel = context.WithCancel(o.ctx())
+	}
 	defer cancel()
 	if err := o.auth.OutdatePeer(ctx, e); err != nil {
 		if o.replaced != nil && (errors.Is(err, quorum.ErrStaleEpoch) || errors.Is(err, quorum.ErrNotPrimary)) {
@@ -181,7 +188,7 @@ func (r *Resource) watchQuorum() {
 	}
 	have := q.Quorate()
 	if r.hadQuorum && !have && r.fsm.State().Role == fsm.Primary {
-		r.log.Warn("quorum: this Primary lost its group's majority: requests fail (on-no-quorum io-error)")
+		r.log.Warn("quorum: this Primary lost its group's majority: requests are held or fail until it is back", "on-no-quorum", r.cfg.Options.String("on-no-quorum"))
 		r.runHandler("quorum-lost")
 	}
 	r.hadQuorum = have

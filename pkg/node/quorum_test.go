@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -216,29 +217,81 @@ func TestReplacedPrimaryDemotes(t *testing.T) {
 	require.Equal(t, "Primary", tt.status(1).Role, "the new Primary stays")
 }
 
-// TestNoQuorumFailsEveryRequest: a Primary out of its group's majority
-// answers reads, writes and flushes with EIO (on-no-quorum io-error),
-// and serves again once it is back in.
-func TestNoQuorumFailsEveryRequest(t *testing.T) {
-	q := newMemQuorum(t)
-	tt := syncedPair(t, 49, q)
-	require.NoError(t, tt.do(0, fsm.Promote{}))
-	dev := tt.nodes[0].r.dev
-	blk := make([]byte, 4096)
-	require.NoError(t, dev.WriteAt(blk, 0, false))
+// TestNoQuorum: a Primary out of its group's majority fails every
+// request with EIO (on-no-quorum io-error), or holds it without starting
+// it (suspend-io, the status saying suspended:quorum) until quorum
+// returns, when it runs; a request held when the node stops serving
+// fails as not Primary. Either way the node serves again once it is
+// back in.
+func TestNoQuorum(t *testing.T) {
+	for i, tc := range []struct {
+		name    string
+		suspend bool
+	}{
+		{"io-error", false},
+		{"suspend-io", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := newMemQuorum(t)
+			tt := syncedPair(t, 49+uint64(i), q)
+			require.NoError(t, tt.do(0, fsm.Promote{}))
+			r := tt.nodes[0].r
+			dev := r.dev
+			dev.suspendNoQuorum = tc.suspend // as on-no-quorum sets it (TestQuorumLostHandler checks the default)
+			blk := make([]byte, 4096)
+			require.NoError(t, dev.WriteAt(blk, 0, false))
+			require.Equal(t, &status.QuorumStatus{Have: true, Epoch: 1, Primary: "a", Leader: "w"}, r.Status().Quorum)
+			require.False(t, r.Status().Suspended)
 
-	require.Equal(t, &status.QuorumStatus{Have: true, Epoch: 1, Primary: "a", Leader: "w"}, tt.nodes[0].r.Status().Quorum)
+			q.lost.Store(true)
+			require.Equal(t, &status.QuorumStatus{Epoch: 1, Primary: "a", Leader: "w"}, r.Status().Quorum, "the status says quorum:no")
+			if !tc.suspend {
+				require.False(t, r.Status().Suspended)
+				require.ErrorIs(t, dev.WriteAt(blk, 0, false), errNoQuorum)
+				require.ErrorIs(t, dev.ReadAt(blk, 0), errNoQuorum)
+				require.ErrorIs(t, dev.Flush(), errNoQuorum)
+				require.ErrorIs(t, dev.Trim(0, 4096, false), errNoQuorum)
+				q.lost.Store(false)
+				require.NoError(t, dev.WriteAt(blk, 0, false))
+				require.NoError(t, dev.ReadAt(blk, 0))
+				return
+			}
+			st := r.Status()
+			require.True(t, st.Suspended)
+			require.Equal(t, "quorum", st.SuspendedWhy)
+			held := bytes.Repeat([]byte{0x5a}, 4096)
+			done := make(chan error, 4)
+			go func() { done <- dev.WriteAt(held, 8192, false) }()
+			go func() { done <- dev.Flush() }()
+			require.Eventually(t, func() bool { return dev.held.Load() == 2 }, 5*time.Second, time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
+			require.Empty(t, done, "a request completed without quorum")
+			got := make([]byte, 4096)
+			require.NoError(t, tt.nodes[1].faulty.ReadAt(got, 8192))
+			require.NotEqual(t, held, got, "a held write reached the peer")
 
-	q.lost.Store(true)
-	require.Equal(t, &status.QuorumStatus{Epoch: 1, Primary: "a", Leader: "w"}, tt.nodes[0].r.Status().Quorum, "the status says quorum:no")
-	require.ErrorIs(t, dev.WriteAt(blk, 0, false), errNoQuorum)
-	require.ErrorIs(t, dev.ReadAt(blk, 0), errNoQuorum)
-	require.ErrorIs(t, dev.Flush(), errNoQuorum)
-	require.ErrorIs(t, dev.Trim(0, 4096, false), errNoQuorum)
+			q.lost.Store(false)
+			for range 2 {
+				require.NoError(t, <-done, "a held request failed once quorum returned")
+			}
+			require.Zero(t, dev.held.Load())
+			require.False(t, r.Status().Suspended)
+			require.NoError(t, dev.ReadAt(got, 8192))
+			require.Equal(t, held, got)
+			require.True(t, tt.settle(200, func() bool {
+				_ = tt.nodes[1].faulty.ReadAt(got, 8192)
+				return bytes.Equal(held, got)
+			}), "the held write is not on the peer")
 
-	q.lost.Store(false)
-	require.NoError(t, dev.WriteAt(blk, 0, false))
-	require.NoError(t, dev.ReadAt(blk, 0))
+			// Held, then the node stops serving: not Primary.
+			q.lost.Store(true)
+			go func() { done <- dev.WriteAt(blk, 0, false) }()
+			require.Eventually(t, func() bool { return dev.held.Load() == 1 }, 5*time.Second, time.Millisecond)
+			require.NoError(t, tt.do(0, fsm.Demote{}))
+			require.ErrorIs(t, <-done, errNotPrimary)
+			require.Zero(t, dev.held.Load())
+		})
+	}
 }
 
 // TestQuorumLostHandler: DRBD 9's quorum-lost handler runs when the
@@ -263,6 +316,7 @@ func TestQuorumLostHandler(t *testing.T) {
 	r, err := NewResourceEnv(cfg.Resources[0], "a", nil, nil, Env{Net: netsim.New(), Clock: clk, Quorum: q,
 		OpenDisk: func(string) (disk.Disk, error) { return d, nil }})
 	require.NoError(t, err)
+	require.True(t, r.dev.suspendNoQuorum, "on-no-quorum's default is DRBD 9's, suspend-io")
 	r.Start(context.Background())
 	ctx := context.Background()
 	require.NoError(t, r.Do(ctx, fsm.AttachBegin{}))

@@ -227,6 +227,9 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.dev.outdatePeer = o.outdate
 		r.outdater = o
 		r.dev.quorate = env.Quorum.Quorate
+		r.dev.suspendNoQuorum = cfg.Options.String("on-no-quorum") == "suspend-io"
+		o.hold = r.dev.suspendNoQuorum
+		r.dev.stop = r.done
 		r.autoFailover = cfg.Options.Bool("auto-failover")
 	}
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
@@ -379,6 +382,9 @@ func (r *Resource) Status() status.Resource {
 		v, _ := q.View(r.name)
 		s.Quorum = &status.QuorumStatus{Have: q.Quorate(), Epoch: v.Epoch, Primary: string(v.Primary),
 			Leader: string(q.Leader()), Outdated: v.Nodes[self] != nil && v.Nodes[self].Outdated}
+		if r.dev.suspended() {
+			s.Suspended, s.SuspendedWhy = true, "quorum"
+		}
 	}
 	return s
 }

@@ -100,12 +100,13 @@
 // In detail:
 //
 //   - suspended: appears when I/O is suspended. DRBD names the reason (user,
-//     no-data, fencing, quorum); Resource carries no reason, so it reads
-//     "yes". node-id is never printed: twinblock has no node ids.
+//     no-data, fencing, quorum); twinblock suspends only for quorum
+//     (on-no-quorum suspend-io), and prints suspended:quorum then
+//     (Resource.SuspendedWhy), "yes" for a reason it does not name.
+//     node-id is never printed: twinblock has no node ids.
 //   - quorum:no on the device line when a quorum resource's node is out
 //     of its group's majority (quorum:yes only with verbose, and for a
-//     resource without quorum, as DRBD with quorum off). suspended:quorum
-//     never appears: on-no-quorum suspend-io is not implemented.
+//     resource without quorum, as DRBD with quorum off).
 //   - open:yes on the device line (where DRBD 9 prints it) when NBDClients >
 //     0; open:no only with verbose. DRBD's client:no for a Diskless disk
 //     appears only with verbose (drbdsetup shows it on a pipe, not on a

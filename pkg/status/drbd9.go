@@ -93,7 +93,11 @@ func writeStatusResource(p *wrapPrinter, r Resource, verbose bool) {
 	p.printf(0, "%s", r.Name)
 	p.printf(4, " role:%s", role(r.Role))
 	if verbose || r.Suspended {
-		p.printf(4, " suspended:%s", yesNo(r.Suspended))
+		susp := yesNo(r.Suspended)
+		if r.Suspended && r.SuspendedWhy != "" {
+			susp = r.SuspendedWhy
+		}
+		p.printf(4, " suspended:%s", susp)
 	}
 	if verbose {
 		p.printf(4, " force-io-failures:no")

@@ -67,6 +67,9 @@ func TestStatusLayout(t *testing.T) {
 	paused.Conn, paused.PausedByUser, paused.PausedByPeer = "PausedSyncS", true, true
 	suspended := secondary
 	suspended.Suspended = true
+	noQuorum := primary
+	noQuorum.Suspended, noQuorum.SuspendedWhy, noQuorum.NBDClients = true, "quorum", 0
+	noQuorum.Quorum = &QuorumStatus{Epoch: 3, Primary: "alpha"}
 	noPeer := secondary
 	noPeer.Peer = ""
 	sbNoRule := splitBrained()
@@ -99,6 +102,8 @@ func TestStatusLayout(t *testing.T) {
 				"        resync-suspended:user,peer\n\n"}, // past column 80: wrapped as drbdsetup
 		{"suspended", []Resource{suspended},
 			"r0 role:Secondary suspended:yes\n  disk:UpToDate\n  alpha role:Primary\n    peer-disk:UpToDate\n\n"},
+		{"suspended for want of quorum", []Resource{noQuorum},
+			"r0 role:Primary suspended:quorum\n  disk:UpToDate quorum:no\n  bravo role:Secondary\n    peer-disk:UpToDate\n\n"},
 		{"no peer configured", []Resource{noPeer}, "r0 role:Secondary\n  disk:UpToDate\n\n"},
 		{"split brain", []Resource{splitBrained()},
 			"r0 role:Primary\n  disk:UpToDate open:yes\n  b connection:StandAlone split-brain:yes\n\n"},

@@ -37,6 +37,9 @@ type Resource struct {
 	Protocol byte // 'A', 'B', 'C'; 0 prints a blank, as DRBD without a net config
 
 	Suspended bool // I/O suspended (flag char 's' vs 'r')
+	// SuspendedWhy is DRBD 9's reason for Suspended ("quorum": held for
+	// want of quorum, on-no-quorum suspend-io); "" prints "yes".
+	SuspendedWhy string
 
 	PausedByUser, PausedByPeer, PausedByDependency bool // the u / p / a flag chars
 
