@@ -49,9 +49,10 @@ type Options struct {
 	// Proxy puts a Proxy on the peer link.
 	Proxy bool
 	// Witness makes r0 a quorum resource (options { quorum majority; })
-	// with a diskless witness "w" on 127.0.0.3 (Cluster.Witness), and
-	// gives each node a quorum-address.
-	Witness bool
+	// with a diskless witness on 127.0.0.3 (Cluster.Witness), named
+	// WitnessName ("w" if empty), and gives each node a quorum-address.
+	Witness     bool
+	WitnessName string
 	// Config renders one node's configuration file; DefaultConfig if
 	// nil.
 	Config func(Vars) string
@@ -73,9 +74,10 @@ type Vars struct {
 	Addr  [2]string
 	Disk  [2]string
 	NBD   [2]string
-	// Quorum: a witness, "w" at WitnessAddr, and each host's
+	// Quorum: a witness, WitnessName at WitnessAddr, and each host's
 	// quorum-address (the two nodes', then the witness's).
 	Quorum      bool
+	WitnessName string
 	WitnessAddr string
 	QuorumAddr  [3]string
 }
@@ -99,11 +101,11 @@ func Config(v Vars, protocol, secret, net, disk, handlers string) string {
   meta-disk internal;
   on %s { address %s; disk %s; nbd-listen %s; quorum-address %s; }
   on %s { address %s; disk %s; nbd-listen %s; quorum-address %s; }
-  on w { address %s; disk none; quorum-address %s; }
+  on %s { address %s; disk none; quorum-address %s; }
 }
 `, protocol, secret, net, disk, handlers,
 			v.Names[0], v.Addr[0], v.Disk[0], v.NBD[0], v.QuorumAddr[0], v.Names[1], v.Addr[1], v.Disk[1], v.NBD[1], v.QuorumAddr[1],
-			v.WitnessAddr, v.QuorumAddr[2])
+			v.WitnessName, v.WitnessAddr, v.QuorumAddr[2])
 	}
 	return fmt.Sprintf(`resource r0 {
   protocol %s;
@@ -207,7 +209,10 @@ func New(o Options) (*Cluster, error) {
 		v.Disk[i], v.NBD[i] = nd.DiskPath, nd.NBD
 	}
 	if o.Witness {
-		v.Quorum = true
+		v.Quorum, v.WitnessName = true, o.WitnessName
+		if v.WitnessName == "" {
+			v.WitnessName = "w"
+		}
 		var err error
 		for i, host := range []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"} {
 			if v.QuorumAddr[i], err = FreeAddr(host); err != nil {
@@ -219,14 +224,15 @@ func New(o Options) (*Cluster, error) {
 			c.Close()
 			return nil, err
 		}
-		w := &Node{Name: "w", Host: "127.0.0.3", bin: o.Bin,
-			Conf:       filepath.Join(o.Dir, "w.conf"),
-			Control:    filepath.Join(o.Dir, "w.sock"),
-			StatusFile: filepath.Join(o.Dir, "w.status"),
-			LogPath:    filepath.Join(o.Dir, "w.log"),
+		wn := v.WitnessName
+		w := &Node{Name: wn, Host: "127.0.0.3", bin: o.Bin,
+			Conf:       filepath.Join(o.Dir, wn+".conf"),
+			Control:    filepath.Join(o.Dir, wn+".sock"),
+			StatusFile: filepath.Join(o.Dir, wn+".status"),
+			LogPath:    filepath.Join(o.Dir, wn+".log"),
 		}
 		c.Witness = w
-		v.Self = "w"
+		v.Self = wn
 		if err := os.WriteFile(w.Conf, []byte(o.Config(v)), 0o644); err != nil {
 			c.Close()
 			return nil, err

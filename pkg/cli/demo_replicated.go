@@ -22,16 +22,18 @@ import (
 )
 
 // demoConf is the embedded configuration of `make demo`: two nodes on
-// 127.0.0.1 and 127.0.0.2, protocol C, authenticated.
+// 127.0.0.1 and 127.0.0.2, protocol C, authenticated, and the diskless
+// witness gamma on 127.0.0.3 (quorum majority, auto-failover yes).
 //
 //go:embed demo.conf
 var demoConf string
 
-// runReplicatedDemo is `make demo`: two daemons on loopback (the
-// integration tests' harness) and the DRBD procedures on them, one
-// phase each: create-md, up, primary --force and the initial sync (its
-// progress in the status file); writes through NBD; the Primary killed
-// and beta promoted (failover); alpha back as the sync target of what
+// runReplicatedDemo is `make demo`: two daemons and a witness on
+// loopback (the integration tests' harness) and the DRBD procedures on
+// them, one phase each: create-md, up, primary --force and the initial
+// sync (its progress in the status file); writes through NBD; the
+// Primary killed and beta taking over by itself (automatic failover,
+// the quorum granting it); alpha back as the sync target of what
 // changed; and the two data areas compared.
 func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	self, err := os.Executable()
@@ -43,9 +45,11 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 	// the initial sync must copy it to beta.
 	_, _ = d.rng.Read(d.want[:existingData])
 	d.cl, err = harness.New(harness.Options{Dir: dir, Bin: self, Names: [2]string{"alpha", "beta"}, DiskSize: demoSize,
+		Witness: true, WitnessName: "gamma",
 		Config: func(v harness.Vars) string {
 			return strings.NewReplacer("@ADDR_A@", v.Addr[0], "@ADDR_B@", v.Addr[1], "@NBD_A@", v.NBD[0], "@NBD_B@", v.NBD[1],
-				"@DISK_A@", v.Disk[0], "@DISK_B@", v.Disk[1]).Replace(demoConf)
+				"@DISK_A@", v.Disk[0], "@DISK_B@", v.Disk[1], "@ADDR_W@", v.WitnessAddr,
+				"@QUORUM_A@", v.QuorumAddr[0], "@QUORUM_B@", v.QuorumAddr[1], "@QUORUM_W@", v.QuorumAddr[2]).Replace(demoConf)
 		},
 		Fill: func(node string, f *os.File) error {
 			if node != "alpha" {
@@ -59,31 +63,31 @@ func runReplicatedDemo(ctx context.Context, out io.Writer, dir string) error {
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer d.cl.Close()
-	d.alpha, d.beta = d.cl.Node("alpha"), d.cl.Node("beta")
+	d.alpha, d.beta, d.gamma = d.cl.Node("alpha"), d.cl.Node("beta"), d.cl.Witness
 	conf, err := os.ReadFile(d.alpha.Conf)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "configuration (%s, and beta's the same):\n%s\n", d.alpha.Conf, conf)
+	fmt.Fprintf(out, "configuration (%s, and beta's and gamma's the same):\n%s\n", d.alpha.Conf, conf)
 	for _, phase := range []func() error{d.initialSync, d.writeOnAlpha, d.failover, d.rejoin, d.compare} {
 		if err := phase(); err != nil {
 			return err
 		}
 	}
-	d.step("demo OK: initial sync, failover without losing an acknowledged write, resync of what changed; both data areas equal")
+	d.step("demo OK: initial sync, automatic failover without losing an acknowledged write, resync of what changed; both data areas equal")
 	return nil
 }
 
 // demo is the replicated demo's state: the two nodes, the NBD client of
 // the Primary, and what the data area must hold (want).
 type demo struct {
-	ctx         context.Context
-	out         io.Writer
-	cl          *harness.Cluster
-	alpha, beta *harness.Node
-	c           *client.Client
-	want        []byte
-	rng         *rand.ChaCha8
+	ctx                context.Context
+	out                io.Writer
+	cl                 *harness.Cluster
+	alpha, beta, gamma *harness.Node
+	c                  *client.Client
+	want               []byte
+	rng                *rand.ChaCha8
 }
 
 // initialSync: create-md, the daemons, up, a refused promotion, primary
@@ -95,8 +99,8 @@ func (d *demo) initialSync() error {
 			return err
 		}
 	}
-	d.step("starting the daemons of alpha (127.0.0.1) and beta (127.0.0.2)")
-	for _, n := range []*harness.Node{d.alpha, d.beta} {
+	d.step("starting the daemons of alpha (127.0.0.1), beta (127.0.0.2) and the witness gamma (127.0.0.3, no disk)")
+	for _, n := range []*harness.Node{d.gamma, d.alpha, d.beta} {
 		if err := n.Start(); err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
@@ -117,7 +121,7 @@ func (d *demo) initialSync() error {
 	if err := d.show(d.alpha, "primary", "r0"); err == nil {
 		return errors.New("demo: a promotion without UpToDate data succeeded")
 	}
-	d.step("primary --force on alpha: alpha's data wins, the initial full sync to beta starts")
+	d.step("primary --force on alpha: alpha's data wins (the quorum grants it: epoch 1), the initial full sync to beta starts")
 	if err := d.show(d.alpha, "primary", "--force", "r0"); err != nil {
 		return err
 	}
@@ -169,29 +173,45 @@ func (d *demo) writeOnAlpha() error {
 	return nil
 }
 
-// failover: alpha SIGKILLed, beta promoted; every acknowledged write
-// reads back from beta, which then takes writes of its own.
+// failover: alpha SIGKILLed; beta takes over by itself once the quorum
+// (beta and gamma) counts alpha gone; every acknowledged write reads
+// back from beta, which then takes writes of its own.
 func (d *demo) failover() error {
-	d.step("failover: alpha's daemon is killed (SIGKILL), beta is promoted and serves the data")
+	d.step("failover: alpha's daemon is killed (SIGKILL); nobody runs primary: beta and gamma are a majority, and beta takes over by itself")
 	d.alpha.Kill()
+	killed := time.Now()
 	_ = d.c.Close()
-	if err := d.wait(d.beta, "cstate", "WFConnection"); err != nil {
-		return err
-	}
-	start := time.Now()
-	if err := d.show(d.beta, "primary", "r0"); err != nil {
-		return err
-	}
-	c, err := client.Dial(d.ctx, d.beta.NBD, client.Options{Export: "r0"})
-	if err != nil {
-		return err
+	var c *client.Client
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var err error
+		if c, err = client.Dial(d.ctx, d.beta.NBD, client.Options{Export: "r0"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: beta did not take over within 30 s: %w", err)
+		}
+		select {
+		case <-d.ctx.Done():
+			return d.ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	d.c = c
+	if err := c.WriteAt(d.want[:4096], 0, true); err != nil {
+		return fmt.Errorf("demo: beta's first write: %w", err)
+	}
+	fmt.Fprintf(d.out, "    beta serves on %s and acknowledged a write %v after alpha's SIGKILL, with no operator\n",
+		d.beta.NBD, time.Since(killed).Round(time.Millisecond))
 	if err := verifyThrough(c, d.want); err != nil {
 		return fmt.Errorf("demo: after failover: %w", err)
 	}
-	fmt.Fprintf(d.out, "    beta serves on %s %v after its promotion; every acknowledged write is there\n",
-		d.beta.NBD, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(d.out, "    every write alpha acknowledged reads back from beta\n")
+	fmt.Fprintf(d.out, "    from beta's log:\n")
+	for _, l := range d.beta.LogSince("auto-failover") {
+		if i := strings.Index(l, "msg="); i >= 0 {
+			fmt.Fprintf(d.out, "      %s\n", l[i:])
+		}
+	}
 	d.step("writing 8 MiB through NBD on beta while alpha is down (beta's bitmap records them)")
 	if err := writeMiB(d.ctx, c, d.want, d.rng, 40<<20, 8); err != nil {
 		return err
@@ -199,7 +219,25 @@ func (d *demo) failover() error {
 	if err := c.Flush(); err != nil {
 		return err
 	}
-	return d.show(d.beta, "status", "r0")
+	if err := d.show(d.beta, "status", "r0"); err != nil {
+		return err
+	}
+	time.Sleep(1500 * time.Millisecond) // the daemon rewrites the file every second
+	return d.showStatusFile(d.beta)
+}
+
+// showStatusFile prints n's status file (/proc/drbd's format, and the
+// quorum line).
+func (d *demo) showStatusFile(n *harness.Node) error {
+	b, err := os.ReadFile(n.StatusFile)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "    %s's status file %s:\n", n.Name, n.StatusFile)
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		fmt.Fprintf(d.out, "      %s\n", strings.ReplaceAll(l, "\t", "        "))
+	}
+	return nil
 }
 
 // rejoin: alpha back, the sync target of what changed.
