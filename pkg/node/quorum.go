@@ -194,6 +194,71 @@ func (r *Resource) watchQuorum() {
 	r.hadQuorum = have
 }
 
+// tendGroup keeps the group's record of this node true (run only, every
+// tick), with one request at a time, off run's goroutine:
+//   - A stale grant: the group names this node Primary, but it is not
+//     Primary and serves under no epoch. That is a daemon restarted
+//     after a crash while Primary, or a promotion whose verb gave up
+//     after the grant. It gives the grant back (demote at the group's
+//     epoch), so that an administrator, or the peer, can be promoted
+//     without demoting this node first. The check is made again on
+//     run's goroutine under grantMu, which a promotion holds from its
+//     grant until the state machine took it, so a promotion under way
+//     keeps its grant; and the demote names the epoch it saw, so the
+//     group refuses it once a newer promotion committed.
+//   - The disk state and current UUID this node has, when the group's
+//     record differs (the status, and the takeover and promotion rules,
+//     read it), not only at a promotion.
+func (r *Resource) tendGroup() {
+	q := r.env.Quorum
+	if q == nil || !q.Quorate() || r.tending.Load() {
+		return
+	}
+	v, ok := q.View(r.name)
+	if !ok {
+		return
+	}
+	self := quorum.NodeID(r.self.Name)
+	st, cur := r.fsm.State(), r.fsm.GI()[genid.Current]
+	var c quorum.Command
+	switch n := v.Nodes[self]; {
+	case v.Primary == self && st.Role != fsm.Primary && r.epoch.Load() == 0:
+		c = quorum.Command{Op: quorum.OpDemote, Resource: r.name, Node: self, Expect: v.Epoch}
+	case n == nil || n.Disk != st.Disk || n.Current != cur:
+		c = quorum.Command{Op: quorum.OpReport, Resource: r.name, Node: self, Disk: st.Disk, Current: cur}
+	default:
+		return
+	}
+	if !r.tending.CompareAndSwap(false, true) {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer r.tending.Store(false)
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		defer cancel()
+		if c.Op == quorum.OpDemote {
+			r.grantMu.Lock()
+			defer r.grantMu.Unlock()
+			stale := false
+			if err := r.inspect(ctx, func() {
+				stale = r.fsm.State().Role != fsm.Primary && r.epoch.Load() == 0
+			}); err != nil || !stale {
+				return
+			}
+			r.log.Warn("quorum: the group names this node Primary, which it is not (a restart after a crash): giving the grant back", "epoch", c.Expect)
+		}
+		res, err := r.env.Quorum.Submit(ctx, c)
+		switch {
+		case err != nil:
+			r.log.Info("quorum: updating this node's record failed; trying again", "op", c.Op.String(), "err", err)
+		case res.Err != nil && c.Op == quorum.OpDemote:
+			r.log.Info("quorum: the stale grant was not given back", "err", res.Err)
+		}
+	}()
+}
+
 // failoverRetry paces an automatic failover's attempts: the group
 // grants the promotion once it counts the old Primary gone (about a
 // second, raftnode's bound).

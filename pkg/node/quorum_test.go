@@ -17,6 +17,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/fsm"
+	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/netsim"
 	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/pkg/quorum/raftnode"
@@ -333,4 +334,40 @@ func TestQuorumLostHandler(t *testing.T) {
 	lines := handlerLines(t, log)
 	require.Len(t, lines, 1, "once per loss: %q", lines)
 	require.True(t, strings.HasPrefix(lines[0], "quorum-lost res=r0 "), lines[0])
+}
+
+// TestTendGroup: a node keeps the group's record of it true. Its disk
+// state and current UUID are reported without a promotion; and a node
+// the group names Primary that is not (its daemon restarted after a
+// crash while Primary) gives the grant back, so that its peer can be
+// promoted without an administrator demoting it first. A node that is
+// Primary keeps its grant.
+func TestTendGroup(t *testing.T) {
+	q := newMemQuorum(t)
+	tt := syncedPair(t, 53, q)
+	a := tt.nodes[0].r
+	var current uint64
+	require.NoError(t, a.inspect(context.Background(), func() { current = a.fsm.GI()[genid.Current] }))
+	require.NotZero(t, current)
+	require.True(t, tt.settle(200, func() bool {
+		v, _ := q.View("r0")
+		n := v.Nodes["a"]
+		return n != nil && n.Disk == fsm.UpToDate && n.Current == current
+	}), "a's disk was never reported")
+
+	// As after a crash while Primary at epoch 1: the group names a.
+	ctx := context.Background()
+	res, err := q.Submit(ctx, quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: "a", Expect: 0})
+	require.NoError(t, err)
+	require.NoError(t, res.Err)
+	require.True(t, tt.settle(200, func() bool { v, _ := q.View("r0"); return v.Primary == "" }), "a kept a grant it does not use")
+	require.Equal(t, "Secondary", tt.status(0).Role)
+	require.NoError(t, tt.do(1, fsm.Promote{}), "b is promoted without demoting a first")
+	v, _ := q.View("r0")
+	require.Equal(t, quorum.NodeID("b"), v.Primary)
+	tt.settle(50, func() bool { return false })
+	v, _ = q.View("r0")
+	require.Equal(t, quorum.NodeID("b"), v.Primary, "the Primary's grant was given back")
+	require.Equal(t, uint64(2), v.Epoch)
+	require.Zero(t, a.epoch.Load())
 }

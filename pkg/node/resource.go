@@ -86,6 +86,10 @@ type Resource struct {
 	autoFailover bool
 	sawPrimary   bool
 	failingOver  atomic.Bool
+	// grantMu orders a promotion's grant (Do) and tendGroup's giving
+	// back of a stale one; tending: a tendGroup request is under way.
+	grantMu sync.Mutex
+	tending atomic.Bool
 	hadQuorum    bool // run only: the last tick found this node quorate
 	conn         connector
 	exp          exporter
@@ -329,7 +333,10 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	}
 	if p, ok := ev.(fsm.Promote); ok && r.epochs != nil {
 		// The quorum's grant first, on this goroutine: run never waits
-		// for a commit.
+		// for a commit. grantMu: tendGroup gives back no grant while
+		// this one is being taken.
+		r.grantMu.Lock()
+		defer r.grantMu.Unlock()
 		req := promoteRequest{Force: p.Force}
 		if err := r.inspect(ctx, func() {
 			req.Disk, req.Current = r.fsm.State().Disk, r.fsm.GI()[genid.Current]
@@ -576,6 +583,7 @@ func (r *Resource) run() {
 			r.fsm.Tick(a)
 			r.process()
 			r.watchQuorum()
+			r.tendGroup()
 			if refresh++; refresh%10 == 0 {
 				r.publish() // counters move without state changes
 			}
