@@ -88,17 +88,17 @@ type Resource struct {
 	failingOver  atomic.Bool
 	// grantMu orders a promotion's grant (Do) and tendGroup's giving
 	// back of a stale one; tending: a tendGroup request is under way.
-	grantMu sync.Mutex
-	tending atomic.Bool
-	hadQuorum    bool // run only: the last tick found this node quorate
-	conn         connector
-	exp          exporter
-	attachErr    error // why the last attach failed
-	listenErr    error // why the last startConnecting could not listen
-	exportErr    error // why the last openExport failed
-	syncer       syncRunner
-	auth         authority // who may be Primary (authority.go)
-	handshakes   int       // connection setups running (handshake .. evLink)
+	grantMu    sync.Mutex
+	tending    atomic.Bool
+	hadQuorum  bool // run only: the last tick found this node quorate
+	conn       connector
+	exp        exporter
+	attachErr  error // why the last attach failed
+	listenErr  error // why the last startConnecting could not listen
+	exportErr  error // why the last openExport failed
+	syncer     syncRunner
+	auth       authority // who may be Primary (authority.go)
+	handshakes int       // connection setups running (handshake .. evLink)
 
 	// keeper holds the backup-discarded journal (pkg/backup); run calls
 	// its hooks, the link's disk reads the armed journal.
