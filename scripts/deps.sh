@@ -28,6 +28,7 @@ pkgs=(
   busybox-static      # the VM's userland
   nbd-client          # the kernel NBD client, copied into the VM
   cpio                # packs the VM's initramfs
+  iptables            # the quorum tests partition the Primary (loopback ports only)
 )
 
 if [ "${1:-}" = --list ]; then

@@ -31,7 +31,10 @@ type Cluster struct {
 	// Witness is the diskless third host of a quorum resource, "w" on
 	// 127.0.0.3 (nil unless Options.Witness); it is not in Names.
 	Witness *Node
-	logf    func(string, ...any)
+	// Vars are the addresses the configuration files name (the second
+	// node's peer-link address itself, not a Proxy's; Self empty).
+	Vars Vars
+	logf func(string, ...any)
 }
 
 // Options configure New.
@@ -239,6 +242,8 @@ func New(o Options) (*Cluster, error) {
 		}
 	}
 	second := v.Addr[1]
+	c.Vars = v
+	c.Vars.Self = ""
 	if o.Proxy {
 		p, err := NewProxy("127.0.0.2", second, "127.0.0.1")
 		if err != nil {

@@ -54,6 +54,9 @@ const (
 	kindCommand = 'C'
 	muxMagic    = "TBQ1"
 	muxTimeout  = 5 * time.Second
+	// rpcTimeout bounds one raft RPC (heartbeats and appends: small on
+	// a LAN; a snapshot's install scales it by its size in raft).
+	rpcTimeout = time.Second
 )
 
 // ErrAuth: a member's preamble or authentication failed.

@@ -235,8 +235,11 @@ func (n *Node) listen(rc *raft.Config) error {
 		ids[addr] = id
 	}
 	sl := &streamLayer{mux: n.mux, net: cfg.Network, local: n.local, ids: ids}
+	// rpcTimeout: a member cut off by a partition (its packets dropped,
+	// no reset) shows as failed heartbeats only once an RPC times out,
+	// and the takeover bound counts from there.
 	cfg.Transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: sl, MaxPool: 3, Timeout: 2 * time.Second, Logger: rc.Logger})
+		Stream: sl, MaxPool: 3, Timeout: rpcTimeout, Logger: rc.Logger})
 	n.mux.serve(n.serveCommand)
 	return nil
 }
