@@ -131,6 +131,13 @@ func TestOutdatedNodeIsNotPromoted(t *testing.T) {
 	err = tt.do(1, fsm.Promote{})
 	require.ErrorIs(t, err, quorum.ErrOutdated)
 	require.Contains(t, err.Error(), "State change failed")
+	// explain tells why.
+	ex := tt.nodes[1].r.Explain()
+	require.Contains(t, ex, "r0: quorum yes; epoch 1, Primary none")
+	require.Contains(t, ex, "  b: reported UpToDate, current ")
+	require.Contains(t, ex, ", Outdated: it may lack acknowledged writes")
+	require.Contains(t, ex, "The last promotion of b was refused (")
+	require.Contains(t, ex, quorum.ErrOutdated.Error())
 }
 
 // TestAloneWritesWaitForOutdate: on a quorum resource a Primary that

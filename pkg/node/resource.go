@@ -117,6 +117,12 @@ type Resource struct {
 		gran int64
 	}
 	handshakeAt time.Time // owned by run
+	// refusal is the quorum group's last refusal of a promotion of this
+	// node, for explain (under mu).
+	refusal struct {
+		err error
+		at  time.Time
+	}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -345,6 +351,9 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 		}
 		epoch, err := r.auth.Promote(ctx, req)
 		if err != nil {
+			r.mu.Lock()
+			r.refusal.err, r.refusal.at = err, r.env.Clock.Now()
+			r.mu.Unlock()
 			return fmt.Errorf("%s: State change failed: %w", r.name, err)
 		}
 		c.epoch = epoch

@@ -2,11 +2,14 @@ package node
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/twinblock/twinblock/pkg/config"
 	"github.com/twinblock/twinblock/pkg/genid"
+	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/splitbrain"
 )
 
@@ -46,9 +49,12 @@ func posOf(cfg *config.Resource, keyword string) fmt.Stringer {
 // found and how to resolve a split brain (twinblock explain).
 func (r *Resource) Explain() string {
 	r.mu.Lock()
-	e := r.explain
+	e, refusal := r.explain, r.refusal
 	r.mu.Unlock()
 	var b strings.Builder
+	if q := r.env.Quorum; q != nil {
+		explainQuorum(&b, r.name, quorum.NodeID(r.self.Name), q, refusal.err, refusal.at)
+	}
 	if e.hs == nil {
 		g := e.gi
 		fmt.Fprintf(&b, "%s: no handshake with %s since the daemon started.\n", r.name, r.peer.Name)
@@ -69,4 +75,30 @@ func (r *Resource) Explain() string {
 		When: fmt.Sprintf(", %s (%s ago)", e.at.Format(time.DateTime), time.Since(e.at).Round(time.Second)),
 	})
 	return b.String()
+}
+
+// explainQuorum tells what the quorum group holds of a resource, as this
+// member sees it, and why it last refused to promote this node.
+func explainQuorum(b *strings.Builder, name string, self quorum.NodeID, q QuorumService, refused error, at time.Time) {
+	v, _ := q.View(name)
+	have := "yes"
+	if !q.Quorate() {
+		have = "no: this node is not in a majority of the group, and a Primary here holds or fails every request (on-no-quorum)"
+	}
+	primary := string(v.Primary)
+	if primary == "" {
+		primary = "none"
+	}
+	fmt.Fprintf(b, "%s: quorum %s; epoch %d, Primary %s, raft leader %q.\n", name, have, v.Epoch, primary, q.Leader())
+	for _, id := range slices.Sorted(maps.Keys(v.Nodes)) {
+		n := v.Nodes[id]
+		out := ""
+		if n.Outdated {
+			out = ", Outdated: it may lack acknowledged writes, and is promoted only after a resync or with --force"
+		}
+		fmt.Fprintf(b, "  %s: reported %s, current %016X%s\n", id, n.Disk, n.Current, out)
+	}
+	if refused != nil {
+		fmt.Fprintf(b, "  The last promotion of %s was refused (%s): %v\n", self, at.Format(time.DateTime), refused)
+	}
 }
