@@ -110,7 +110,10 @@ type device struct {
 	suspendNoQuorum bool
 	stop            <-chan struct{}
 	held            atomic.Int64
-	stats           *counters
+	// serving mirrors path.mode.Serve for readers that must not wait
+	// for mu (the status: a mode change may be waiting for requests).
+	serving atomic.Bool
+	stats   *counters
 	// failed: the local disk of the current path returned an error
 	// (on-io-error detach): reads go to the peer until the disk is
 	// detached (setPath without it clears it).
@@ -150,6 +153,7 @@ func (d *device) setPath(p ioPath, size int64) {
 	}
 	d.path = p
 	d.size = size
+	d.serving.Store(p.mode.Serve)
 	d.mu.Unlock()
 }
 
@@ -218,7 +222,7 @@ func (d *device) suspended() bool {
 	if !d.suspendNoQuorum || d.quorate == nil || d.quorate() {
 		return false
 	}
-	return d.mode().Serve
+	return d.serving.Load()
 }
 
 func (d *device) ReadAt(p []byte, off int64) error {

@@ -66,10 +66,10 @@ func (f *epochFence) Raise(e uint64) error {
 }
 
 // outdateTimeout bounds how long a write waits for the group to outdate
-// the peer under on-no-quorum io-error; then it fails with EIO. Under
-// suspend-io it waits without a bound, as a request held for want of
-// quorum does: until the group commits or refuses (this node was
-// replaced), or the resource closes.
+// the peer; then it fails with EIO, under either on-no-quorum. (Such a
+// write has started: it holds the device's read lock, which a mode
+// change waits for, so it may not wait without a bound. suspend-io
+// holds the requests that have not started.)
 const outdateTimeout = 5 * time.Second
 
 // peerOutdater asks the group, once per epoch, to outdate the peer
@@ -90,7 +90,6 @@ type peerOutdater struct {
 	epoch    func() uint64 // the epoch this node serves under
 	ctx      func() context.Context
 	replaced func(serving uint64) // the group refused: a newer Primary exists (nil: ignore)
-	hold     bool                 // on-no-quorum suspend-io: outdate waits without outdateTimeout
 
 	mu   sync.Mutex    // one request to the group at a time
 	done atomic.Uint64 // the epoch at which the outdate committed (0: none kept)
@@ -114,9 +113,6 @@ func (o *peerOutdater) outdate() error {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(o.ctx(), outdateTimeout)
-	if o.hold {
-		ctx, cancel = context.WithCancel(o.ctx())
-	}
 	defer cancel()
 	if err := o.auth.OutdatePeer(ctx, e); err != nil {
 		if o.replaced != nil && (errors.Is(err, quorum.ErrStaleEpoch) || errors.Is(err, quorum.ErrNotPrimary)) {

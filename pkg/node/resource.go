@@ -238,7 +238,6 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.outdater = o
 		r.dev.quorate = env.Quorum.Quorate
 		r.dev.suspendNoQuorum = cfg.Options.String("on-no-quorum") == "suspend-io"
-		o.hold = r.dev.suspendNoQuorum
 		r.dev.stop = r.done
 		r.autoFailover = cfg.Options.Bool("auto-failover")
 	}

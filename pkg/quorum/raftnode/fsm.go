@@ -2,6 +2,8 @@ package raftnode
 
 import (
 	"io"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -40,6 +42,19 @@ func (f *raftFSM) view(resource string) (quorum.Resource, bool) {
 		return quorum.Resource{}, false
 	}
 	return *r.Clone(), true
+}
+
+// primary is the Primary of the first resource, by name, that has one
+// ("" if none).
+func (f *raftFSM) primary() quorum.NodeID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(f.state.Resources)) {
+		if p := f.state.Resources[name].Primary; p != "" {
+			return p
+		}
+	}
+	return ""
 }
 
 // Snapshot implements raft.FSM.

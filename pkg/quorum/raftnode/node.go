@@ -81,6 +81,13 @@ type Node struct {
 	obsDone chan struct{}
 	cmu     sync.Mutex
 	failed  map[quorum.NodeID]time.Time // leader: members whose heartbeats fail, and their last contact
+	// heard: the leader this node followed before it was elected, and
+	// when it last heard from it (raft's LastContact then); the new
+	// term's replication to it starts with a fresh contact time that is
+	// no contact at all.
+	heard      map[quorum.NodeID]time.Time
+	lastLeader quorum.NodeID
+	fpDone     chan struct{} // followPrimary returned
 }
 
 // ErrNotLeader: Submit ran on a node that does not lead the group; Leader
@@ -153,6 +160,11 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("quorum: %w", err)
 	}
 	n.watchContacts()
+	n.fpDone = make(chan struct{})
+	go func() {
+		defer close(n.fpDone)
+		n.followPrimary()
+	}()
 	return n, nil
 }
 
@@ -161,7 +173,7 @@ func New(cfg Config) (*Node, error) {
 // would make a live member look gone): a member whose heartbeats fail
 // is recorded with its last contact, until they resume.
 func (n *Node) watchContacts() {
-	n.failed = map[quorum.NodeID]time.Time{}
+	n.failed, n.heard = map[quorum.NodeID]time.Time{}, map[quorum.NodeID]time.Time{}
 	n.obs, n.obsDone = make(chan raft.Observation, 64), make(chan struct{})
 	n.raft.RegisterObserver(raft.NewObserver(n.obs, true, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -177,15 +189,30 @@ func (n *Node) watchContacts() {
 				n.cmu.Lock()
 				switch d := o.Data.(type) {
 				case raft.FailedHeartbeatObservation:
-					if _, ok := n.failed[quorum.NodeID(d.PeerID)]; !ok {
-						n.failed[quorum.NodeID(d.PeerID)] = d.LastContact
+					p := quorum.NodeID(d.PeerID)
+					if _, ok := n.failed[p]; !ok {
+						last := d.LastContact
+						if h, ok := n.heard[p]; ok && h.Before(last) {
+							last = h
+						}
+						n.failed[p] = last
 					}
 				case raft.ResumedHeartbeatObservation:
 					delete(n.failed, quorum.NodeID(d.PeerID))
+					delete(n.heard, quorum.NodeID(d.PeerID))
 				case raft.LeaderObservation:
 					// A new term: what an earlier leader saw is not
-					// this one's to judge.
+					// this one's to judge. What this node heard of the
+					// leader it followed is.
 					clear(n.failed)
+					clear(n.heard)
+					id := quorum.NodeID(d.LeaderID)
+					if id == n.cfg.ID && n.lastLeader != "" && n.lastLeader != id {
+						n.heard[n.lastLeader] = n.raft.LastContact()
+					}
+					if id != "" {
+						n.lastLeader = id
+					}
 				}
 				n.cmu.Unlock()
 			case <-n.obsDone:
@@ -199,8 +226,10 @@ func (n *Node) watchContacts() {
 // contact long enough that it cannot count itself quorate any more, and
 // so serves nothing: its heartbeats have failed since a last contact
 // more than Timing.Quorate plus one heartbeat ago (the margin covers a
-// heartbeat that reached p but whose answer was lost). The leader itself
-// is never gone. (Write safety does not rest on this bound: the epoch
+// heartbeat that reached p but whose answer was lost). For the leader
+// this node followed before its election, the last contact is the
+// last time it heard from it as a follower. The leader itself is never
+// gone. (Write safety does not rest on this bound: the epoch
 // fence and the fence-peer commit keep a replaced Primary from
 // acknowledging anything; the bound keeps it from serving reads while
 // its replacement serves.)
@@ -212,6 +241,43 @@ func (n *Node) gone(p quorum.NodeID) bool {
 	last, ok := n.failed[p]
 	n.cmu.Unlock()
 	return ok && time.Since(last) >= n.cfg.Timing.Quorate+n.cfg.Timing.Heartbeat
+}
+
+// followPrimary runs on the leader: it hands raft's leadership to the
+// member that is Primary (of the first resource, by name, that has one),
+// checked every heartbeat, unless that member's heartbeats fail. Then
+// the loss of the witness or of the Secondary costs no election, and the
+// Primary, which counts itself quorate while it leads a majority,
+// never holds its requests while one runs.
+func (n *Node) followPrimary() {
+	t := time.NewTicker(n.cfg.Timing.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.obsDone:
+			return
+		case <-t.C:
+		}
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		p := n.fsm.primary()
+		addr, ok := n.cfg.Members[p]
+		if p == "" || p == n.cfg.ID || !ok {
+			continue
+		}
+		n.cmu.Lock()
+		_, failing := n.failed[p]
+		n.cmu.Unlock()
+		if failing {
+			continue
+		}
+		if err := n.raft.LeadershipTransferToServer(raft.ServerID(p), addr).Error(); err != nil {
+			n.log.Debug("quorum: handing the leadership to the Primary failed", "primary", p, "err", err)
+		} else {
+			n.log.Info("quorum: leadership handed to the Primary", "primary", p)
+		}
+	}
 }
 
 // listen opens this member's quorum address: the mux, raft's network
@@ -280,6 +346,7 @@ func (n *Node) closeStores() {
 func (n *Node) Close() error {
 	err := n.raft.Shutdown().Error()
 	close(n.obsDone)
+	<-n.fpDone
 	n.closeStores()
 	return err
 }

@@ -269,3 +269,32 @@ func TestTakeoverWaitsForTheOldPrimarysBound(t *testing.T) {
 	require.Equal(t, uint64(2), res.After.Epoch)
 	require.True(t, res.After.Nodes[primary].Outdated)
 }
+
+// TestLeadershipFollowsThePrimary: the leader hands raft's leadership to
+// the Primary, so that the witness's loss costs no election: the
+// Primary stays quorate throughout (it leads, with the Secondary).
+func TestLeadershipFollowsThePrimary(t *testing.T) {
+	g := newGroup(t, false)
+	l := g.leader()
+	g.submit(l, report("alpha"))
+	g.submit(l, report("beta"))
+	// The data node that does not lead is promoted.
+	primary := quorum.NodeID("alpha")
+	if l.cfg.ID == "alpha" {
+		primary = "beta"
+	}
+	require.NoError(t, g.submit(l, quorum.Command{Op: quorum.OpPromote, Resource: "r0", Node: primary}).Err)
+	require.Eventually(t, func() bool { return g.nodes[primary].IsLeader() }, 10*time.Second, 10*time.Millisecond,
+		"the leadership stayed away from the Primary")
+
+	g.trans["gamma"].DisconnectAll()
+	for _, id := range ids {
+		if id != "gamma" {
+			g.trans[id].Disconnect("gamma")
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		require.True(t, g.nodes[primary].Quorate(), "the Primary lost quorum with the witness")
+	}
+	require.True(t, g.nodes[primary].IsLeader())
+}
