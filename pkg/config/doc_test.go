@@ -148,7 +148,7 @@ func TestKeywordTable(t *testing.T) {
 		secResource: {"protocol", "device", "disk", "meta-disk", "nbd-listen"},
 		secOn:       {"address", "device", "disk", "meta-disk", "nbd-listen", "quorum-address"},
 		secVolume:   {"device", "disk", "meta-disk"},
-		secOptions:  {"quorum", "on-no-quorum", "auto-failover"},
+		secOptions:  {"quorum", "on-no-quorum", "auto-promote", "auto-failover"},
 	}
 	for _, k := range keywords.list {
 		if k.alias != "" || k.section == secSyncer {

@@ -388,8 +388,8 @@ func keywordList() []keyword {
 			return k
 		}(),
 		func() keyword {
-			k := yesNo(secOptions, "auto-promote", "no", false, "")
-			k.note = "DRBD 9's promotion when the device is opened: not implemented"
+			k := yesNo(secOptions, "auto-promote", "no", true, "")
+			k.note = "an NBD client's connection promotes a Secondary (the quorum's grant on a quorum resource), which demotes 1 s after its last client left; twinblock's default is no (DRBD 9's is yes): a DRBD 8.4 file behaves as before"
 			return k
 		}(),
 		func() keyword {

@@ -36,6 +36,9 @@ type nbdExporter struct {
 	dev    *device
 	log    *slog.Logger
 	wg     *sync.WaitGroup // the resource's: Serve's goroutine
+	// promote is asked when a client opens the export on a node that
+	// does not serve (auto-promote); an error refuses the client.
+	promote func() error
 
 	srv *nbd.Server // nil: not serving
 	ln  net.Listener
@@ -54,7 +57,7 @@ func (e *nbdExporter) Open() error {
 	if err != nil {
 		return fmt.Errorf("%s: cannot serve the NBD export on %s: %w", e.name, e.listen, err)
 	}
-	srv, err := nbd.NewServer(nbd.Options{Catalog: &catalog{name: e.name, dev: e.dev}, Logger: e.log})
+	srv, err := nbd.NewServer(nbd.Options{Catalog: &catalog{name: e.name, dev: e.dev, promote: e.promote}, Logger: e.log})
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("%s: nbd server: %w", e.name, err)
@@ -99,8 +102,9 @@ func (e *nbdExporter) Sessions() int {
 
 // catalog serves the resource's one export and counts its sessions.
 type catalog struct {
-	name string
-	dev  *device
+	name    string
+	dev     *device
+	promote func() error // nil: a node that does not serve refuses
 }
 
 func (c *catalog) export() *nbd.Export {
@@ -111,10 +115,14 @@ func (c *catalog) Lookup(name string) (*nbd.Export, error) {
 	if name != "" && name != c.name {
 		return nil, nbd.ErrUnknownExport
 	}
-	c.dev.mu.RLock()
-	serve := c.dev.path.mode.Serve
-	c.dev.mu.RUnlock()
-	if !serve {
+	if c.promote != nil {
+		// auto-promote: promoted now, if it is not Primary (and told of
+		// the client in any case, for the demotion after the last).
+		if err := c.promote(); err != nil {
+			return nil, fmt.Errorf("%s: this node is not Primary, and auto-promote failed: %w", c.name, err)
+		}
+	}
+	if !c.dev.serving.Load() {
 		return nil, fmt.Errorf("%s: this node is not Primary; twinblock serves the export only on the Primary", c.name)
 	}
 	return c.export(), nil

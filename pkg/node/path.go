@@ -20,11 +20,20 @@ func (r *Resource) applyPath(m fsm.IOMode) {
 	}
 	size := r.exportSize()
 	r.await(func() { r.dev.setPath(p, size) })
-	if m.Serve {
+	if m.Serve || r.exportOnSecondary() {
 		r.openExport()
 	} else {
 		r.closeExport()
 	}
+}
+
+// exportOnSecondary: with auto-promote the export also listens on a
+// Secondary that is up (attached or connecting), so that a client's
+// connection can promote it; not once the shutdown has begun (run
+// only).
+func (r *Resource) exportOnSecondary() bool {
+	st := r.fsm.State()
+	return r.autoPromote && !r.goingDown && !(st.Disk == fsm.Diskless && st.Conn == fsm.StandAlone)
 }
 
 // dropLinkFromPath takes a dead link out of the data path at once (the

@@ -88,17 +88,29 @@ type Resource struct {
 	failingOver  atomic.Bool
 	// grantMu orders a promotion's grant (Do) and tendGroup's giving
 	// back of a stale one; tending: a tendGroup request is under way.
-	grantMu    sync.Mutex
-	tending    atomic.Bool
-	hadQuorum  bool // run only: the last tick found this node quorate
-	conn       connector
-	exp        exporter
-	attachErr  error // why the last attach failed
-	listenErr  error // why the last startConnecting could not listen
-	exportErr  error // why the last openExport failed
-	syncer     syncRunner
-	auth       authority // who may be Primary (authority.go)
-	handshakes int       // connection setups running (handshake .. evLink)
+	grantMu sync.Mutex
+	tending atomic.Bool
+	// autoPromote is options { auto-promote yes; } (DRBD 9's): the
+	// export listens on a Secondary too, and a client's connection
+	// promotes the node (promoteOnOpen). autoPromoted: this Primary role
+	// came from it, and ends once no client has been seen for
+	// autoDemoteAfter (autoDemote); lastOpen: when a client was last
+	// seen or let in (the clock's UnixNano). goingDown (run only): the
+	// shutdown has begun, the export stays closed.
+	autoPromote  bool
+	autoPromoted atomic.Bool
+	autoDemoting atomic.Bool
+	lastOpen     atomic.Int64
+	goingDown    bool
+	hadQuorum    bool // run only: the last tick found this node quorate
+	conn         connector
+	exp          exporter
+	attachErr    error // why the last attach failed
+	listenErr    error // why the last startConnecting could not listen
+	exportErr    error // why the last openExport failed
+	syncer       syncRunner
+	auth         authority // who may be Primary (authority.go)
+	handshakes   int       // connection setups running (handshake .. evLink)
 
 	// keeper holds the backup-discarded journal (pkg/backup); run calls
 	// its hooks, the link's disk reads the armed journal.
@@ -241,7 +253,9 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.dev.stop = r.done
 		r.autoFailover = cfg.Options.Bool("auto-failover")
 	}
-	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg}
+	r.autoPromote = cfg.Options.Bool("auto-promote")
+	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg,
+		promote: r.promoteOnOpen}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
 	proto := byte('C')
@@ -316,6 +330,9 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	c := command{ev: ev, reply: make(chan error, 1)}
 	var role fsm.Role
 	var sessions int
+	if isPromote(ev) {
+		r.autoPromoted.Store(false) // an explicit promotion stays (promoteOnOpen marks its own)
+	}
 	switch ev.(type) {
 	case fsm.Promote, fsm.Demote:
 		if err := r.inspect(ctx, func() { role, sessions = r.fsm.State().Role, r.exp.Sessions() }); err != nil {
@@ -592,6 +609,7 @@ func (r *Resource) run() {
 			r.process()
 			r.watchQuorum()
 			r.tendGroup()
+			r.autoDemote()
 			if refresh++; refresh%10 == 0 {
 				r.publish() // counters move without state changes
 			}
@@ -932,6 +950,7 @@ func (r *Resource) process() {
 // (the peer hears a Goodbye) and detaches, so the metadata says neither
 // Primary nor crashed and the activity log is clean.
 func (r *Resource) goDown() {
+	r.goingDown = true
 	r.closeExport()
 	wasPrimary := r.fsm.State().Role == fsm.Primary
 	if wasPrimary {
