@@ -62,6 +62,9 @@ fuzz-short:
 # in time is logged: docs/torture.md lists those still open).
 DURATION ?= 60s
 TORTURE_EPISODES ?= 100
+# make test's episodes with a quorum group (-torture.quorum): slower, a
+# takeover waits for a fence-peer that cannot commit (5 s).
+TORTURE_QUORUM_EPISODES ?= 30
 # Episodes run at once: they wait on goroutines as much as they compute,
 # so 4 keep 2 cores busy (about 3x the episodes per minute of 1).
 TORTURE_PARALLEL ?= 4
@@ -79,6 +82,7 @@ torture-real:
 
 torture-short:
 	$(GO) test -count=1 -timeout 20m -run '^TestTorture$$' -v ./pkg/node -args -torture.episodes=$(TORTURE_EPISODES) -torture.parallel=$(TORTURE_PARALLEL) -torture.strict=false
+	$(GO) test -count=1 -timeout 20m -run '^TestTorture$$' -v ./pkg/node -args -torture.quorum -torture.episodes=$(TORTURE_QUORUM_EPISODES) -torture.parallel=$(TORTURE_PARALLEL) -torture.strict=false   # with a quorum group (docs/torture.md)
 
 demo: build
 	./$(BIN) demo

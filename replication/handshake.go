@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -154,6 +155,11 @@ func (h *handshake) recv(expect Type) (Message, error) {
 		return nil, fmt.Errorf("replication: handshake with peer %s: waiting for its %v: %w", h.cfg.Peer, expect, err)
 	}
 	if g, ok := m.(*Goodbye); ok {
+		if strings.Contains(g.Reason, ErrStaleEpoch.Error()) {
+			// The peer's fence refused this node's epoch (only its
+			// reason's words cross the wire): this node was replaced.
+			return nil, fmt.Errorf("%w: peer %s refused the connection: %s: %w", ErrHandshake, h.cfg.Peer, g.Reason, ErrStaleEpoch)
+		}
 		return nil, fmt.Errorf("%w: peer %s refused the connection: %s", ErrHandshake, h.cfg.Peer, g.Reason)
 	}
 	return m, nil

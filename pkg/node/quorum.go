@@ -125,16 +125,16 @@ func (o *peerOutdater) outdate() error {
 	return nil
 }
 
-// clear tells the group that the peer is UpToDate again (PeerUpToDate),
-// if this node outdated it: run calls it, through a goroutine, once the
-// pair is Connected with both disks UpToDate and this node Primary. A
-// failure leaves dirty set: the next Ready tries again.
+// clear tells the group that the peer is UpToDate again (PeerUpToDate):
+// run calls it, through a goroutine, once the pair is Connected with
+// both disks UpToDate and this node Primary (maybeClearPeer). A failure
+// leaves dirty set: the next tick tries again.
 func (o *peerOutdater) clear() {
 	defer o.clearing.Store(false)
 	e := o.epoch()
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if e == 0 || !o.dirty.Load() {
+	if e == 0 {
 		return
 	}
 	o.done.Store(0) // a write alone from now on asks again, after this
@@ -147,6 +147,34 @@ func (o *peerOutdater) clear() {
 		return
 	}
 	o.dirty.Store(false)
+}
+
+// maybeClearPeer (run only, on every Ready and tick) clears the peer in
+// the group once the pair is Connected UpToDate/UpToDate with this node
+// Primary, if this node outdated it (dirty) or the group holds it
+// Outdated for another reason: a takeover marks the Primary it
+// replaced, and an earlier run of this node's daemon may have outdated
+// it. Without this the rejoined node, resynced, could never be promoted
+// again without --force.
+func (r *Resource) maybeClearPeer(st fsm.State) {
+	o := r.outdater
+	if o == nil || st.Role != fsm.Primary || st.Conn != fsm.Connected || st.Disk != fsm.UpToDate || st.PeerDisk != fsm.UpToDate {
+		return
+	}
+	if !o.dirty.Load() {
+		v, _ := r.env.Quorum.View(r.name)
+		if n := v.Nodes[quorum.NodeID(r.peer.Name)]; n == nil || !n.Outdated {
+			return
+		}
+	}
+	if !o.clearing.CompareAndSwap(false, true) {
+		return
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		o.clear()
+	}()
 }
 
 // evSuperseded: the quorum epoch this node served under as Primary was

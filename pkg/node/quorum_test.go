@@ -223,6 +223,22 @@ func TestReplacedPrimaryDemotes(t *testing.T) {
 	require.ErrorIs(t, a.dev.WriteAt(make([]byte, 4096), 0, false), errNotPrimary)
 	require.Equal(t, uint64(2), a.curMD.Load().Superblock().QuorumEpoch, "the replaced Primary's disk records the newer epoch")
 	require.Equal(t, "Primary", tt.status(1).Role, "the new Primary stays")
+
+	// Both took a new generation while apart: a split brain, resolved
+	// as an administrator does, the replaced node discarding its data.
+	// Resynced, it is cleared in the group by the new Primary, which
+	// never outdated it itself (the takeover did): it can be promoted
+	// again.
+	require.True(t, tt.settle(200, func() bool { return tt.status(1).Conn == "StandAlone" || tt.synced() }))
+	if !tt.synced() {
+		require.True(t, tt.status(0).SplitBrain || tt.status(1).SplitBrain, "%s | %s", line(tt.status(0)), line(tt.status(1)))
+		_ = tt.do(0, fsm.Disconnect{})
+		require.NoError(t, tt.do(0, fsm.Connect{DiscardMyData: true}))
+		require.NoError(t, tt.do(1, fsm.Connect{}))
+	}
+	require.True(t, tt.settle(1500, tt.synced), "the pair resyncs: %s | %s", line(tt.status(0)), line(tt.status(1)))
+	require.True(t, tt.settle(200, func() bool { v, _ := q.View("r0"); return !v.Nodes["a"].Outdated }),
+		"the node the takeover replaced stays Outdated after its resync")
 }
 
 // TestNoQuorum: a Primary out of its group's majority fails every

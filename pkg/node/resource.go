@@ -609,6 +609,7 @@ func (r *Resource) run() {
 			r.process()
 			r.watchQuorum()
 			r.tendGroup()
+			r.maybeClearPeer(r.fsm.State())
 			r.autoDemote()
 			if refresh++; refresh%10 == 0 {
 				r.publish() // counters move without state changes
@@ -753,7 +754,10 @@ func (r *Resource) event(ev any) {
 		}
 		if e.err != nil {
 			r.log.Warn("connection attempt failed", "err", e.err)
-			fatal := errors.Is(e.err, replication.ErrAuth) || errors.Is(e.err, replication.ErrHandshake)
+			// A refusal for a stale quorum epoch is not: the replaced
+			// Primary demotes, and the next attempt connects.
+			fatal := (errors.Is(e.err, replication.ErrAuth) || errors.Is(e.err, replication.ErrHandshake)) &&
+				!errors.Is(e.err, replication.ErrStaleEpoch)
 			r.stepped(r.fsm.Step(fsm.DialFailed{Err: e.err, Fatal: fatal}))
 			r.backupIdle()
 			return
@@ -929,15 +933,7 @@ func (r *Resource) process() {
 				}
 			}
 		}
-		if o := r.outdater; o != nil && o.dirty.Load() && st.Role == fsm.Primary && st.Conn == fsm.Connected &&
-			st.Disk == fsm.UpToDate && st.PeerDisk == fsm.UpToDate && o.clearing.CompareAndSwap(false, true) {
-			// The peer this node outdated is UpToDate beside it again.
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				o.clear()
-			}()
-		}
+		r.maybeClearPeer(st)
 		r.syncer.Reconcile(wantOf(st, r.link, r.md, r.data))
 		r.keeper.Reconcile(st.Disk == fsm.UpToDate && st.Conn == fsm.Connected)
 		r.maybeFailover(st)

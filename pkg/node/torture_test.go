@@ -29,6 +29,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
 	"github.com/twinblock/twinblock/pkg/netsim"
+	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/pkg/status"
 )
 
@@ -209,8 +210,10 @@ type torture struct {
 	powerLosses atomic.Uint64
 	traceMu     sync.Mutex // a mid-batch fault logs from its own goroutine
 	failed      bool
-	// quorum, if set, is the nodes' quorum group (Env.Quorum).
+	// quorum, if set, is the nodes' quorum group (Env.Quorum); group,
+	// with -torture.quorum, is the episode's group, a member per node.
 	quorum QuorumService
+	group  *tortureGroup
 }
 
 func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
@@ -220,6 +223,7 @@ func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
   protocol C;
   net { ping-int 1; ping-timeout 5; timeout 20; connect-int 1; ko-count 3; verify-alg crc32c; }
   disk { on-io-error detach; }
+  options { on-no-quorum io-error; }
   meta-disk internal;
   on a { address 127.0.0.1:7789; disk a.img; nbd-listen 127.0.0.1:10809; }
   on b { address 127.0.0.2:7789; disk b.img; nbd-listen 127.0.0.2:10809; }
@@ -229,6 +233,9 @@ func newTorture(t *testing.T, seed uint64, st *tortureStats) *torture {
 		t.Fatal(err)
 	}
 	tt.cfg = cfg.Resources[0]
+	if *tortureQuorum {
+		tt.group = newTortureGroup()
+	}
 	for i, name := range []string{"a", "b"} {
 		d, dataSize := inSyncDisk(t, name)
 		tt.dataSize = dataSize
@@ -302,6 +309,10 @@ func (tt *torture) start(i int) {
 		}
 		return n.faulty, nil
 	}, Quorum: tt.quorum}
+	if tt.group != nil {
+		tt.group.up(i)
+		env.Quorum = tortureMember{g: tt.group, i: i}
+	}
 	var log *slog.Logger
 	switch {
 	case tt.logTo != nil:
@@ -354,7 +365,8 @@ func (tt *torture) settle(limit int, ok func() bool) bool {
 	return ok()
 }
 
-// synced: both Connected, UpToDate/UpToDate.
+// synced: both Connected, UpToDate/UpToDate (and, with a quorum group,
+// neither held Outdated: the Primary cleared its peer).
 func (tt *torture) synced() bool {
 	for i := range tt.nodes {
 		s := tt.status(i)
@@ -362,7 +374,7 @@ func (tt *torture) synced() bool {
 			return false
 		}
 	}
-	return true
+	return tt.group == nil || !tt.group.outdated()
 }
 
 // quiet: no node in a transient connection state (a handshake, a
@@ -470,6 +482,10 @@ func (tt *torture) heal() {
 func (tt *torture) step() {
 	if tt.primary < 0 {
 		tt.restorePrimary()
+	}
+	if tt.group != nil && tt.rng.IntN(100) < 15 {
+		tt.quorumFault()
+		return
 	}
 	switch x := tt.rng.IntN(100); {
 	case x < 55:
@@ -945,7 +961,14 @@ func (tt *torture) restartAfterCrash(i int, before status.Resource) {
 			o := 1 - i
 			tt.settle(100, func() bool { return tt.status(o).Conn != "Connected" })
 			if err := tt.do(o, fsm.Promote{}); err != nil {
-				tt.fail("lost", "failover: promote %s (%s): %v", tt.nodes[o].name, line(tt.status(o)), err)
+				kind := "lost"
+				if errors.Is(err, quorum.ErrOutdated) {
+					// The group still holds the peer Outdated (the clear
+					// after its resync had not committed): it refuses
+					// a node it cannot vouch for, safe but not live.
+					kind = "bad"
+				}
+				tt.fail(kind, "failover: promote %s (%s): %v", tt.nodes[o].name, line(tt.status(o)), err)
 				return
 			}
 			tt.primary = o
@@ -1006,6 +1029,9 @@ func (tt *torture) freeze(i int) {
 	tt.net.Partition(n.host, o.host)
 	n.faulty.SetInjector(func(disk.Op) error { return disk.ErrInjected })
 	tt.net.Isolate(n.host)
+	if tt.group != nil {
+		tt.group.down(i) // its member is gone with it (start brings it back)
+	}
 }
 
 // bury stops the frozen node i and lifts its partition.
