@@ -94,54 +94,69 @@ func TestEpochFenceAtTheHandshake(t *testing.T) {
 	}
 }
 
-// TestEpochFenceOnTheWire: the writes carry the sender's epoch; a
-// higher one in a State raises the floor before what follows; a write
-// below the floor (the Secondary's floor was raised by a newer Primary
-// meanwhile) is refused with ESTALE before it reaches the disk, and the
+// TestEpochFenceOnTheWire: every write-like message and every barrier
+// carries the sender's epoch; a higher one in a State raises the floor
+// before what follows; a write, trim, write-zeroes or flush below the
+// floor (the Secondary's floor was raised by a newer Primary meanwhile)
+// is refused before it reaches the disk (a write with ESTALE), and the
 // connection ends with ErrStaleEpoch.
 func TestEpochFenceOnTheWire(t *testing.T) {
-	checkGoroutines(t)
-	secDisk := disk.NewMem(testDiskSize, disk.MemOptions{})
-	fence := &memFence{}
-	cfgA := testConfig("a", "b", 'C', disk.NewMem(testDiskSize, disk.MemOptions{}))
-	cfgB := testConfig("b", "a", 'C', secDisk)
-	cfgB.Fence = fence
-	evA := watch(&cfgA)
-	ca, cb := connPair(t, true)
-	la, lb, errA, errB := handshakeStates(t, ca, cb, cfgA, cfgB, State{Role: 1, Epoch: 2}, State{Role: 2})
-	require.NoError(t, errA)
-	require.NoError(t, errB)
-	defer closeLink(t, la)
-	defer closeLink(t, lb)
-	require.Equal(t, []uint64{2}, fence.raised(), "the handshake raised the floor")
+	for _, stale := range []Op{OpWrite, OpTrim, OpWriteZeroes, OpFlush} {
+		t.Run(stale.String(), func(t *testing.T) {
+			checkGoroutines(t)
+			secDisk := disk.NewMem(testDiskSize, disk.MemOptions{})
+			fence := &memFence{}
+			cfgA := testConfig("a", "b", 'C', disk.NewMem(testDiskSize, disk.MemOptions{}))
+			cfgB := testConfig("b", "a", 'C', secDisk)
+			cfgB.Fence = fence
+			evA := watch(&cfgA)
+			ca, cb := connPair(t, true)
+			la, lb, errA, errB := handshakeStates(t, ca, cb, cfgA, cfgB, State{Role: 1, Epoch: 2}, State{Role: 2})
+			require.NoError(t, errA)
+			require.NoError(t, errB)
+			defer closeLink(t, la)
+			defer closeLink(t, lb)
+			require.Equal(t, []uint64{2}, fence.raised(), "the handshake raised the floor")
 
-	write := func(b byte, off int64) error {
-		r := &Request{Op: OpWrite, Offset: off, Data: bytes.Repeat([]byte{b}, 4096)}
-		if err := la.Submit(r); err != nil {
-			return err
-		}
-		return r.Wait()
+			do := func(op Op, b byte, off int64) error {
+				r := &Request{Op: op, Offset: off}
+				switch op {
+				case OpWrite:
+					r.Data = bytes.Repeat([]byte{b}, 4096)
+				case OpTrim, OpWriteZeroes:
+					r.Length = 4096
+				case OpFlush:
+					r.Offset = 0
+				}
+				if err := la.Submit(r); err != nil {
+					return err
+				}
+				return r.Wait()
+			}
+			require.NoError(t, do(OpWrite, 0x11, 0))
+			require.NoError(t, do(OpWrite, 0x11, 8192))
+
+			// Promoted again (a new epoch): the State raises the floor.
+			require.NoError(t, la.SendState(State{Role: 1, Epoch: 3}))
+			require.NoError(t, do(OpWrite, 0x22, 4096))
+			require.NoError(t, do(OpFlush, 0, 0))
+			require.Equal(t, []uint64{2, 3}, fence.raised())
+
+			// Another node was promoted at epoch 4, and this Secondary
+			// heard of it: a's next request is stale.
+			require.NoError(t, fence.Raise(4))
+			err := do(stale, 0x33, 8192)
+			require.Error(t, err, "a stale %s was acknowledged", stale)
+			got := make([]byte, 4096)
+			require.NoError(t, secDisk.ReadAt(got, 8192))
+			require.Equal(t, bytes.Repeat([]byte{0x11}, 4096), got, "the stale %s reached the Secondary's disk", stale)
+			cause := evA.waitClosed(t)
+			require.ErrorContains(t, cause, "stale epoch")
+			<-lb.Done()
+			require.ErrorIs(t, lb.Err(), ErrStaleEpoch)
+			require.ErrorIs(t, lb.Err(), ErrLinkClosed)
+		})
 	}
-	require.NoError(t, write(0x11, 0))
-
-	// Promoted again (a new epoch): the State raises the floor.
-	require.NoError(t, la.SendState(State{Role: 1, Epoch: 3}))
-	require.NoError(t, write(0x22, 4096))
-	require.Equal(t, []uint64{2, 3}, fence.raised())
-
-	// Another node was promoted at epoch 4, and this Secondary heard of
-	// it: a's next write is stale.
-	require.NoError(t, fence.Raise(4))
-	err := write(0x33, 8192)
-	require.Error(t, err, "a stale write was acknowledged")
-	got := make([]byte, 4096)
-	require.NoError(t, secDisk.ReadAt(got, 8192))
-	require.Equal(t, make([]byte, 4096), got, "the stale write reached the Secondary's disk")
-	cause := evA.waitClosed(t)
-	require.ErrorContains(t, cause, "stale epoch")
-	<-lb.Done()
-	require.ErrorIs(t, lb.Err(), ErrStaleEpoch)
-	require.ErrorIs(t, lb.Err(), ErrLinkClosed)
 }
 
 // TestEpochFenceThatCannotRecordRefuses: a floor that cannot be made

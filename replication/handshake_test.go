@@ -92,9 +92,9 @@ func TestHandshakeRefusals(t *testing.T) {
 func TestHandshakeOneSidedRefusal(t *testing.T) {
 	checkGoroutines(t)
 	cfg := testConfig("a", "b", 'C', nil)
-	p, _, errs := newRawPeer(t, cfg, &Hello{ProtoMin: 3, ProtoMax: 4, Resource: "r0", From: "b", To: "a",
+	p, _, errs := newRawPeer(t, cfg, &Hello{ProtoMin: 4, ProtoMax: 5, Resource: "r0", From: "b", To: "a",
 		Protocol: 'C', MaxPayload: 4096}, true)
-	const want = "peer b speaks protocol versions 3..4, this node 2..2"
+	const want = "peer b speaks protocol versions 4..5, this node 3..3"
 	assert.Equal(t, want, p.goodbye(), "the Goodbye names the mismatch")
 	p.nc.Close()
 	err := recv(t, errs, "the handshake error")

@@ -46,14 +46,20 @@ func (l *Link) receiveLoop() error {
 func (l *Link) handle(m Message) error {
 	switch m := m.(type) {
 	case *Data:
-		return l.recvWrite(TypeData, m.ID, m.Offset, int64(len(m.Payload)), m.Flags, m)
+		return l.recvWrite(TypeData, m.ID, m.Epoch, m.Offset, int64(len(m.Payload)), m.Flags, m)
 	case *Trim:
-		return l.recvWrite(TypeTrim, m.ID, m.Offset, int64(m.Length), m.Flags, nil)
+		return l.recvWrite(TypeTrim, m.ID, m.Epoch, m.Offset, int64(m.Length), m.Flags, nil)
 	case *WriteZeroes:
-		return l.recvWrite(TypeWriteZeroes, m.ID, m.Offset, int64(m.Length), m.Flags, nil)
+		return l.recvWrite(TypeWriteZeroes, m.ID, m.Epoch, m.Offset, int64(m.Length), m.Flags, nil)
 	case *Barrier:
 		if err := l.checkSeq(TypeBarrier, m.ID); err != nil {
 			return err
+		}
+		if err := l.admitEpoch(m.Epoch, true); err != nil {
+			// A replaced Primary's barrier: nothing it covers is made
+			// durable for it, and the connection ends.
+			l.shutdown(l.closedError(err), goodbyeReason(err.Error()), true)
+			return errStop
 		}
 		return l.ap.barrier(m.ID)
 	case *RecvAck:
@@ -137,24 +143,22 @@ func (l *Link) checkSeq(t Type, id uint64) error {
 // free operation: that is the backpressure). A compressed Data travels
 // with its compressed payload and a buffer for what it decodes to (the
 // applier's worker decodes it); an all-zero Data with no buffer.
-func (l *Link) recvWrite(t Type, id, off uint64, n int64, flags DataFlags, dm *Data) error {
+func (l *Link) recvWrite(t Type, id, epoch, off uint64, n int64, flags DataFlags, dm *Data) error {
 	buf, charged := l.rbuf, l.rcharged
 	l.rbuf, l.rcharged = nil, 0
 	if err := l.checkSeq(t, id); err != nil {
 		l.ap.release(buf, charged)
 		return err
 	}
-	if t == TypeData {
-		if err := l.admitEpoch(dm.Epoch, true); err != nil {
-			// A replaced Primary's write: refused before it reaches the
-			// disk, and the connection ends.
-			l.ap.release(buf, charged)
-			if errors.Is(err, ErrStaleEpoch) {
-				l.enqueueReply(outMsg{t: TypeNegAck, id: id, errno: uint32(syscall.ESTALE)})
-			}
-			l.shutdown(l.closedError(err), goodbyeReason(err.Error()), true)
-			return errStop
+	if err := l.admitEpoch(epoch, true); err != nil {
+		// A replaced Primary's write (Data, Trim or WriteZeroes):
+		// refused before it reaches the disk, and the connection ends.
+		l.ap.release(buf, charged)
+		if errors.Is(err, ErrStaleEpoch) {
+			l.enqueueReply(outMsg{t: TypeNegAck, id: id, errno: uint32(syscall.ESTALE)})
 		}
+		l.shutdown(l.closedError(err), goodbyeReason(err.Error()), true)
+		return errStop
 	}
 	codec, wire := CodecNone, n
 	if t == TypeData {

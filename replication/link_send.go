@@ -217,13 +217,13 @@ func (l *Link) message(m *outMsg) Message {
 		}
 		return &s.data
 	case TypeTrim:
-		s.trim = Trim{ID: m.id, Offset: m.off, Length: m.n, Flags: m.flags}
+		s.trim = Trim{ID: m.id, Epoch: l.epoch.Load(), Offset: m.off, Length: m.n, Flags: m.flags}
 		return &s.trim
 	case TypeWriteZeroes:
-		s.writeZeroes = WriteZeroes{ID: m.id, Offset: m.off, Length: m.n, Flags: m.flags}
+		s.writeZeroes = WriteZeroes{ID: m.id, Epoch: l.epoch.Load(), Offset: m.off, Length: m.n, Flags: m.flags}
 		return &s.writeZeroes
 	case TypeBarrier:
-		s.barrier.ID = m.id
+		s.barrier = Barrier{ID: m.id, Epoch: l.epoch.Load()}
 		return &s.barrier
 	case TypeBarrierAck:
 		s.barrierAck.ID = m.id

@@ -38,8 +38,10 @@ const (
 const (
 	// 2: State carries the sender's quorum epoch (60 bytes), and
 	// Data's epoch is filled in.
-	ProtoVersionMin uint32 = 2
-	ProtoVersionMax uint32 = 2
+	// 3: Trim, WriteZeroes (32 bytes) and Barrier (16 bytes) carry the
+	// sender's epoch too.
+	ProtoVersionMin uint32 = 3
+	ProtoVersionMax uint32 = 3
 )
 
 // Sentinel errors. Every protocol violation wraps ErrProtocol, so a caller

@@ -123,8 +123,9 @@ const (
 	helloFixed      = 29 // before the three names
 	stateSize       = 60
 	dataFixed       = 28
-	trimSize        = 24 // Trim and WriteZeroes
-	idSize          = 8  // Barrier, BarrierAck, RecvAck, WriteAck
+	trimSize        = 32 // Trim and WriteZeroes
+	barrierSize     = 16
+	idSize          = 8 // BarrierAck, RecvAck, WriteAck
 	negAckSize      = 12
 	readRequestSize = 20
 	readReplyFixed  = 12
@@ -163,7 +164,9 @@ func limitsOf(t Type) limits {
 		return limits{min: dataFixed + 1, max: dataFixed + MaxPayloadSize, bulk: true, fixed: dataFixed}
 	case TypeTrim, TypeWriteZeroes:
 		return limits{min: trimSize, max: trimSize}
-	case TypeBarrier, TypeBarrierAck, TypeRecvAck, TypeWriteAck:
+	case TypeBarrier:
+		return limits{min: barrierSize, max: barrierSize}
+	case TypeBarrierAck, TypeRecvAck, TypeWriteAck:
 		return limits{min: idSize, max: idSize}
 	case TypeNegAck:
 		return limits{min: negAckSize, max: negAckSize}
@@ -633,6 +636,7 @@ func (m *Data) parse(b, bulk []byte) error {
 // content is unspecified, as after a local discard.
 type Trim struct {
 	ID     uint64
+	Epoch  uint64 // as Data's
 	Offset uint64
 	Length uint32 // 1..2^31
 	Flags  DataFlags
@@ -645,11 +649,11 @@ func (m *Trim) check() error {
 }
 
 func (m *Trim) appendFixed(dst []byte) []byte {
-	return appendZeroRange(dst, m.ID, m.Offset, m.Length, m.Flags)
+	return appendZeroRange(dst, m.ID, m.Epoch, m.Offset, m.Length, m.Flags)
 }
 func (*Trim) bulk() []byte { return nil }
 func (m *Trim) parse(b, _ []byte) error {
-	m.ID, m.Offset, m.Length, m.Flags = parseZeroRange(b)
+	m.ID, m.Epoch, m.Offset, m.Length, m.Flags = parseZeroRange(b)
 	return nil
 }
 
@@ -657,6 +661,7 @@ func (m *Trim) parse(b, _ []byte) error {
 // (NBD_CMD_WRITE_ZEROES); with DataNoHole it must stay allocated.
 type WriteZeroes struct {
 	ID     uint64
+	Epoch  uint64 // as Data's
 	Offset uint64
 	Length uint32 // 1..2^31
 	Flags  DataFlags
@@ -669,11 +674,11 @@ func (m *WriteZeroes) check() error {
 }
 
 func (m *WriteZeroes) appendFixed(dst []byte) []byte {
-	return appendZeroRange(dst, m.ID, m.Offset, m.Length, m.Flags)
+	return appendZeroRange(dst, m.ID, m.Epoch, m.Offset, m.Length, m.Flags)
 }
 func (*WriteZeroes) bulk() []byte { return nil }
 func (m *WriteZeroes) parse(b, _ []byte) error {
-	m.ID, m.Offset, m.Length, m.Flags = parseZeroRange(b)
+	m.ID, m.Epoch, m.Offset, m.Length, m.Flags = parseZeroRange(b)
 	return nil
 }
 
@@ -687,21 +692,25 @@ func checkZeroRange(t Type, offset uint64, length uint32, flags, allowed DataFla
 	return nil
 }
 
-func appendZeroRange(dst []byte, id, offset uint64, length uint32, flags DataFlags) []byte {
+func appendZeroRange(dst []byte, id, epoch, offset uint64, length uint32, flags DataFlags) []byte {
 	dst = be.AppendUint64(dst, id)
+	dst = be.AppendUint64(dst, epoch)
 	dst = be.AppendUint64(dst, offset)
 	dst = be.AppendUint32(dst, length)
 	return be.AppendUint32(dst, uint32(flags))
 }
 
-func parseZeroRange(b []byte) (id, offset uint64, length uint32, flags DataFlags) {
-	return be.Uint64(b[0:]), be.Uint64(b[8:]), be.Uint32(b[16:]), DataFlags(be.Uint32(b[20:]))
+func parseZeroRange(b []byte) (id, epoch, offset uint64, length uint32, flags DataFlags) {
+	return be.Uint64(b[0:]), be.Uint64(b[8:]), be.Uint64(b[16:]), be.Uint32(b[24:]), DataFlags(be.Uint32(b[28:]))
 }
 
 // Barrier asks the peer to make every write before it (lower IDs) durable,
 // then answer with a BarrierAck of the same ID. ID comes from the write
 // path's sequence.
-type Barrier struct{ ID uint64 }
+type Barrier struct {
+	ID    uint64
+	Epoch uint64 // as Data's
+}
 
 // BarrierAck answers a Barrier: everything before it is durable.
 type BarrierAck struct{ ID uint64 }
@@ -723,7 +732,9 @@ func (*BarrierAck) check() error { return nil }
 func (*RecvAck) check() error    { return nil }
 func (*WriteAck) check() error   { return nil }
 
-func (m *Barrier) appendFixed(dst []byte) []byte    { return be.AppendUint64(dst, m.ID) }
+func (m *Barrier) appendFixed(dst []byte) []byte {
+	return be.AppendUint64(be.AppendUint64(dst, m.ID), m.Epoch)
+}
 func (m *BarrierAck) appendFixed(dst []byte) []byte { return be.AppendUint64(dst, m.ID) }
 func (m *RecvAck) appendFixed(dst []byte) []byte    { return be.AppendUint64(dst, m.ID) }
 func (m *WriteAck) appendFixed(dst []byte) []byte   { return be.AppendUint64(dst, m.ID) }
@@ -733,7 +744,10 @@ func (*BarrierAck) bulk() []byte { return nil }
 func (*RecvAck) bulk() []byte    { return nil }
 func (*WriteAck) bulk() []byte   { return nil }
 
-func (m *Barrier) parse(b, _ []byte) error    { m.ID = be.Uint64(b); return nil }
+func (m *Barrier) parse(b, _ []byte) error {
+	m.ID, m.Epoch = be.Uint64(b), be.Uint64(b[8:])
+	return nil
+}
 func (m *BarrierAck) parse(b, _ []byte) error { m.ID = be.Uint64(b); return nil }
 func (m *RecvAck) parse(b, _ []byte) error    { m.ID = be.Uint64(b); return nil }
 func (m *WriteAck) parse(b, _ []byte) error   { m.ID = be.Uint64(b); return nil }

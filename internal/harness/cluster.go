@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -149,14 +150,36 @@ type Node struct {
 }
 
 // FreeAddr is host:port of a port free on host now.
+//
+// The port is drawn below Linux's ephemeral range (32768 and up): a port
+// the kernel picked with ":0" could be taken again, between this check
+// and the daemon's listen, as the source port of an outgoing connection
+// bound to the same address (the daemons bind theirs: a real run failed
+// with "address already in use"). A port is handed out once per
+// process.
 func FreeAddr(host string) (string, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", fmt.Errorf("harness: %w (127.0.0.2 must be usable: it is loopback on Linux)", err)
+	var lastErr error
+	for range 200 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("harness: no free port on %s: %w (127.0.0.2 must be usable: it is loopback on Linux)", host, lastErr)
 }
+
+// The ports FreeAddr draws from, and those it handed out in this process.
+const freePortLow, freePortHigh = 20000, 32768
+
+var handedOut sync.Map
 
 // New writes the disks, configs and (unless NoCreateMD) the metadata.
 // Nothing runs yet.
