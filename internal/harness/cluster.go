@@ -405,7 +405,11 @@ func (n *Node) Start() error {
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if _, err := n.TB(5*time.Second, "status"); err == nil {
+		// The daemon answers: with the status, or with exit code 10 for
+		// resources it has not brought up yet.
+		_, err := n.TB(5*time.Second, "status")
+		var ee *exec.ExitError
+		if err == nil || errors.As(err, &ee) && ee.ExitCode() == 10 {
 			return nil
 		}
 		select {

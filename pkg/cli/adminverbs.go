@@ -96,15 +96,29 @@ func newQueryVerb(g *globals, verb, short string, line func(status.Resource) str
 			if err != nil {
 				return err
 			}
-			for _, r := range resp.Resources {
-				if !r.Configured {
-					return fmt.Errorf("%s: not up (run `twinblock up %s`)", r.Name, r.Name)
-				}
+			up, down := splitUp(resp.Resources)
+			for _, r := range up {
 				fmt.Fprintln(cmd.OutOrStdout(), line(r))
+			}
+			if len(down) > 0 {
+				return notUp(down)
 			}
 			return nil
 		},
 	}
+}
+
+// splitUp separates the resources that are up from the names of those
+// that are not.
+func splitUp(rs []status.Resource) (up []status.Resource, down []string) {
+	for _, r := range rs {
+		if r.Configured {
+			up = append(up, r)
+		} else {
+			down = append(down, r.Name)
+		}
+	}
+	return up, down
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -123,10 +137,19 @@ func newStatusCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if asJSON {
-					return status.WriteJSON(cmd.OutOrStdout(), resp.Resources)
+				// A resource that is not up: its message on stderr and
+				// exit code 10, as drbdadm; the others print.
+				up, down := splitUp(resp.Resources)
+				if len(down) > 0 && watch {
+					up = resp.Resources // --watch shows them as they come up
+					down = nil
 				}
-				if err := status.WriteStatus(cmd.OutOrStdout(), resp.Resources, verbose); err != nil {
+				if asJSON {
+					err = status.WriteJSON(cmd.OutOrStdout(), up)
+				} else if len(up) > 0 || len(down) == 0 {
+					err = status.WriteStatus(cmd.OutOrStdout(), up, verbose)
+				}
+				if err != nil {
 					return err
 				}
 				if watch {
@@ -135,6 +158,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 							fmt.Fprintln(cmd.OutOrStdout(), bar)
 						}
 					}
+				}
+				if len(down) > 0 {
+					return notUp(down)
 				}
 				return nil
 			}

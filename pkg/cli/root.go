@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -24,9 +25,36 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(drbdOldOrder(args))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "twinblock: %s\n", strings.TrimPrefix(err.Error(), "twinblock: "))
+		var ec *exitError
+		if errors.As(err, &ec) {
+			return ec.code
+		}
 		return 1
 	}
 	return 0
+}
+
+// exitNotUp is drbdadm's exit code for a resource that is not up
+// ("No such resource").
+const exitNotUp = 10
+
+// exitError is an error with drbdadm's exit code for it.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// notUp is the error for resources that are not up: "NAME: No such
+// resource", as drbdsetup says, and exit code 10.
+func notUp(names []string) error {
+	msgs := make([]string, len(names))
+	for i, n := range names {
+		msgs[i] = n + ": No such resource (not up: twinblock up " + n + ")"
+	}
+	return &exitError{code: exitNotUp, err: errors.New(strings.Join(msgs, "; "))}
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {

@@ -126,7 +126,8 @@
 //   - split-brain:yes, twinblock's own field, follows the connection state
 //     while Resource.SplitBrain is set (never "no", even with verbose).
 //   - A resource that is not up prints "NAME: No such resource" in its place
-//     (drbdsetup writes it to stderr and exits 10); no resource at all prints
+//     (the status verb does not pass it here: it writes that line to
+//     stderr and exits 10, as drbdsetup); no resource at all prints
 //     "# No currently configured DRBD found.".
 //
 // # JSON (WriteJSON)
