@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"os/exec"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/twinblock/twinblock/internal/harness"
+	"github.com/twinblock/twinblock/nbd/client"
 )
 
 // TestNotUpExitCode10: as drbdadm, status, role, cstate and dstate of a
@@ -39,4 +42,70 @@ func TestNotUpExitCode10(t *testing.T) {
 		out, err := a.TB(10*time.Second, verb, "r0")
 		require.NoError(t, err, "%s once up: %s", verb, out)
 	}
+}
+
+// TestSuspendIOAndForcedSecondary: drbdadm's suspend-io holds the
+// requests a real NBD client sends (status suspended:user) and
+// resume-io lets them run; secondary is refused while the client is
+// connected, and secondary --force demotes anyway, failing the request
+// it held.
+func TestSuspendIOAndForcedSecondary(t *testing.T) {
+	c, err := harness.New(harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: 16 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	a, b := c.Node("a"), c.Node("b")
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, a.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+
+	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
+	require.NoError(t, err)
+	defer func() { go cl.Close() }()
+	blk := bytes.Repeat([]byte{0x5e}, 4096)
+	require.NoError(t, cl.WriteAt(blk, 0, true))
+
+	write := func() chan error {
+		done := make(chan error, 1)
+		go func() { done <- cl.WriteAt(blk, 8192, true) }()
+		return done
+	}
+	out, err = a.TB(10*time.Second, "suspend-io", "r0")
+	require.NoError(t, err, out)
+	st, err := a.TB(10*time.Second, "status", "r0")
+	require.NoError(t, err)
+	require.Contains(t, st, "r0 role:Primary suspended:user")
+	held := write()
+	select {
+	case err := <-held:
+		t.Fatalf("a write completed while I/O was suspended: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	out, err = a.TB(10*time.Second, "resume-io", "r0")
+	require.NoError(t, err, out)
+	select {
+	case err := <-held:
+		require.NoError(t, err, "the held write failed after resume-io")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held write did not run after resume-io")
+	}
+
+	out, err = a.TB(10*time.Second, "suspend-io", "r0")
+	require.NoError(t, err, out)
+	held = write()
+	time.Sleep(200 * time.Millisecond)
+	out, err = a.TB(30*time.Second, "secondary", "r0")
+	require.Error(t, err, "demoted with a client connected: %s", out)
+	out, err = a.TB(30*time.Second, "secondary", "--force", "r0")
+	require.NoError(t, err, out)
+	select {
+	case err := <-held:
+		require.Error(t, err, "a held write was acknowledged by a demoted node")
+	case <-time.After(15 * time.Second):
+		t.Fatal("the held write was neither run nor failed after secondary --force")
+	}
+	require.NoError(t, a.WaitFor(ctx, "role", "Secondary/Secondary", 10*time.Second))
 }

@@ -78,6 +78,8 @@ func newStateVerb(g *globals, verb, short string) *cobra.Command {
 	case "primary":
 		cmd.Flags().BoolVar(&force, "force", false, "promote even without UpToDate data: this node's data becomes the good copy")
 		cmd.Flags().BoolVar(&force, "overwrite-data-of-peer", false, "alias of --force (DRBD 8.3)")
+	case "secondary":
+		cmd.Flags().BoolVar(&force, "force", false, "demote even with NBD clients connected: their requests, held ones included, fail")
 	case "connect", "up":
 		cmd.Flags().BoolVar(&discard, "discard-my-data", false, "this node is the split brain's victim: its changes since the split are replaced by the peer's (bitmap-based resync)")
 	}
@@ -198,6 +200,8 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newStateVerb(g, "disconnect", "Drop the connection to the peer"),
 		newStateVerb(g, "primary", "Become Primary: serve the NBD export"),
 		newStateVerb(g, "secondary", "Become Secondary"),
+		newStateVerb(g, "suspend-io", "Hold every request to the device until resume-io"),
+		newStateVerb(g, "resume-io", "Let the requests held by suspend-io run"),
 		newStateVerb(g, "verify", "Start online verify against the peer (needs verify-alg)"),
 		newStateVerb(g, "invalidate", "Discard this node's data: full resync from the peer"),
 		newStateVerb(g, "invalidate-remote", "Discard the peer's data: full resync from this node"),

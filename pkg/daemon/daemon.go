@@ -323,7 +323,13 @@ func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error
 	case "primary":
 		return r.Do(ctx, fsm.Promote{Force: req.Force})
 	case "secondary":
-		return r.Do(ctx, fsm.Demote{})
+		return r.Do(ctx, fsm.Demote{Force: req.Force})
+	case "suspend-io":
+		r.SuspendIO(true)
+		return nil
+	case "resume-io":
+		r.SuspendIO(false)
+		return nil
 	case "verify":
 		return r.Do(ctx, fsm.StartVerify{})
 	case "invalidate":

@@ -103,8 +103,9 @@ type (
 
 	// Promote: drbdadm primary [--force].
 	Promote struct{ Force bool }
-	// Demote: drbdadm secondary.
-	Demote struct{}
+	// Demote: drbdadm secondary. Force (secondary --force) demotes even
+	// with the device open: its clients' requests fail from then on.
+	Demote struct{ Force bool }
 	// Superseded: the quorum group replaced this Primary (a newer
 	// epoch; twinblock's quorum, issue 15). It demotes even with the
 	// device open, as DRBD 9's on-suspended-primary-outdated

@@ -64,3 +64,17 @@ func TestSupersededDemotesAnOpenDevice(t *testing.T) {
 	require.NoError(t, n.Step(Superseded{}))
 	require.Equal(t, before, n.State())
 }
+
+// TestForcedDemotion: secondary --force demotes a Primary whose device
+// is open (a plain Demote is refused), and it stops serving.
+func TestForcedDemotion(t *testing.T) {
+	n := New(Config{Name: "r0", Self: "a", Peer: "b", Protocol: 'C', NewUUID: func() uint64 { return 0x100 }})
+	n.role, n.disk, n.conn = Primary, UpToDate, WFConnection
+	n.gi.SetPrimary(true)
+	require.NoError(t, n.Step(OpenCount{N: 1}))
+	require.ErrorIs(t, n.Step(Demote{}), ErrDeviceInUse)
+	require.NoError(t, n.Step(Demote{Force: true}))
+	require.Equal(t, Secondary, n.State().Role)
+	require.False(t, n.IOMode().Serve)
+	require.Zero(t, n.GI()[genid.Current]&genid.UUIDPrimaryBit)
+}

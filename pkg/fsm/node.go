@@ -283,7 +283,7 @@ func (n *Node) step(e Event) error {
 	case Promote:
 		return n.promote(e.Force)
 	case Demote:
-		return n.demote()
+		return n.demote(e.Force)
 	case Superseded:
 		if n.role == Primary {
 			n.logf("a newer Primary replaced this one (quorum epoch): demoted, its clients' requests fail")
@@ -592,12 +592,15 @@ func (n *Node) promote(force bool) error {
 	return nil
 }
 
-func (n *Node) demote() error {
+func (n *Node) demote(force bool) error {
 	if n.role != Primary {
 		return nil
 	}
-	if n.openCount > 0 {
+	if n.openCount > 0 && !force {
 		return ErrDeviceInUse
+	}
+	if n.openCount > 0 {
+		n.logf("forced demotion with the device open: its clients' requests fail")
 	}
 	n.role = Secondary
 	n.gi.SetPrimary(false)

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,6 +111,9 @@ type device struct {
 	suspendNoQuorum bool
 	stop            <-chan struct{}
 	held            atomic.Int64
+	// userSuspended is drbdadm suspend-io: every request is held, as
+	// for want of quorum, until resume-io (or the device stops serving).
+	userSuspended atomic.Bool
 	// serving mirrors path.mode.Serve for readers that must not wait
 	// for mu (the status: a mode change may be waiting for requests).
 	serving atomic.Bool
@@ -178,11 +182,13 @@ const holdEvery = 5 * time.Millisecond
 // reading, or an error with mu not held: the node does not serve
 // (errNotPrimary), or it is out of quorum (errNoQuorum, at once under
 // on-no-quorum io-error; under suspend-io only once the device stops).
-// A held request holds no lock, so a mode change never waits for it.
+// While suspend-io (the verb) is in force every request is held. A
+// held request holds no lock, so a mode change never waits for it.
 func (d *device) enter() (ioPath, error) {
 	for counted := false; ; {
 		d.mu.RLock()
 		path := d.path
+		user := d.userSuspended.Load()
 		switch {
 		case !path.mode.Serve:
 			d.mu.RUnlock()
@@ -190,14 +196,14 @@ func (d *device) enter() (ioPath, error) {
 				d.held.Add(-1)
 			}
 			return path, errNotPrimary
-		case d.quorate == nil || d.quorate():
+		case !user && (d.quorate == nil || d.quorate()):
 			if counted {
 				d.held.Add(-1)
 			}
 			return path, nil
 		}
 		d.mu.RUnlock()
-		if !d.suspendNoQuorum {
+		if !user && !d.suspendNoQuorum {
 			return path, errNoQuorum
 		}
 		if !counted {
@@ -223,6 +229,19 @@ func (d *device) suspended() bool {
 		return false
 	}
 	return d.serving.Load()
+}
+
+// suspendedWhy is DRBD 9's list of reasons requests are held now ("":
+// none): user (suspend-io), quorum.
+func (d *device) suspendedWhy() string {
+	var why []string
+	if d.userSuspended.Load() {
+		why = append(why, "user")
+	}
+	if d.suspended() {
+		why = append(why, "quorum")
+	}
+	return strings.Join(why, ",")
 }
 
 func (d *device) ReadAt(p []byte, off int64) error {

@@ -352,6 +352,12 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 		if err := r.runHandlerSync(ctx, "before-demote"); err != nil {
 			return fmt.Errorf("%s: State change failed: %w", r.name, err)
 		}
+	case isDemote(ev) && role == fsm.Primary && ev.(fsm.Demote).Force:
+		// secondary --force with clients on the device: the service on
+		// top is told, and the demotion goes ahead whatever it says.
+		if err := r.runHandlerSync(ctx, "before-demote"); err != nil {
+			r.log.Warn("secondary --force: before-demote failed; demoting anyway", "err", err)
+		}
 	}
 	if p, ok := ev.(fsm.Promote); ok && r.epochs != nil {
 		// The quorum's grant first, on this goroutine: run never waits
@@ -375,6 +381,19 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 		c.epoch = epoch
 	}
 	return r.send(ctx, c)
+}
+
+// SuspendIO is drbdadm suspend-io (on) and resume-io: while suspended,
+// the device holds every request it is sent, without starting it
+// (status suspended:user); resume-io lets them run. A demotion, forced
+// or not, fails the held ones.
+func (r *Resource) SuspendIO(on bool) {
+	r.dev.userSuspended.Store(on)
+	if on {
+		r.log.Warn("suspend-io: requests are held until resume-io")
+	} else {
+		r.log.Info("resume-io: held requests run")
+	}
 }
 
 func isPromote(ev fsm.Event) bool { _, ok := ev.(fsm.Promote); return ok }
@@ -414,9 +433,9 @@ func (r *Resource) Status() status.Resource {
 		v, _ := q.View(r.name)
 		s.Quorum = &status.QuorumStatus{Have: q.Quorate(), Epoch: v.Epoch, Primary: string(v.Primary),
 			Leader: string(q.Leader()), Outdated: v.Nodes[self] != nil && v.Nodes[self].Outdated}
-		if r.dev.suspended() {
-			s.Suspended, s.SuspendedWhy = true, "quorum"
-		}
+	}
+	if why := r.dev.suspendedWhy(); why != "" {
+		s.Suspended, s.SuspendedWhy = true, why
 	}
 	return s
 }
