@@ -109,3 +109,31 @@ func TestSuspendIOAndForcedSecondary(t *testing.T) {
 	}
 	require.NoError(t, a.WaitFor(ctx, "role", "Secondary/Secondary", 10*time.Second))
 }
+
+// TestWaitConnectAndSync: wait-connect on a node whose peer is not up
+// gives up after its timeout (-t 1) and succeeds once the peer comes
+// up; wait-sync returns once the initial sync is done, UpToDate on both
+// sides.
+func TestWaitConnectAndSync(t *testing.T) {
+	c, err := harness.New(harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: 16 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	a, b := c.Node("a"), c.Node("b")
+	require.NoError(t, a.StartUp())
+	start := time.Now()
+	out, err := a.TB(30*time.Second, "wait-connect", "-t", "1", "r0")
+	require.Error(t, err, "connected without a peer: %s", out)
+	require.Contains(t, out, "--wfc-timeout of 1s passed")
+	require.Less(t, time.Since(start), 10*time.Second)
+
+	go func() { _ = b.StartUp() }()
+	out, err = a.TB(60*time.Second, "wait-connect", "r0")
+	require.NoError(t, err, out)
+	out, err = a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	out, err = a.TB(120*time.Second, "wait-sync", "r0")
+	require.NoError(t, err, out)
+	out, err = a.TB(10*time.Second, "dstate", "r0")
+	require.NoError(t, err)
+	require.Equal(t, "UpToDate/UpToDate", out)
+}

@@ -200,6 +200,8 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newStateVerb(g, "disconnect", "Drop the connection to the peer"),
 		newStateVerb(g, "primary", "Become Primary: serve the NBD export"),
 		newStateVerb(g, "secondary", "Become Secondary"),
+		newWaitCmd(g, "wait-connect"),
+		newWaitCmd(g, "wait-sync"),
 		newStateVerb(g, "suspend-io", "Hold every request to the device until resume-io"),
 		newStateVerb(g, "resume-io", "Let the requests held by suspend-io run"),
 		newStateVerb(g, "verify", "Start online verify against the peer (needs verify-alg)"),

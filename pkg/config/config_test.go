@@ -28,10 +28,7 @@ func warningStrings(c *Config) []string {
 // TestSeed loads the real drbd.conf from reference/seed-drbd.conf.
 func TestSeed(t *testing.T) {
 	c := mustLoad(t, "testdata/seed-drbd.conf")
-	assert.Equal(t, []string{
-		`testdata/seed-drbd.conf:15: keyword "wfc-timeout" in section startup is not implemented by twinblock; ignored`,
-		`testdata/seed-drbd.conf:15: keyword "degr-wfc-timeout" in section startup is not implemented by twinblock; ignored`,
-	}, warningStrings(c), "the seed's startup timeouts wait for wait-connect; the rest is implemented")
+	assert.Empty(t, warningStrings(c), "every keyword of the seed is implemented")
 	assert.Equal(t, []string{"testdata/seed-drbd.conf"}, c.Files)
 	assert.Equal(t, "no", c.Global.String("usage-count"))
 	assert.False(t, c.Global.Bool("disable-ip-verification"), "commented out in the seed")
@@ -124,7 +121,6 @@ func TestFull(t *testing.T) {
 		`testdata/full.conf:8: keyword "udev-always-use-vnr" in section global is not implemented by twinblock; ignored`,
 		`testdata/full.conf:21: keyword "sndbuf-size" in section net is not implemented by twinblock; ignored`,
 		`testdata/full.conf:29: keyword "outdate-peer" in section handlers is not implemented by twinblock; ignored`,
-		`testdata/full.conf:32: keyword "wfc-timeout" in section startup is not implemented by twinblock; ignored`,
 		`testdata/full.conf:42: keyword "no-tcp-cork" in section net is not implemented by twinblock; ignored`,
 		`testdata/full.conf:50: use-rle no is not supported by twinblock (the bitmap exchange is always run-length encoded); ignored`,
 		`testdata/full.conf:55: keyword "fencing" in section disk is not implemented by twinblock; ignored`,

@@ -149,6 +149,7 @@ func TestKeywordTable(t *testing.T) {
 		secOn:       {"address", "device", "disk", "meta-disk", "nbd-listen", "quorum-address"},
 		secVolume:   {"device", "disk", "meta-disk"},
 		secOptions:  {"quorum", "on-no-quorum", "auto-promote", "auto-failover"},
+		secStartup:  {"wfc-timeout", "degr-wfc-timeout", "outdated-wfc-timeout"},
 	}
 	for _, k := range keywords.list {
 		if k.alias != "" || k.section == secSyncer {

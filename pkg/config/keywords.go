@@ -172,7 +172,6 @@ func keywordList() []keyword {
 		k.note = note
 		return k
 	}
-	const waitConnect = "planned with the wait-connect verb (a later issue)"
 	const (
 		defListen = "127.0.0.1:10809"
 		secs      = "s"
@@ -201,7 +200,7 @@ func keywordList() []keyword {
 			return k
 		}(),
 		flag(secGlobal, "disable-ip-verification", false, "twinblock does not check the addresses against the local interfaces, so there is nothing to disable"),
-		withNote(integer(secGlobal, "dialog-refresh", 0, 600, "1", secs, time.Second, false), "wait-connect's dialog: "+waitConnect),
+		withNote(integer(secGlobal, "dialog-refresh", 0, 600, "1", secs, time.Second, false), "wait-connect's dialog: twinblock's wait-connect prints no dialog"),
 		withNote(integer(secGlobal, "minor-count", 1, 255, "32", "", 0, false), "a kernel module parameter: twinblock has no table of minors to size"),
 		flag(secGlobal, "udev-always-use-vnr", false, ""),
 		integer(secGlobal, "cmd-timeout-short", 0, 900, "5", secs, time.Second, false),
@@ -338,9 +337,12 @@ func keywordList() []keyword {
 	}
 	// startup
 	ks = append(ks,
-		withNote(integer(secStartup, "wfc-timeout", 0, 300000, "0", secs, time.Second, false), waitConnect),
-		withNote(integer(secStartup, "degr-wfc-timeout", 0, 300000, "0", secs, time.Second, false), waitConnect),
-		withNote(integer(secStartup, "outdated-wfc-timeout", 0, 300000, "0", secs, time.Second, false), waitConnect),
+		withNote(integer(secStartup, "wfc-timeout", 0, 300000, "0", secs, time.Second, true),
+			"wait-connect's and wait-sync's timeout (0: forever)"),
+		withNote(integer(secStartup, "degr-wfc-timeout", 0, 300000, "0", secs, time.Second, true),
+			"instead of wfc-timeout when this node went on without its peer (its bitmap marks blocks)"),
+		withNote(integer(secStartup, "outdated-wfc-timeout", 0, 300000, "0", secs, time.Second, true),
+			"instead of wfc-timeout when this node's disk is Outdated"),
 		yesNo(secStartup, "wait-after-sb", "no", false, ""),
 		flag(secStartup, "stacked-timeouts", false, ""),
 		keyword{section: secStartup, name: "become-primary-on", kind: kindNames, note: "a host of the resource, or both (checked); nothing promotes at startup yet"},
