@@ -137,3 +137,45 @@ func TestWaitConnectAndSync(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "UpToDate/UpToDate", out)
 }
+
+// TestOutdate: drbdadm outdate on a disconnected Secondary marks its
+// data Outdated; it is refused while connected; the mark survives down
+// and up (the metadata), a promotion without --force is refused, and
+// connected to its UpToDate peer again the node becomes UpToDate.
+// (down and attach: the mark is read back from the metadata.)
+func TestOutdate(t *testing.T) {
+	c, err := harness.New(harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: 16 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	a, b := c.Node("a"), c.Node("b")
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+
+	out, err = b.TB(10*time.Second, "outdate", "r0")
+	require.Error(t, err, out)
+	require.Contains(t, out, "(-17) Refusing to be Outdated while Connected")
+
+	out, err = b.TB(10*time.Second, "disconnect", "r0")
+	require.NoError(t, err, out)
+	out, err = b.TB(10*time.Second, "outdate", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "Outdated/DUnknown", 10*time.Second))
+	// down, then attach without connecting: the mark is in the metadata.
+	for _, verb := range []string{"down", "attach"} {
+		out, err = b.TB(30*time.Second, verb, "r0")
+		require.NoError(t, err, out)
+	}
+	out, err = b.TB(10*time.Second, "dstate", "r0")
+	require.NoError(t, err)
+	require.Equal(t, "Outdated/DUnknown", out, "the mark did not survive down and attach")
+	out, err = b.TB(10*time.Second, "primary", "r0")
+	require.Error(t, err, "an Outdated node was promoted: %s", out)
+	out, err = b.TB(10*time.Second, "connect", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 30*time.Second))
+}

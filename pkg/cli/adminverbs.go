@@ -200,6 +200,7 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newStateVerb(g, "disconnect", "Drop the connection to the peer"),
 		newStateVerb(g, "primary", "Become Primary: serve the NBD export"),
 		newStateVerb(g, "secondary", "Become Secondary"),
+		newStateVerb(g, "outdate", "Mark this node's data Outdated (not while connected or Primary)"),
 		newWaitCmd(g, "wait-connect"),
 		newWaitCmd(g, "wait-sync"),
 		newStateVerb(g, "suspend-io", "Hold every request to the device until resume-io"),

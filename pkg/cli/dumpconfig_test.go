@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -84,4 +85,22 @@ func TestDumpConfigErrors(t *testing.T) {
 	_, _, err = runDumpConfig(t, writeConf(t, "global { usage-count no }\n"))
 	require.Error(t, err)
 	assert.True(t, strings.HasSuffix(err.Error(), `r0.conf:1: missing ";" after "usage-count no"`), err.Error())
+}
+
+// TestDumpOneResource: drbdadm's dump name, with a resource argument:
+// only that resource is printed; an unknown one is an error.
+func TestDumpOneResource(t *testing.T) {
+	p := writeConf(t, `resource r0 { on a { address 127.0.0.1:7789; disk /a; } on b { address 127.0.0.2:7789; disk /b; } }
+resource r1 { on a { address 127.0.0.1:7790; disk /c; } on b { address 127.0.0.2:7790; disk /d; } }
+`)
+	var stdout, stderr bytes.Buffer
+	code := Execute(context.Background(), []string{"--config", p, "dump", "r1"}, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	assert.Contains(t, stdout.String(), "resource r1 {")
+	assert.NotContains(t, stdout.String(), "resource r0 {")
+	stdout.Reset()
+	stderr.Reset()
+	code = Execute(context.Background(), []string{"--config", p, "dump", "r9"}, &stdout, &stderr)
+	require.NotEqual(t, 0, code)
+	assert.Contains(t, stderr.String(), "r9")
 }

@@ -324,6 +324,8 @@ func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error
 		return r.Do(ctx, fsm.Promote{Force: req.Force})
 	case "secondary":
 		return r.Do(ctx, fsm.Demote{Force: req.Force})
+	case "outdate":
+		return r.Do(ctx, fsm.Outdate{})
 	case "suspend-io":
 		r.SuspendIO(true)
 		return nil

@@ -103,6 +103,10 @@ type (
 
 	// Promote: drbdadm primary [--force].
 	Promote struct{ Force bool }
+	// Outdate: drbdadm outdate: this node's data is marked Outdated (it
+	// may lack writes its peer acknowledged); refused while connected or
+	// Primary.
+	Outdate struct{}
 	// Demote: drbdadm secondary. Force (secondary --force) demotes even
 	// with the device open: its clients' requests fail from then on.
 	Demote struct{ Force bool }
@@ -153,6 +157,7 @@ func (AttachBegin) isEvent()       {}
 func (Attached) isEvent()          {}
 func (AttachFailed) isEvent()      {}
 func (Detach) isEvent()            {}
+func (Outdate) isEvent()           {}
 func (DiskFailed) isEvent()        {}
 func (Connect) isEvent()           {}
 func (Disconnect) isEvent()        {}

@@ -78,3 +78,44 @@ func TestForcedDemotion(t *testing.T) {
 	require.False(t, n.IOMode().Serve)
 	require.Zero(t, n.GI()[genid.Current]&genid.UUIDPrimaryBit)
 }
+
+// TestOutdate: drbdadm outdate marks consistent data Outdated, with the
+// metadata flags that keep it so after a restart; it is refused while
+// connected (-17) or Primary (-2) and on a node without a disk (-11),
+// and leaves Inconsistent data alone.
+func TestOutdate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		role Role
+		disk DiskState
+		conn ConnState
+		err  error
+		want DiskState
+	}{
+		{"secondary alone", Secondary, UpToDate, WFConnection, nil, Outdated},
+		{"standalone", Secondary, UpToDate, StandAlone, nil, Outdated},
+		{"consistent", Secondary, Consistent, StandAlone, nil, Outdated},
+		{"already", Secondary, Outdated, StandAlone, nil, Outdated},
+		{"inconsistent", Secondary, Inconsistent, StandAlone, nil, Inconsistent},
+		{"connected", Secondary, UpToDate, Connected, ErrConnectedOutdates, UpToDate},
+		{"primary", Primary, UpToDate, WFConnection, ErrNoUpToDateDisk, UpToDate},
+		{"diskless", Secondary, Diskless, StandAlone, ErrIsDiskless, Diskless},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := New(Config{Name: "r0", Self: "a", Peer: "b", Protocol: 'C', NewUUID: func() uint64 { return 0x100 }})
+			n.role, n.disk, n.conn = tc.role, tc.disk, tc.conn
+			err := n.Step(Outdate{})
+			if tc.err != nil {
+				require.ErrorIs(t, err, tc.err)
+			} else {
+				require.NoError(t, err)
+			}
+			require.Equal(t, tc.want, n.State().Disk)
+			if tc.want == Outdated {
+				f := n.flags()
+				require.NotZero(t, f&genid.FlagConsistent)
+				require.Zero(t, f&genid.FlagWasUpToDate, "a restart would find it UpToDate")
+			}
+		})
+	}
+}

@@ -284,6 +284,8 @@ func (n *Node) step(e Event) error {
 		return n.promote(e.Force)
 	case Demote:
 		return n.demote(e.Force)
+	case Outdate:
+		return n.outdate()
 	case Superseded:
 		if n.role == Primary {
 			n.logf("a newer Primary replaced this one (quorum epoch): demoted, its clients' requests fail")
@@ -604,6 +606,26 @@ func (n *Node) demote(force bool) error {
 	}
 	n.role = Secondary
 	n.gi.SetPrimary(false)
+	return nil
+}
+
+// outdate is drbdadm outdate: consistent data becomes Outdated (its
+// metadata loses the was-UpToDate flag, so a restart keeps it Outdated
+// and it cannot be promoted without --force); a disk without consistent
+// data is left as it is.
+func (n *Node) outdate() error {
+	switch {
+	case n.conn.Established():
+		return ErrConnectedOutdates
+	case n.role == Primary:
+		return ErrNoUpToDateDisk
+	case n.disk == Diskless:
+		return ErrIsDiskless
+	case n.disk <= Outdated:
+		return nil
+	}
+	n.disk = Outdated
+	n.logf("this node's data marked Outdated (outdate)")
 	return nil
 }
 

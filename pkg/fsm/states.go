@@ -145,15 +145,16 @@ func (e *StateError) Error() string {
 
 // DRBD's refusal codes (drbd_strings.c) that twinblock uses.
 var (
-	ErrTwoPrimaries   = &StateError{-1, "Multiple primaries not allowed by config"}
-	ErrNoUpToDateDisk = &StateError{-2, "Need access to UpToDate data"}
-	ErrNoRemoteDisk   = &StateError{-5, "Can not start OV/resync since peer has no disk"}
-	ErrResyncRunning  = &StateError{-8, "Can not start OV/resync since it is already active"}
-	ErrIsDiskless     = &StateError{-11, "Device is diskless, the requested operation requires a disk"}
-	ErrDeviceInUse    = &StateError{-12, "Device is held open by someone"}
-	ErrNoVerifyAlg    = &StateError{-14, "Can not start OV/resync since verify-alg is not configured"}
-	ErrNeedConnection = &StateError{-15, "Need a connection to start verify or resync"}
-	ErrInTransient    = &StateError{-18, "In transient state, retry after next state change"}
+	ErrTwoPrimaries      = &StateError{-1, "Multiple primaries not allowed by config"}
+	ErrNoUpToDateDisk    = &StateError{-2, "Need access to UpToDate data"}
+	ErrNoRemoteDisk      = &StateError{-5, "Can not start OV/resync since peer has no disk"}
+	ErrResyncRunning     = &StateError{-8, "Can not start OV/resync since it is already active"}
+	ErrIsDiskless        = &StateError{-11, "Device is diskless, the requested operation requires a disk"}
+	ErrDeviceInUse       = &StateError{-12, "Device is held open by someone"}
+	ErrNoVerifyAlg       = &StateError{-14, "Can not start OV/resync since verify-alg is not configured"}
+	ErrNeedConnection    = &StateError{-15, "Need a connection to start verify or resync"}
+	ErrConnectedOutdates = &StateError{-17, "Refusing to be Outdated while Connected"}
+	ErrInTransient       = &StateError{-18, "In transient state, retry after next state change"}
 )
 
 // Failure is a refused configuration request, worded as drbdsetup's
