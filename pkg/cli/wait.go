@@ -52,14 +52,7 @@ func newWaitCmd(g *globals, verb string) *cobra.Command {
 
 // waitTimeout is the startup timeout that applies to a node in state s.
 func waitTimeout(res *config.Resource, s status.Resource) (time.Duration, string) {
-	key := "wfc-timeout"
-	switch {
-	case s.Disk == "Outdated":
-		key = "outdated-wfc-timeout"
-	case s.OutOfSync > 0:
-		key = "degr-wfc-timeout"
-	}
-	return time.Duration(res.Startup.Int(key)) * time.Second, key
+	return res.WaitTimeout(s.Disk == "Outdated", s.OutOfSync > 0)
 }
 
 func waitFor(ctx context.Context, g *globals, res *config.Resource, synced bool, override int64) error {

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"time"
 )
 
 // defaultNBDListen is where a resource is served over NBD unless
@@ -89,6 +90,22 @@ func load(fs fileSystem, name string, src []byte) (*Config, error) {
 		return nil, err
 	}
 	return b.resolve()
+}
+
+// WaitTimeout is the startup section's timeout for wait-connect and
+// wait-sync, and its keyword: outdated-wfc-timeout for a node whose disk
+// is Outdated, degr-wfc-timeout for one that went on without its peer
+// (degraded: its bitmap marks blocks), wfc-timeout otherwise; 0 waits
+// for ever.
+func (r *Resource) WaitTimeout(outdated, degraded bool) (time.Duration, string) {
+	key := "wfc-timeout"
+	switch {
+	case outdated:
+		key = "outdated-wfc-timeout"
+	case degraded:
+		key = "degr-wfc-timeout"
+	}
+	return time.Duration(r.Startup.Int(key)) * time.Second, key
 }
 
 // Resource returns the resource called name.

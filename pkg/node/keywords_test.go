@@ -147,6 +147,11 @@ func TestEveryKeywordIsReadOrWarned(t *testing.T) {
 	for _, n := range r {
 		require.NoError(t, n.Close())
 	}
+	// The startup timeouts' consumer is the CLI's wait-connect and
+	// wait-sync, through this.
+	for _, c := range [][2]bool{{false, false}, {false, true}, {true, false}} {
+		_, _ = cfg.Resources[0].WaitTimeout(c[0], c[1])
+	}
 	reads.Stop()
 
 	for _, h := range []string{"before-resync-target", "after-resync-target", "out-of-sync", "local-io-error"} {
