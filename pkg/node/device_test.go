@@ -326,3 +326,22 @@ func TestNoAcknowledgementWithoutAHolder(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondaryCountsReplicatedWrites: /proc/drbd's dw counts what the
+// Secondary writes for its peer, as DRBD's; the status carries the
+// device's size and each host's node id (its on section's place).
+func TestSecondaryCountsReplicatedWrites(t *testing.T) {
+	tt := syncedPair(t, 54, nil)
+	require.NoError(t, tt.do(0, fsm.Promote{}))
+	a, b := tt.nodes[0].r, tt.nodes[1].r
+	before := b.Status().DiskWritten
+	require.NoError(t, a.dev.WriteAt(make([]byte, 1<<20), 0, false))
+	require.NoError(t, a.dev.WriteZeroes(2<<20, 64<<10, false, false))
+	require.Equal(t, before+1<<20+64<<10, b.Status().DiskWritten, "the Secondary's dw")
+	require.Equal(t, uint64(1<<20+64<<10), a.Status().DiskWritten, "the Primary's dw")
+	sa, sb := a.Status(), b.Status()
+	require.Equal(t, uint64(tt.dataSize), sa.Size)
+	require.Equal(t, sa.Size, sb.Size)
+	require.Equal(t, [2]int{0, 1}, [2]int{sa.NodeID, sa.PeerNodeID})
+	require.Equal(t, [2]int{1, 0}, [2]int{sb.NodeID, sb.PeerNodeID})
+}

@@ -93,7 +93,16 @@ func (p *peerlessDisk) marked(off, n int64, write func() error) error {
 // once. fail runs before the failed request is answered, under its range
 // lock, so every later resync read of that range sees it.
 type swapDisk struct {
-	d atomic.Pointer[diskRef]
+	d       atomic.Pointer[diskRef]
+	written *atomic.Uint64 // bytes written, trimmed or zeroed through it (nil: not counted)
+}
+
+// count adds n bytes to the written counter after a successful write.
+func (l *swapDisk) count(n int64, err error) error {
+	if err == nil && l.written != nil {
+		l.written.Add(uint64(n))
+	}
+	return err
 }
 
 type diskRef struct {
@@ -174,7 +183,7 @@ func (l *swapDisk) WriteAt(p []byte, off int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.WriteAt(p, off, fua)
+	return l.count(int64(len(p)), d.WriteAt(p, off, fua))
 }
 
 // Flush implements disk.Disk.
@@ -194,7 +203,7 @@ func (l *swapDisk) Trim(off, n int64, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.Trim(off, n, fua)
+	return l.count(n, d.Trim(off, n, fua))
 }
 
 // WriteZeroes implements disk.Disk.
@@ -203,7 +212,7 @@ func (l *swapDisk) WriteZeroes(off, n int64, noHole, fua bool) error {
 	if err != nil {
 		return err
 	}
-	return d.WriteZeroes(off, n, noHole, fua)
+	return l.count(n, d.WriteZeroes(off, n, noHole, fua))
 }
 
 // Close implements disk.Disk; the resource closes the real disk.

@@ -28,7 +28,12 @@ import (
 
 // counters are the /proc/drbd statistics the data path keeps.
 type counters struct {
-	diskWritten, diskRead    atomic.Uint64
+	diskWritten, diskRead atomic.Uint64
+	// peerWritten: bytes the link wrote to the local disk (the peer's
+	// replicated writes, and resync): /proc/drbd's dw counts them too.
+	// Kept apart from diskWritten, which the resync throttle reads as
+	// application I/O.
+	peerWritten              atomic.Uint64
 	localPending, appPending atomic.Int64
 }
 
@@ -43,6 +48,7 @@ type Resource struct {
 	peer    *config.Host
 	log     *slog.Logger
 	changed func() // the status changed (the daemon rewrites the file)
+	nodeID  int    // the place of this host's on section (status node-id)
 
 	env     Env
 	fsm     *fsm.Node
@@ -221,6 +227,9 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	}
 	r := &Resource{env: env.withDefaults(), name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
 		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{})}
+	if cfg.Hosts[1] == me {
+		r.nodeID = 1
+	}
 	r.dev = newDevice(r.diskError, &r.stats)
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
@@ -235,7 +244,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 			return false
 		}
 	}
-	r.swap = &swapDisk{}
+	r.swap = &swapDisk{written: &r.stats.peerWritten}
 	r.store = &fileStorage{name: cfg.Name, host: me, disk: &cfg.Disk, open: r.env.OpenDisk, log: r.log}
 	r.syncer = &engineSyncer{cfg: cfg, clock: r.env.Clock, log: r.log, ctx: func() context.Context { return r.ctx },
 		post: r.post, diskError: r.diskError, await: r.await, lock: r.dev.lockRange, handler: r.runHandler, found: &r.verifyFound, curMD: r.curMD.Load,
@@ -1043,7 +1052,9 @@ func (r *Resource) snapshotLocked() status.Resource {
 		Conn: st.Conn.String(), Disk: st.Disk.String(), PeerDisk: st.PeerDisk.String(),
 		Protocol:   r.fsm.IOMode().Protocol,
 		WriteOrder: r.writeOrder(),
-		Address:    r.self.Address, PeerAddress: r.peer.Address,
+		Size:       uint64(max(r.exportSize(), 0)),
+		NodeID:     r.nodeID, PeerNodeID: 1 - r.nodeID,
+		Address: r.self.Address, PeerAddress: r.peer.Address,
 	}
 	if r.md != nil {
 		ms := r.md.Stats()
@@ -1064,7 +1075,7 @@ func (r *Resource) snapshotLocked() status.Resource {
 
 // fillCounters adds the data path's live counters.
 func (r *Resource) fillCounters(s *status.Resource) {
-	s.DiskWritten = r.stats.diskWritten.Load()
+	s.DiskWritten = r.stats.diskWritten.Load() + r.stats.peerWritten.Load()
 	s.DiskRead = r.stats.diskRead.Load()
 	s.LocalPending = r.stats.localPending.Load()
 	s.AppPending = r.stats.appPending.Load()

@@ -150,9 +150,14 @@
 // object, present only while Resource.SplitBrain is set, since a split
 // brain belongs to a connection.
 //
-// Left out because twinblock cannot fill them truthfully: node-id,
-// peer-node-id, the suspended-* reasons, size, percent-in-sync (needs the
-// device size), ap-in-flight, rs-in-flight, rs-dt-start-ms, rs-paused-ms,
+// node-id and peer-node-id are the places of the hosts' on sections (0,
+// 1: twinblock has no node-id keyword); size is the device's (KiB);
+// percent-in-sync is floored to two decimals; suspended-user and
+// suspended-quorum follow Resource.SuspendedWhy, suspended-no-data and
+// suspended-fencing are always false.
+//
+// Left out because twinblock cannot fill them truthfully: ap-in-flight,
+// rs-in-flight, rs-dt-start-ms, rs-paused-ms,
 // rs-dt0-ms, rs-db0-sectors, "db0/dt0 [MiB/s]", rs-failed, rs-same-csum,
 // ov-start-sector, ov-stop-sector, ov-position, ov-skipped. Resources that
 // are not up are left out of the array, as drbdsetup does.

@@ -7,7 +7,9 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,14 +24,19 @@ import (
 
 // JSONResource is one element of the top-level array.
 type JSONResource struct {
-	Name            string           `json:"name"`
-	Role            string           `json:"role"`
-	Suspended       bool             `json:"suspended"`
-	ForceIOFailures bool             `json:"force-io-failures"`
-	WriteOrdering   string           `json:"write-ordering"` // none, drain, flush, barrier
-	Devices         []JSONDevice     `json:"devices"`
-	Connections     []JSONConnection `json:"connections"`
-	Twinblock       JSONTwinblock    `json:"twinblock"`
+	Name             string           `json:"name"`
+	NodeID           int              `json:"node-id"` // the place of this host's on section (0, 1)
+	Role             string           `json:"role"`
+	Suspended        bool             `json:"suspended"`
+	SuspendedUser    bool             `json:"suspended-user"`    // suspend-io
+	SuspendedNoData  bool             `json:"suspended-no-data"` // never: on-no-data-accessible is io-error
+	SuspendedFencing bool             `json:"suspended-fencing"` // never: no fencing handler
+	SuspendedQuorum  bool             `json:"suspended-quorum"`  // on-no-quorum suspend-io, out of quorum
+	ForceIOFailures  bool             `json:"force-io-failures"`
+	WriteOrdering    string           `json:"write-ordering"` // none, drain, flush, barrier
+	Devices          []JSONDevice     `json:"devices"`
+	Connections      []JSONConnection `json:"connections"`
+	Twinblock        JSONTwinblock    `json:"twinblock"`
 }
 
 // JSONDevice is the resource's one volume.
@@ -40,6 +47,7 @@ type JSONDevice struct {
 	Client       bool   `json:"client"` // intentionally diskless: never in twinblock
 	Open         bool   `json:"open"`   // an NBD client is connected
 	Quorum       bool   `json:"quorum"` // this node is in its group's majority; true without quorum, as DRBD with quorum off
+	Size         uint64 `json:"size"`   // KiB
 	Read         uint64 `json:"read"`   // KiB
 	Written      uint64 `json:"written"`
 	ALWrites     uint64 `json:"al-writes"`
@@ -55,6 +63,7 @@ type JSONDevice struct {
 // is known (not 0).
 type JSONConnection struct {
 	Name            string           `json:"name"`                       // the peer's node name
+	PeerNodeID      int              `json:"peer-node-id"`               // the place of its on section (0, 1)
 	ConnectionState string           `json:"connection-state"`           // DRBD 9 name, see DRBD9Conn
 	SplitBrain      bool             `json:"split-brain,omitempty"`      // twinblock's own: unresolved split brain
 	SplitBrainRule  int              `json:"split-brain-rule,omitempty"` // the drbd_uuid_compare rule that found it
@@ -84,18 +93,19 @@ type JSONHost struct {
 // estimated-seconds-to-finish and percent-resync-done fields are present
 // exactly when has-sync-details is true; ov-left only during a verify.
 type JSONPeerDevice struct {
-	Volume                 int    `json:"volume"`
-	ReplicationState       string `json:"replication-state"`
-	PeerDiskState          string `json:"peer-disk-state"`
-	PeerClient             bool   `json:"peer-client"`
-	ResyncSuspended        string `json:"resync-suspended"` // no, or user,peer,dependency
-	Received               uint64 `json:"received"`         // KiB
-	Sent                   uint64 `json:"sent"`             // KiB
-	OutOfSync              uint64 `json:"out-of-sync"`      // KiB
-	Pending                int64  `json:"pending"`
-	Unacked                int64  `json:"unacked"`
-	HasSyncDetails         bool   `json:"has-sync-details"`
-	HasOnlineVerifyDetails bool   `json:"has-online-verify-details"`
+	Volume                 int     `json:"volume"`
+	ReplicationState       string  `json:"replication-state"`
+	PeerDiskState          string  `json:"peer-disk-state"`
+	PeerClient             bool    `json:"peer-client"`
+	ResyncSuspended        string  `json:"resync-suspended"` // no, or user,peer,dependency
+	Received               uint64  `json:"received"`         // KiB
+	Sent                   uint64  `json:"sent"`             // KiB
+	OutOfSync              uint64  `json:"out-of-sync"`      // KiB
+	PercentInSync          float64 `json:"percent-in-sync"`  // of the device's size (100 when the size is unknown and nothing is out of sync)
+	Pending                int64   `json:"pending"`
+	Unacked                int64   `json:"unacked"`
+	HasSyncDetails         bool    `json:"has-sync-details"`
+	HasOnlineVerifyDetails bool    `json:"has-online-verify-details"`
 
 	RSTotal                  *uint64  `json:"rs-total,omitempty"`       // sectors (512 B)
 	RSDt1Ms                  *int64   `json:"rs-dt1-ms,omitempty"`      // recent window
@@ -173,15 +183,19 @@ func jsonResource(r Resource) JSONResource {
 		wo = 'f'
 	}
 	jr := JSONResource{
-		Name:          r.Name,
-		Role:          role(r.Role),
-		Suspended:     r.Suspended,
-		WriteOrdering: writeOrdering(wo),
+		Name:            r.Name,
+		NodeID:          r.NodeID,
+		Role:            role(r.Role),
+		Suspended:       r.Suspended,
+		SuspendedUser:   r.Suspended && slices.Contains(strings.Split(r.SuspendedWhy, ","), "user"),
+		SuspendedQuorum: r.Suspended && slices.Contains(strings.Split(r.SuspendedWhy, ","), "quorum"),
+		WriteOrdering:   writeOrdering(wo),
 		Devices: []JSONDevice{{
 			Minor:        r.Minor,
 			DiskState:    disk(r.Disk),
 			Open:         r.NBDClients > 0,
 			Quorum:       r.Quorum == nil || r.Quorum.Have,
+			Size:         kib(r.Size),
 			Read:         kib(r.DiskRead),
 			Written:      kib(r.DiskWritten),
 			ALWrites:     r.ALWrites,
@@ -220,6 +234,7 @@ func jsonResource(r Resource) JSONResource {
 	}
 	c := JSONConnection{
 		Name:            r.Peer,
+		PeerNodeID:      r.PeerNodeID,
 		ConnectionState: connection,
 		PeerRole:        role(r.PeerRole),
 		Paths:           []JSONPath{},
@@ -239,6 +254,20 @@ func jsonResource(r Resource) JSONResource {
 	return jr
 }
 
+// percentInSync is DRBD 9's percent-in-sync: the share of the device
+// not out of sync, to two decimals (ClusterLabs' ha_cluster_exporter
+// reads it).
+func percentInSync(size, oos uint64) float64 {
+	if size == 0 {
+		if oos == 0 {
+			return 100
+		}
+		return 0
+	}
+	oos = min(oos, size)
+	return math.Floor(float64(size-oos)/float64(size)*10000) / 100
+}
+
 func jsonPeerDevice(r Resource, replication string) JSONPeerDevice {
 	pd := JSONPeerDevice{
 		ReplicationState: replication,
@@ -247,6 +276,7 @@ func jsonPeerDevice(r Resource, replication string) JSONPeerDevice {
 		Received:         kib(r.NetRecv),
 		Sent:             kib(r.NetSent),
 		OutOfSync:        kib(r.OutOfSync),
+		PercentInSync:    percentInSync(r.Size, r.OutOfSync),
 		Pending:          r.Pending,
 		Unacked:          r.Unacked,
 	}

@@ -207,3 +207,39 @@ func TestJSONSplitBrain(t *testing.T) {
 		assert.Empty(t, jsonRoundTrip(t, r)[0].Connections)
 	})
 }
+
+// TestPercentInSync: DRBD 9's percent-in-sync, floored to two decimals
+// so that a device with a single block out of sync never reads 100.
+func TestPercentInSync(t *testing.T) {
+	for _, tc := range []struct {
+		size, oos uint64
+		want      float64
+	}{
+		{0, 0, 100},
+		{0, 4096, 0},
+		{1 << 30, 0, 100},
+		{1 << 30, 1024, 99.99},
+		{1 << 30, 1 << 29, 50},
+		{4096, 4096, 0},
+		{4096, 8192, 0},
+	} {
+		assert.Equal(t, tc.want, percentInSync(tc.size, tc.oos), "size %d, oos %d", tc.size, tc.oos)
+	}
+}
+
+// TestJSONSuspendedReasons: suspended-user and suspended-quorum follow
+// the reasons; no-data and fencing are never set.
+func TestJSONSuspendedReasons(t *testing.T) {
+	r := Resource{Name: "r0", Configured: true, Suspended: true, SuspendedWhy: "user,quorum", NodeID: 1, PeerNodeID: 0, Peer: "a", Size: 1 << 20}
+	jr := jsonResource(r)
+	assert.True(t, jr.SuspendedUser)
+	assert.True(t, jr.SuspendedQuorum)
+	assert.False(t, jr.SuspendedNoData || jr.SuspendedFencing)
+	assert.Equal(t, 1, jr.NodeID)
+	assert.Equal(t, 0, jr.Connections[0].PeerNodeID)
+	assert.Equal(t, uint64(1024), jr.Devices[0].Size)
+	r.SuspendedWhy = "quorum"
+	jr = jsonResource(r)
+	assert.False(t, jr.SuspendedUser)
+	assert.True(t, jr.SuspendedQuorum)
+}

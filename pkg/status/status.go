@@ -37,6 +37,14 @@ type Resource struct {
 	Protocol byte // 'A', 'B', 'C'; 0 prints a blank, as DRBD without a net config
 
 	Suspended bool // I/O suspended (flag char 's' vs 'r')
+
+	// Size is the device's size in bytes, as its export shows it (0 when
+	// unknown: no disk and no peer).
+	Size uint64
+	// NodeID and PeerNodeID: twinblock has no node-id keyword (DRBD 9's);
+	// a host's id is the place of its `on` section in the resource (0
+	// or 1), the same on every node.
+	NodeID, PeerNodeID int
 	// SuspendedWhy is DRBD 9's reason for Suspended ("quorum": held for
 	// want of quorum, on-no-quorum suspend-io); "" prints "yes".
 	SuspendedWhy string
