@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -84,12 +85,20 @@ func (g *group) leader(among ...quorum.NodeID) *Node {
 	return l
 }
 
+// submit has the group decide c, through n or, once the leadership
+// moved (it follows the Primary), through the new leader.
 func (g *group) submit(n *Node, c quorum.Command) quorum.Result {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := n.Submit(ctx, c)
-	require.NoError(g.t, err, "%s", c)
-	return res
+	for {
+		res, err := n.Submit(ctx, c)
+		if errors.Is(err, ErrNotLeader) && ctx.Err() == nil {
+			n = g.leader()
+			continue
+		}
+		require.NoError(g.t, err, "%s", c)
+		return res
+	}
 }
 
 func report(n quorum.NodeID) quorum.Command {
