@@ -249,8 +249,30 @@ func (b *builder) resourceBody(lv *level, r *resourceLevel, where string, list [
 		case "floating", "stacked-on-top-of", "_this_host", "_remote_host":
 			return errorf(s.pos, `%s: twinblock supports only "on HOST" sections`, s.head())
 		}
+		if hint, ok := drbd9Constructs[s.name]; ok {
+			return errorf(s.pos, "%s: %s", s.head(), hint)
+		}
 		return b.unknownSection(s, where, []string{"net", "disk", "syncer", "startup", "handlers", "options", "volume", "on"})
 	})
+}
+
+// drbd9Constructs names the DRBD 9 constructs a DRBD 8.4 file does not
+// have, each with what to write for twinblock instead: a file written
+// for DRBD 9 gets that, not "unknown keyword".
+var drbd9Constructs = map[string]string{
+	"node-id": "DRBD 9's node-id: twinblock has no node ids (a host is its on section; " +
+		"status --json's node-id is the section's place); remove the line",
+	"connection": "DRBD 9's connection section: twinblock replicates between the two hosts of the resource " +
+		"over one link; write each host's address in its \"on HOST { address ADDR:PORT; }\" section " +
+		"and the link's options in the resource's net section",
+	"connection-mesh": "DRBD 9's connection-mesh: twinblock replicates between exactly two hosts " +
+		"(a third, with disk none and options { quorum majority; }, is a diskless witness); " +
+		"write one \"on HOST { address ADDR:PORT; }\" section per host",
+	"path": "DRBD 9's path (in a connection section): write each host's address in its on section",
+	"quorum-minimum-redundancy": "DRBD 9's quorum-minimum-redundancy: twinblock's quorum is the majority " +
+		"of two data hosts and a witness (quorum majority); remove the line",
+	"on-suspended-primary-outdated": "DRBD 9's on-suspended-primary-outdated: a twinblock Primary replaced " +
+		"by the quorum always demotes (force-secondary); remove the line",
 }
 
 func (b *builder) unknownSection(s *stmt, where string, known []string) error {
@@ -399,6 +421,9 @@ func (b *builder) store(lv *level, sec string, kw *keyword, s *stmt) error {
 }
 
 func (b *builder) unknownKeyword(s *stmt, sec, where string) error {
+	if hint, ok := drbd9Constructs[s.name]; ok {
+		return errorf(s.pos, "%s (in section %s): %s", s.name, where, hint)
+	}
 	msg := fmt.Sprintf("unknown keyword %q in section %s", s.name, where)
 	var elsewhere []string
 	for _, other := range sectionOrder {

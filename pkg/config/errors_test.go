@@ -73,6 +73,26 @@ var badCases = []struct {
 	{"bad enum", `resource r { disk {
 		on-io-error explode;  # <-
 	} ` + twoHosts + ` }`, `on-io-error explode: expected one of pass_on, call-local-io-error, detach`},
+	{"DRBD 9 node-id", `resource r {
+		on a { address 127.0.0.1:7789; disk /a;
+			node-id 0;  # <-
+		}
+		on b { address 127.0.0.2:7789; disk /b; }
+	}`, `node-id (in section on): DRBD 9's node-id: twinblock has no node ids`},
+	{"DRBD 9 connection", `resource r { ` + twoHosts + `
+		connection {  # <-
+			host a address 127.0.0.1:7789;
+			host b address 127.0.0.2:7789;
+		}
+	}`, `connection: DRBD 9's connection section: twinblock replicates between the two hosts`},
+	{"DRBD 9 connection-mesh", `resource r { ` + twoHosts + `
+		connection-mesh {  # <-
+			hosts a b;
+		}
+	}`, `connection-mesh: DRBD 9's connection-mesh: twinblock replicates between exactly two hosts`},
+	{"DRBD 9 quorum-minimum-redundancy", `resource r { options {
+		quorum-minimum-redundancy 1;  # <-
+	} ` + twoHosts + ` }`, `quorum-minimum-redundancy (in section options): DRBD 9's quorum-minimum-redundancy`},
 	{"bad protocol", `resource r {
 		protocol D;  # <-
 	` + twoHosts + ` }`, `protocol D: expected one of A, B, C`},
