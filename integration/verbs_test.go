@@ -173,6 +173,14 @@ func TestOutdate(t *testing.T) {
 	out, err = b.TB(10*time.Second, "dstate", "r0")
 	require.NoError(t, err)
 	require.Equal(t, "Outdated/DUnknown", out, "the mark did not survive down and attach")
+	// get-gi from the running daemons: b consistent but not
+	// was-UpToDate; a consistent, UpToDate and Primary.
+	out, err = b.TB(10*time.Second, "get-gi", "r0")
+	require.NoError(t, err, out)
+	require.Regexp(t, `^([0-9A-F]{16}:){4}1:0:0:`, out)
+	out, err = a.TB(10*time.Second, "get-gi", "r0")
+	require.NoError(t, err, out)
+	require.Regexp(t, `^([0-9A-F]{16}:){4}1:1:1:`, out)
 	out, err = b.TB(10*time.Second, "primary", "r0")
 	require.Error(t, err, "an Outdated node was promoted: %s", out)
 	out, err = b.TB(10*time.Second, "connect", "r0")

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/twinblock/twinblock/pkg/daemon"
 	"github.com/twinblock/twinblock/pkg/disk"
 	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
@@ -188,6 +190,41 @@ func newShowGICmd(g *globals) *cobra.Command {
 					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+warn)
 				}
 				return genid.WriteShowGI(cmd.OutOrStdout(), sb.GI, sb.Flags)
+			})
+		},
+	}
+}
+
+// newGetGICmd is drbdadm get-gi: the generation identifiers and flags
+// in one line. A resource the daemon has up answers from its state
+// machine; otherwise the metadata on the detached disk answers, as
+// drbdmeta's get-gi.
+func newGetGICmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get-gi RES",
+		Short: "Print the generation identifiers and flags in one line, as drbdadm get-gi",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachTarget(cmd, g, args[0], func(t target) error {
+				resp, err := daemon.Call(g.control, daemon.Request{Verb: "get-gi", Resource: t.res.Name}, time.Minute)
+				if err == nil && resp.Error == "" && len(resp.Resources) == 1 && resp.Resources[0].Configured {
+					_, err = io.WriteString(cmd.OutOrStdout(), resp.Text)
+					return err
+				}
+				d, err := openMetaDisks(t, true)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				sb, warn, err := meta.Probe(d.md, d.placement, d.mdPath)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				if warn != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+warn)
+				}
+				_, err = io.WriteString(cmd.OutOrStdout(), genid.GetGI(sb.GI, sb.Flags))
+				return err
 			})
 		},
 	}

@@ -74,6 +74,10 @@ func TestMetaVerbs(t *testing.T) {
 	require.Equal(t, 0, rc, errs)
 	assert.Contains(t, out, "\n0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n")
 	assert.Contains(t, out, "flags: Secondary, StandAlone, Inconsistent\nmeta-data: clean\n")
+	// get-gi, with no daemon up: the metadata answers.
+	rc, out, errs = verb("get-gi", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Equal(t, "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n", out)
 
 	rc, out, errs = verb("new-current-uuid", "r1")
 	require.Equal(t, 0, rc, errs)

@@ -74,7 +74,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.control, "control", "/run/twinblock/control.sock", "the daemon's control socket")
 
 	root.AddCommand(newServeCmd(), newDemoCmd(), newDumpConfigCmd(&g),
-		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newNewCurrentUUIDCmd(&g))
+		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newGetGICmd(&g), newNewCurrentUUIDCmd(&g))
 	root.AddCommand(adminVerbs(&g)...)
 	return root
 }

@@ -278,8 +278,15 @@ func (d *Daemon) handle(ctx context.Context, req Request) Response {
 	resp := Response{Version: Version}
 	for _, r := range targets {
 		resp.Resources = append(resp.Resources, r.Status())
-		if req.Verb == "explain" {
+		switch req.Verb {
+		case "explain":
 			resp.Text += r.Explain()
+		case "get-gi":
+			gi, err := r.GetGI(ctx)
+			if err != nil {
+				return Response{Error: fmt.Sprintf("%s: %v", r.Name(), err)}
+			}
+			resp.Text += gi
 		}
 	}
 	return resp
@@ -295,7 +302,7 @@ func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error
 		return err
 	}
 	switch req.Verb {
-	case "status", "role", "cstate", "dstate", "explain":
+	case "status", "role", "cstate", "dstate", "explain", "get-gi":
 		return nil
 	case "up":
 		if r.Status().Disk == "Diskless" && r.HasDisk() {

@@ -392,6 +392,18 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	return r.send(ctx, c)
 }
 
+// GetGI is drbdadm get-gi for a resource that is up: the generation
+// identifiers and flags as the state machine holds them now, in one
+// line (genid.GetGI's form).
+func (r *Resource) GetGI(ctx context.Context) (string, error) {
+	var gi genid.GI
+	var f genid.Flags
+	if err := r.inspect(ctx, func() { gi, f = r.fsm.GI(), r.fsm.Flags() }); err != nil {
+		return "", err
+	}
+	return genid.GetGI(gi, f), nil
+}
+
 // SuspendIO is drbdadm suspend-io (on) and resume-io: while suspended,
 // the device holds every request it is sent, without starting it
 // (status suspended:user); resume-io lets them run. A demotion, forced
