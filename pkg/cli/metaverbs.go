@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -228,6 +230,76 @@ func newGetGICmd(g *globals) *cobra.Command {
 			})
 		},
 	}
+}
+
+// newApplyALCmd is drbdadm apply-al: on a detached disk whose activity
+// log is not clean (a crash while attached), the extents it holds are
+// marked out of sync in the bitmap and the log is closed clean, as
+// attaching would do.
+func newApplyALCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply-al RES",
+		Short: "Apply the activity log to the bitmap of a detached disk, as drbdadm apply-al",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
+				sb, _, err := meta.Probe(d.md, d.placement, d.mdPath)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				if sb.Flags&genid.FlagALClean != 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: the activity log is clean: nothing to apply\n", t.res.Name)
+					return nil
+				}
+				m, err := meta.Open(d.md, d.placement, meta.Options{Name: d.mdPath})
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				n := len(m.Recovered())
+				if err := m.Close(); err != nil {
+					return fmt.Errorf("%s: %w", t.res.Name, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: activity log applied: %d extents marked out of sync; the log is clean\n", t.res.Name, n)
+				return nil
+			})
+		},
+	}
+}
+
+// newWipeMDCmd is drbdadm wipe-md: the superblock block is zeroed, so
+// that the disk has no twinblock metadata any more (create-md writes new
+// metadata without --force). It asks for "yes" on stdin, as drbdmeta,
+// unless --force is given.
+func newWipeMDCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "wipe-md RES [--force]",
+		Short: "Destroy the metadata of a detached disk, as drbdadm wipe-md",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
+				if _, _, err := meta.Probe(d.md, d.placement, d.mdPath); errors.Is(err, meta.ErrNoMetadata) {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: no metadata on %s: nothing to wipe\n", t.res.Name, d.mdPath)
+					return nil
+				}
+				if !force {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: do you really want to wipe out the metadata on %s?\n[need to type 'yes' to confirm] ", t.res.Name, d.mdPath)
+					answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+					if strings.TrimSpace(answer) != "yes" {
+						return fmt.Errorf("%s: wipe-md not confirmed: the metadata stays", t.res.Name)
+					}
+				}
+				off := meta.SuperblockOffset(d.placement, d.md.Size())
+				if err := d.md.WriteAt(make([]byte, meta.SuperblockSize), off, true); err != nil {
+					return fmt.Errorf("%s: wiping the superblock at offset %d of %s: %w", t.res.Name, off, d.mdPath, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: metadata on %s wiped\n", t.res.Name, d.mdPath)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
+	return cmd
 }
 
 func newNewCurrentUUIDCmd(g *globals) *cobra.Command {

@@ -23,6 +23,13 @@ func runCLI(args ...string) (int, string, string) {
 	return rc, out.String(), errb.String()
 }
 
+// runCLIStdin is runCLI with stdin.
+func runCLIStdin(stdin string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	rc := execute(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return rc, out.String(), errb.String()
+}
+
 // metaFixture writes a config with resource r0 (internal metadata) and
 // r1 (external, indexed) for host l0, and their sparse disks.
 func metaFixture(t *testing.T) (conf string, disks map[string]string) {
@@ -86,6 +93,11 @@ func TestMetaVerbs(t *testing.T) {
 	require.Equal(t, 0, rc, errs)
 	assert.Regexp(t, `^r0: [0-9A-F]{16}:0000000000000004:0{16}:0{16}:0:0:0:0:0:0:0\n$`, out)
 
+	// apply-al on a clean log: nothing to do.
+	rc, out, errs = verb("apply-al", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Equal(t, "r0: the activity log is clean: nothing to apply\n", out)
+
 	rc, out, errs = verb("dump-md", "r0")
 	require.Equal(t, 0, rc, errs)
 	for _, want := range []string{"version \"twinblock-v1\";", "# al-extents 101;", "# activity log: clean", "# bits-set 0;"} {
@@ -135,4 +147,52 @@ func TestDRBDOldOrder(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, drbdOldOrder(tc.in), "%v", tc.in)
 	}
+}
+
+// TestApplyALAndWipeMD: apply-al on a disk whose daemon "crashed" with a
+// write in flight marks that write's extent out of sync and leaves the
+// log clean; wipe-md asks for "yes", destroys the metadata when told
+// so, and create-md then writes new metadata without --force.
+func TestApplyALAndWipeMD(t *testing.T) {
+	conf, disks := metaFixture(t)
+	c := []string{"-c", conf, "--node", "l0"}
+	verb := func(args ...string) (int, string, string) {
+		return runCLI(append(append([]string{}, args...), c...)...)
+	}
+	rc, _, errs := verb("create-md", "r0")
+	require.Equal(t, 0, rc, errs)
+
+	// Attached, a write begun, and no clean close: a crash.
+	f, err := disk.OpenFile(disks["r0.img"], disk.FileOptions{})
+	require.NoError(t, err)
+	m, err := meta.Open(f, meta.InternalPlacement, meta.Options{Name: disks["r0.img"]})
+	require.NoError(t, err)
+	require.NoError(t, m.BeginWrite(8<<20, 4096))
+	require.NoError(t, f.Close())
+
+	rc, out, errs := verb("apply-al", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Equal(t, "r0: activity log applied: 1 extents marked out of sync; the log is clean\n", out)
+	rc, out, errs = verb("dump-md", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Contains(t, out, "# activity log: clean")
+	assert.NotContains(t, out, "# bits-set 0;", "the extent of the write in flight is marked")
+	rc, out, _ = verb("apply-al", "r0")
+	require.Equal(t, 0, rc)
+	assert.Contains(t, out, "nothing to apply")
+
+	// wipe-md: refused without "yes", done with --force.
+	rc, _, errs = runCLIStdin("no\n", append([]string{"wipe-md", "r0"}, c...)...)
+	assert.Equal(t, 1, rc)
+	assert.Contains(t, errs, "not confirmed")
+	rc, _, errs = verb("show-gi", "r0")
+	require.Equal(t, 0, rc, "the metadata survived a refused wipe: %s", errs)
+	rc, out, errs = verb("wipe-md", "--force", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Contains(t, out, "r0: metadata on "+disks["r0.img"]+" wiped")
+	rc, _, errs = verb("show-gi", "r0")
+	assert.Equal(t, 1, rc)
+	assert.Contains(t, errs, "no twinblock metadata")
+	rc, _, errs = verb("create-md", "r0")
+	require.Equal(t, 0, rc, "create-md after wipe-md needs no --force: %s", errs)
 }

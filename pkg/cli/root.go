@@ -21,7 +21,15 @@ type globals struct {
 
 // Execute runs the command line args and returns the exit status.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return execute(ctx, args, nil, stdout, stderr)
+}
+
+// execute is Execute with stdin (nil: the process's).
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
+	if stdin != nil {
+		root.SetIn(stdin)
+	}
 	root.SetArgs(drbdOldOrder(args))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(stderr, "twinblock: %s\n", strings.TrimPrefix(err.Error(), "twinblock: "))
@@ -74,7 +82,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.control, "control", "/run/twinblock/control.sock", "the daemon's control socket")
 
 	root.AddCommand(newServeCmd(), newDemoCmd(), newDumpConfigCmd(&g),
-		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newGetGICmd(&g), newNewCurrentUUIDCmd(&g))
+		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newGetGICmd(&g), newNewCurrentUUIDCmd(&g),
+		newApplyALCmd(&g), newWipeMDCmd(&g))
 	root.AddCommand(adminVerbs(&g)...)
 	return root
 }
