@@ -70,6 +70,9 @@ func newStateVerb(g *globals, verb, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.dryRun {
+				return dryRun(cmd, args, "force", "overwrite-data-of-peer", "discard-my-data")
+			}
 			_, err := call(g, daemon.Request{Verb: verb, Resource: args[0], Force: force, DiscardMyData: discard})
 			return err
 		},

@@ -121,6 +121,9 @@ It refuses to overwrite metadata that is already there (valid or not)
 unless --force is given. The disk must not be attached.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.dryRun {
+				return dryRun(cmd, args, "force", "bitmap-granularity")
+			}
 			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
 				return createMD(cmd.OutOrStdout(), t, d, force, granularity)
 			})
@@ -242,6 +245,9 @@ func newApplyALCmd(g *globals) *cobra.Command {
 		Short: "Apply the activity log to the bitmap of a detached disk, as drbdadm apply-al",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.dryRun {
+				return dryRun(cmd, args)
+			}
 			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
 				sb, _, err := meta.Probe(d.md, d.placement, d.mdPath)
 				if err != nil {
@@ -277,6 +283,9 @@ func newWipeMDCmd(g *globals) *cobra.Command {
 		Short: "Destroy the metadata of a detached disk, as drbdadm wipe-md",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.dryRun {
+				return dryRun(cmd, args, "force")
+			}
 			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
 				if _, _, err := meta.Probe(d.md, d.placement, d.mdPath); errors.Is(err, meta.ErrNoMetadata) {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: no metadata on %s: nothing to wipe\n", t.res.Name, d.mdPath)
@@ -318,6 +327,9 @@ created disks, which also marks both UpToDate) needs the peer link and is
 not available yet.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.dryRun {
+				return dryRun(cmd, args, "clear-bitmap")
+			}
 			return eachMetaDisks(cmd, g, args[0], false, func(t target, d *metaDisks) error {
 				var data disk.Disk
 				if d.md != d.data {

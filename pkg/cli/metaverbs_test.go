@@ -196,3 +196,39 @@ func TestApplyALAndWipeMD(t *testing.T) {
 	rc, _, errs = verb("create-md", "r0")
 	require.Equal(t, 0, rc, "create-md after wipe-md needs no --force: %s", errs)
 }
+
+// TestDryRun: -d/--dry-run, as drbdadm's: a verb that changes state
+// says what it would do and does nothing; the daemon is not asked (none
+// runs here) and the metadata is not touched.
+func TestDryRun(t *testing.T) {
+	conf, _ := metaFixture(t)
+	c := []string{"-c", conf, "--node", "l0", "--control", filepath.Join(t.TempDir(), "none.sock")}
+	verb := func(args ...string) (int, string, string) {
+		return runCLI(append(append([]string{}, args...), c...)...)
+	}
+	rc, _, errs := verb("create-md", "r0")
+	require.Equal(t, 0, rc, errs)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-d", "primary", "--force", "r0"}, "dry run, nothing done: twinblock primary r0 --force=true\n"},
+		{[]string{"--dry-run", "connect", "--discard-my-data", "r0"}, "dry run, nothing done: twinblock connect r0 --discard-my-data=true\n"},
+		{[]string{"-d", "down", "all"}, "dry run, nothing done: twinblock down all\n"},
+		{[]string{"-d", "wipe-md", "--force", "r0"}, "dry run, nothing done: twinblock wipe-md r0 --force=true\n"},
+		{[]string{"-d", "create-md", "--force", "r0"}, "dry run, nothing done: twinblock create-md r0 --force=true\n"},
+		{[]string{"-d", "new-current-uuid", "r0"}, "dry run, nothing done: twinblock new-current-uuid r0\n"},
+	} {
+		rc, out, errs := verb(tc.args...)
+		require.Equal(t, 0, rc, "%v: %s", tc.args, errs)
+		assert.Equal(t, tc.want, out, "%v", tc.args)
+	}
+	// The metadata is the one create-md wrote: the dry wipe and the dry
+	// new-current-uuid left it alone.
+	rc, out, errs := verb("show-gi", "r0")
+	require.Equal(t, 0, rc, errs)
+	assert.Contains(t, out, "\n0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:0:0:0:0:0\n")
+	// Without -d the daemon is asked, and there is none.
+	rc, _, _ = verb("primary", "r0")
+	assert.NotEqual(t, 0, rc)
+}

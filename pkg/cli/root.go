@@ -17,6 +17,21 @@ type globals struct {
 	config  string
 	node    string
 	control string
+	dryRun  bool // -d/--dry-run: the verbs that change state say what they would do
+}
+
+// dryRun is drbdadm's -d for a verb that changes state: it prints the
+// verb with its arguments and the flags given (of names), and does
+// nothing.
+func dryRun(cmd *cobra.Command, args []string, names ...string) error {
+	words := append([]string{"twinblock", cmd.Name()}, args...)
+	for _, n := range names {
+		if f := cmd.Flags().Lookup(n); f != nil && f.Changed {
+			words = append(words, "--"+n+"="+f.Value.String())
+		}
+	}
+	_, err := fmt.Fprintf(cmd.OutOrStdout(), "dry run, nothing done: %s\n", strings.Join(words, " "))
+	return err
 }
 
 // Execute runs the command line args and returns the exit status.
@@ -80,6 +95,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVarP(&g.config, "config", "c", "/etc/twinblock/twinblock.conf", "configuration file")
 	pf.StringVar(&g.node, "node", "", "which `on NAME` section is this host (default: the hostname)")
 	pf.StringVar(&g.control, "control", "/run/twinblock/control.sock", "the daemon's control socket")
+	pf.BoolVarP(&g.dryRun, "dry-run", "d", false, "print what a verb that changes state would do, and do nothing")
 
 	root.AddCommand(newServeCmd(), newDemoCmd(), newDumpConfigCmd(&g),
 		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newGetGICmd(&g), newNewCurrentUUIDCmd(&g),
