@@ -37,18 +37,8 @@ func TestQuorumFailover(t *testing.T) {
 
 	killed := time.Now()
 	a.Kill()
-	var promoted time.Duration
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err = b.TB(30*time.Second, "primary", "r0")
-		if err == nil {
-			promoted = time.Since(killed)
-			break
-		}
-		require.Contains(t, out, "another node is Primary", "b's promotion refused for another reason")
-		require.True(t, time.Now().Before(deadline), "b never promoted: %s", out)
-		time.Sleep(50 * time.Millisecond)
-	}
+	promoteWhenGranted(t, b, 50*time.Millisecond, "another node is Primary")
+	promoted := time.Since(killed)
 	t.Logf("a SIGKILLed; b's promotion granted after %v (one verb every 50 ms)", promoted.Round(time.Millisecond))
 	// The status file's quorum line, and status --json's.
 	require.Eventually(t, func() bool {
@@ -94,8 +84,6 @@ func TestQuorumFailover(t *testing.T) {
 func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
 	_, a, b := quorumCluster(t, quorumOpts{})
 	ctx := context.Background()
-	var out string
-	var err error
 
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
@@ -104,15 +92,7 @@ func TestQuorumStalePrimaryAcknowledgesNothing(t *testing.T) {
 	require.NoError(t, cl.WriteAt(blk, 0, true))
 
 	a.Stop()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err = b.TB(30*time.Second, "primary", "r0")
-		if err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "b never promoted: %s", out)
-		time.Sleep(50 * time.Millisecond)
-	}
+	promoteWhenGranted(t, b, 50*time.Millisecond, "")
 	clb, err := client.Dial(ctx, b.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	defer clb.Close()
@@ -240,8 +220,6 @@ func TestQuorumCutLinkNoSplitBrain(t *testing.T) {
 func TestQuorumFirstBackWaits(t *testing.T) {
 	_, a, b := quorumCluster(t, quorumOpts{autoFailover: true})
 	ctx := context.Background()
-	var out string
-	var err error
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	want := bytes.Repeat([]byte("last-man-standng"), (1<<20)/16)
@@ -257,15 +235,7 @@ func TestQuorumFirstBackWaits(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "Secondary/Unknown", strings.TrimSpace(role), "the first back promoted itself")
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, err = b.TB(30*time.Second, "primary", "r0")
-		if err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the operator's primary never granted: %s", out)
-		time.Sleep(100 * time.Millisecond)
-	}
+	promoteWhenGranted(t, b, 100*time.Millisecond, "")
 	clb, err := client.Dial(ctx, b.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	defer clb.Close()
@@ -340,6 +310,23 @@ func TestQuorumWitnessThenSecondaryDown(t *testing.T) {
 	require.NoError(t, cl.ReadAt(got, 12<<20))
 	require.Equal(t, blk(0xee), got)
 	require.Eventually(t, func() bool { return !statusHas("suspended")() }, 10*time.Second, 100*time.Millisecond, "still suspended")
+}
+
+// promoteWhenGranted runs primary on n every pause until the group
+// grants it, for at most 30 s; with refusal set, every refusal until then
+// must say so (the promotion refused for no other reason).
+func promoteWhenGranted(t *testing.T, n *harness.Node, pause time.Duration, refusal string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(pause) {
+		out, err := n.TB(30*time.Second, "primary", "r0")
+		if err == nil {
+			return
+		}
+		if refusal != "" {
+			require.Contains(t, out, refusal, "%s's promotion refused for another reason", n.Name)
+		}
+		require.True(t, time.Now().Before(deadline), "%s never promoted: %s", n.Name, out)
+	}
 }
 
 // quorumOpts configure quorumCluster.

@@ -50,17 +50,8 @@ func TestNotUpExitCode10(t *testing.T) {
 // connected, and secondary --force demotes anyway, failing the request
 // it held.
 func TestSuspendIOAndForcedSecondary(t *testing.T) {
-	c, err := harness.New(harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: 16 << 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	a, b := c.Node("a"), c.Node("b")
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	a, _ := syncedDaemons(t, harness.Options{DiskSize: 16 << 20})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, a.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
 
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
@@ -73,7 +64,7 @@ func TestSuspendIOAndForcedSecondary(t *testing.T) {
 		go func() { done <- cl.WriteAt(blk, 8192, true) }()
 		return done
 	}
-	out, err = a.TB(10*time.Second, "suspend-io", "r0")
+	out, err := a.TB(10*time.Second, "suspend-io", "r0")
 	require.NoError(t, err, out)
 	st, err := a.TB(10*time.Second, "status", "r0")
 	require.NoError(t, err)
@@ -144,19 +135,10 @@ func TestWaitConnectAndSync(t *testing.T) {
 // connected to its UpToDate peer again the node becomes UpToDate.
 // (down and attach: the mark is read back from the metadata.)
 func TestOutdate(t *testing.T) {
-	c, err := harness.New(harness.Options{Dir: t.TempDir(), Bin: twinblockBin, DiskSize: 16 << 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	a, b := c.Node("a"), c.Node("b")
-	require.NoError(t, a.StartUp())
-	require.NoError(t, b.StartUp())
+	a, b := syncedDaemons(t, harness.Options{DiskSize: 16 << 20})
 	ctx := context.Background()
-	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
-	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
-	require.NoError(t, err, out)
-	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
 
-	out, err = b.TB(10*time.Second, "outdate", "r0")
+	out, err := b.TB(10*time.Second, "outdate", "r0")
 	require.Error(t, err, out)
 	require.Contains(t, out, "(-17) Refusing to be Outdated while Connected")
 
@@ -186,4 +168,35 @@ func TestOutdate(t *testing.T) {
 	out, err = b.TB(10*time.Second, "connect", "r0")
 	require.NoError(t, err, out)
 	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 30*time.Second))
+}
+
+// syncedDaemons starts the daemons of a and b (o, with the test's
+// directory and binary), brings r0 up on both, makes a Primary (forced:
+// fresh disks) and waits until both are UpToDate. The daemons' logs are
+// printed if the test fails.
+func syncedDaemons(t *testing.T, o harness.Options) (a, b *harness.Node) {
+	t.Helper()
+	o.Dir, o.Bin = t.TempDir(), twinblockBin
+	c, err := harness.New(o)
+	require.NoError(t, err)
+	a, b = c.Node("a"), c.Node("b")
+	t.Cleanup(func() {
+		for _, n := range c.Close() {
+			t.Errorf("daemon %s ignored SIGTERM for 10 s", n)
+		}
+		if t.Failed() {
+			for _, n := range []*harness.Node{a, b} {
+				t.Logf("daemon %s log:\n%s", n.Name, n.LogTail(200))
+			}
+		}
+	})
+	require.NoError(t, a.StartUp())
+	require.NoError(t, b.StartUp())
+	ctx := context.Background()
+	require.NoError(t, a.WaitFor(ctx, "cstate", "Connected", 30*time.Second))
+	out, err := a.TB(30*time.Second, "primary", "--force", "r0")
+	require.NoError(t, err, out)
+	require.NoError(t, a.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
+	return a, b
 }
