@@ -363,13 +363,21 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // Quorate reports whether this node is part of a majority now: it leads
 // (raft's lease makes a leader without a majority step down within
 // Timing.Lease), or it follows a known leader it heard from within
-// Timing.Quorate.
+// Timing.Quorate, or it is a candidate that heard from one within it.
 func (n *Node) Quorate() bool {
 	switch n.raft.State() {
 	case raft.Leader:
 		return true
 	case raft.Follower:
 		return n.Leader() != "" && time.Since(n.raft.LastContact()) < n.cfg.Timing.Quorate
+	case raft.Candidate:
+		// A candidate that heard from a leader within the bound is still
+		// inside it: above all the Primary the leadership is handed to
+		// (followPrimary), which is a candidate for the moment of the
+		// transfer and must not fail a request for it. (A candidate
+		// after a leader's loss has heard from none for longer than the
+		// heartbeat timeout, which is not below the bound.)
+		return time.Since(n.raft.LastContact()) < n.cfg.Timing.Quorate
 	}
 	return false
 }
