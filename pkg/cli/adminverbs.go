@@ -217,6 +217,7 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newQueryVerb(g, "cstate", "Print the connection state", func(r status.Resource) string { return r.Conn }),
 		newQueryVerb(g, "dstate", "Print Disk/PeerDisk", func(r status.Resource) string { return r.Disk + "/" + r.PeerDisk }),
 		newStatusCmd(g),
+		newEvents2Cmd(g),
 		newExplainCmd(g),
 		newRestoreDiscardedCmd(g),
 	}

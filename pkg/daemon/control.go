@@ -15,6 +15,8 @@ type Request struct {
 	Resource      string `json:"resource"` // a resource name; "" or "all" for all of them
 	Force         bool   `json:"force,omitempty"`
 	DiscardMyData bool   `json:"discard_my_data,omitempty"`
+	// Events2 holds events2's flags (Verb "events2").
+	Events2 *Events2Request `json:"events2,omitempty"`
 }
 
 // Response is the daemon's answer.

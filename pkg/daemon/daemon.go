@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -44,14 +45,19 @@ type Options struct {
 
 // Daemon hosts the resources of one node.
 type Daemon struct {
-	opts      Options
-	log       *slog.Logger
+	opts Options
+	log  *slog.Logger
+	// mu guards resources and byName (adjust adds and removes).
+	mu        sync.RWMutex
 	resources []*node.Resource
 	byName    map[string]*node.Resource
-	lock      *os.File
-	ln        net.Listener
-	changed   chan struct{}
-	wg        sync.WaitGroup
+	// subMu guards subs: the events2 streams, told of every change.
+	subMu   sync.Mutex
+	subs    map[chan struct{}]struct{}
+	lock    *os.File
+	ln      net.Listener
+	changed chan struct{}
+	wg      sync.WaitGroup
 	// quorums are the members of the quorum groups of the resources this
 	// node hosts or witnesses (one group per resource).
 	quorums []*raftnode.Node
@@ -68,7 +74,8 @@ func New(opts Options) (*Daemon, error) {
 	if opts.StateDir == "" {
 		opts.StateDir = "/var/lib/twinblock"
 	}
-	d := &Daemon{opts: opts, log: opts.Logger, byName: map[string]*node.Resource{}, changed: make(chan struct{}, 1)}
+	d := &Daemon{opts: opts, log: opts.Logger, byName: map[string]*node.Resource{}, changed: make(chan struct{}, 1),
+		subs: map[chan struct{}]struct{}{}}
 	fail := func(err error) (*Daemon, error) {
 		d.closeQuorums()
 		return nil, err
@@ -142,6 +149,14 @@ func (d *Daemon) notify() {
 	case d.changed <- struct{}{}:
 	default:
 	}
+	d.subMu.Lock()
+	for ch := range d.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	d.subMu.Unlock()
 }
 
 // Run serves until ctx ends, then takes every resource down cleanly.
@@ -255,6 +270,10 @@ func (d *Daemon) serve(ctx context.Context) {
 				_ = json.NewEncoder(nc).Encode(Response{Error: "bad request: " + err.Error()})
 				return
 			}
+			if req.Verb == "events2" {
+				d.events2(ctx, nc, req)
+				return
+			}
 			_ = json.NewEncoder(nc).Encode(d.handle(ctx, req))
 		}()
 	}
@@ -262,14 +281,17 @@ func (d *Daemon) serve(ctx context.Context) {
 
 // handle runs one admin request on the resources it names.
 func (d *Daemon) handle(ctx context.Context, req Request) Response {
-	targets := d.resources
+	d.mu.RLock()
+	targets := slices.Clone(d.resources)
 	if req.Resource != "" && req.Resource != "all" {
 		r, ok := d.byName[req.Resource]
 		if !ok {
+			d.mu.RUnlock()
 			return Response{Error: fmt.Sprintf("%s: no such resource on node %s", req.Resource, d.opts.Node)}
 		}
 		targets = []*node.Resource{r}
 	}
+	d.mu.RUnlock()
 	for _, r := range targets {
 		if err := d.apply(ctx, r, req); err != nil {
 			return Response{Error: fmt.Sprintf("%s: %v", r.Name(), err)}
@@ -377,10 +399,12 @@ func (d *Daemon) statusLoop(ctx context.Context) {
 }
 
 func (d *Daemon) render() []byte {
+	d.mu.RLock()
 	rs := make([]status.Resource, 0, len(d.resources))
 	for _, r := range d.resources {
 		rs = append(rs, r.Status())
 	}
+	d.mu.RUnlock()
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Minor < rs[j].Minor })
 	var b bytes.Buffer
 	_ = status.WriteProcDRBD(&b, Version, rs)

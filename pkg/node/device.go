@@ -398,6 +398,7 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 	mirrored := path.mode.Mirror && path.link != nil
 	var peer pieces
 	if mirrored {
+		d.stats.apInFlight.Add(n)
 		peer = d.submit(path.link, op, p, off, n, flags)
 	}
 
@@ -414,6 +415,7 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 	var peerErr error = errNoPeer
 	if mirrored {
 		peerErr = d.wait(&peer)
+		d.stats.apInFlight.Add(-n)
 		if peerErr != nil {
 			// The honest status: the state machine leaves the
 			// connected states before anything is marked.

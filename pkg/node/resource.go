@@ -35,6 +35,9 @@ type counters struct {
 	// application I/O.
 	peerWritten              atomic.Uint64
 	localPending, appPending atomic.Int64
+	// apInFlight: bytes of the writes submitted to the peer and not yet
+	// answered by it (ap-in-flight).
+	apInFlight atomic.Int64
 }
 
 // Resource runs one resource of this node: the state machine, its disk,
@@ -1091,6 +1094,7 @@ func (r *Resource) fillCounters(s *status.Resource) {
 	s.DiskRead = r.stats.diskRead.Load()
 	s.LocalPending = r.stats.localPending.Load()
 	s.AppPending = r.stats.appPending.Load()
+	s.APInFlight = r.stats.apInFlight.Load()
 }
 
 // HasDisk reports whether this node's section names a backing disk.

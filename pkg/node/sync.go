@@ -375,7 +375,8 @@ func (y *engineSyncer) Status(s *status.Resource) {
 		left = 0 // the verify target does not know the source's position
 	}
 	if sr.engine != nil {
-		want = sr.engine.Stats().Want
+		es := sr.engine.Stats()
+		want, s.RSInFlight = es.Want, es.InFlight
 	}
 	left = max(left, 0)
 	sr.progress.Update(now, left)

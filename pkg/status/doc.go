@@ -121,7 +121,7 @@
 //     out-of-sync, read, written; upper-pending = ap, lower-pending = lo.
 //     dbdt1 (MiB/s over the recent window) and eta (seconds, "nan" without
 //     progress) during a resync. DRBD's size:, ap-in-flight: and
-//     rs-in-flight: are not printed: Resource has no such values.
+//     rs-in-flight: are not printed here (events2 and --json carry them).
 //   - DRBD 9 connection states come from DRBD9Conn.
 //   - split-brain:yes, twinblock's own field, follows the connection state
 //     while Resource.SplitBrain is set (never "no", even with verbose).
@@ -154,11 +154,31 @@
 // 1: twinblock has no node-id keyword); size is the device's (KiB);
 // percent-in-sync is floored to two decimals; suspended-user and
 // suspended-quorum follow Resource.SuspendedWhy, suspended-no-data and
-// suspended-fencing are always false.
+// suspended-fencing are always false. ap-in-flight and rs-in-flight are in
+// sectors, as DRBD's: the replicated writes sent and not yet acknowledged,
+// the resync requested and not yet arrived.
 //
-// Left out because twinblock cannot fill them truthfully: ap-in-flight,
-// rs-in-flight, rs-dt-start-ms, rs-paused-ms,
+// Left out because twinblock cannot fill them truthfully: rs-dt-start-ms, rs-paused-ms,
 // rs-dt0-ms, rs-db0-sectors, "db0/dt0 [MiB/s]", rs-failed, rs-same-csum,
 // ov-start-sector, ov-stop-sector, ov-position, ov-skipped. Resources that
 // are not up are left out of the array, as drbdsetup does.
+//
+// # events2 (Events2Diff)
+//
+// Promise: drbdsetup events2's line format, one object per line
+// (resource, connection, device, peer-device, path), "exists" lines for
+// the initial state ended by "exists -", then create/change/destroy lines
+// whose change lines carry only the groups of keys that changed. The keys
+// are drbdsetup's (role, suspended, force-io-failures, may_promote,
+// promotion_score; connection, role; disk, client, open, quorum;
+// replication, peer-disk, peer-client, resync-suspended, done; established)
+// and with statistics write-ordering; size, read, written, al-writes,
+// bm-writes, upper-pending, lower-pending; congested, ap-in-flight,
+// rs-in-flight; received, sent, out-of-sync, pending, unacked. DRBD's
+// backing_dev: is left out (twinblock's status does not carry the disk's
+// path). blocked: is on every device line (drbdsetup prints it with
+// --statistics, and without only while blocked): upper while I/O is
+// suspended, else no, so that a consumer sees the unblocking. done: is
+// printed during a resync and not removed after it, as drbdsetup: it is
+// meaningful only while replication: is a sync state.
 package status

@@ -68,6 +68,8 @@ type JSONConnection struct {
 	SplitBrain      bool             `json:"split-brain,omitempty"`      // twinblock's own: unresolved split brain
 	SplitBrainRule  int              `json:"split-brain-rule,omitempty"` // the drbd_uuid_compare rule that found it
 	Congested       bool             `json:"congested"`
+	APInFlight      int64            `json:"ap-in-flight"` // sectors (512 B), as DRBD: application writes sent, not yet acknowledged
+	RSInFlight      int64            `json:"rs-in-flight"` // sectors: resync requested, not yet arrived
 	PeerRole        string           `json:"peer-role"`
 	TLS             bool             `json:"tls"`
 	Paths           []JSONPath       `json:"paths"`
@@ -237,6 +239,8 @@ func jsonResource(r Resource) JSONResource {
 		PeerNodeID:      r.PeerNodeID,
 		ConnectionState: connection,
 		PeerRole:        role(r.PeerRole),
+		APInFlight:      r.APInFlight >> 9,
+		RSInFlight:      r.RSInFlight >> 9,
 		Paths:           []JSONPath{},
 	}
 	if r.SplitBrain {

@@ -59,6 +59,12 @@ type Resource struct {
 
 	LocalPending, Pending, Unacked, AppPending, Epochs int64 // lo pe ua ap ep
 
+	// APInFlight: bytes of application writes sent to the peer and not
+	// yet acknowledged by it (DRBD 9's ap-in-flight, which it counts in
+	// sectors). RSInFlight: bytes of resync requested and not yet
+	// arrived (rs-in-flight).
+	APInFlight, RSInFlight int64
+
 	WriteOrder byte // 'f' flush, 'd' drain, 'n' none, 'b' barrier; 0 prints 'f'
 
 	OutOfSync uint64 // bytes
