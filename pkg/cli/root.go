@@ -101,5 +101,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newCreateMDCmd(&g), newDumpMDCmd(&g), newShowGICmd(&g), newGetGICmd(&g), newNewCurrentUUIDCmd(&g),
 		newApplyALCmd(&g), newWipeMDCmd(&g))
 	root.AddCommand(adminVerbs(&g)...)
+	addResourceCompletion(root, &g) // last: it walks every verb added above
 	return root
 }
