@@ -65,6 +65,9 @@ type Options struct {
 	Fill func(node string, f *os.File) error
 	// NoCreateMD leaves create-md to the caller.
 	NoCreateMD bool
+	// DaemonArgs, if set, gives each node's extra daemon arguments
+	// (Node.DaemonArgs) from its name and host.
+	DaemonArgs func(name, host string) []string
 	Logf       func(string, ...any)
 }
 
@@ -135,6 +138,9 @@ type Node struct {
 	Image      string // the bytes on the host's filesystem
 	Disk       *FaultyDisk
 	LogPath    string
+	// DaemonArgs are added to the daemon's command line (set before
+	// Start).
+	DaemonArgs []string
 
 	bin     string
 	mu      sync.Mutex
@@ -200,6 +206,9 @@ func New(o Options) (*Cluster, error) {
 			Control:    filepath.Join(o.Dir, name+".sock"),
 			StatusFile: filepath.Join(o.Dir, name+".status"),
 			LogPath:    filepath.Join(o.Dir, name+".log"),
+		}
+		if o.DaemonArgs != nil {
+			nd.DaemonArgs = o.DaemonArgs(name, host)
 		}
 		c.Nodes[name] = nd
 		var err error
@@ -389,8 +398,9 @@ func (n *Node) Start() error {
 		return err
 	}
 	fmt.Fprintf(logf, "=== %s start %d\n", time.Now().Format("15:04:05.000"), n.starts)
-	cmd := exec.Command(n.bin, "--config", n.Conf, "--node", n.Name, "--control", n.Control,
-		"daemon", "--status-file", n.StatusFile, "--state-dir", strings.TrimSuffix(n.StatusFile, ".status")+".state")
+	args := append([]string{"--config", n.Conf, "--node", n.Name, "--control", n.Control,
+		"daemon", "--status-file", n.StatusFile, "--state-dir", strings.TrimSuffix(n.StatusFile, ".status") + ".state"}, n.DaemonArgs...)
+	cmd := exec.Command(n.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

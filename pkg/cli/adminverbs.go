@@ -30,11 +30,8 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if metrics != "" {
-				warn("warning: --metrics is not implemented yet; no metrics endpoint is served")
-			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).With("node", nodeName)
-			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, StateDir: stateDir, Logger: log})
+			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, StateDir: stateDir, Metrics: metrics, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -45,7 +42,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&statusFile, "status-file", "/run/twinblock/status", "where to keep the /proc/drbd-format status")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/twinblock", "where quorum resources keep their group's raft state (STATE-DIR/quorum/RES)")
-	cmd.Flags().StringVar(&metrics, "metrics", "", "Prometheus endpoint address (not implemented yet)")
+	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; drbd-reactor's metric names)")
 	return cmd
 }
 

@@ -40,7 +40,10 @@ type Options struct {
 	// the log, the stable store and the snapshots); default
 	// /var/lib/twinblock.
 	StateDir string
-	Logger   *slog.Logger
+	// Metrics is the address of the Prometheus endpoint (host:port;
+	// "" none).
+	Metrics string
+	Logger  *slog.Logger
 }
 
 // Daemon hosts the resources of one node.
@@ -166,6 +169,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.unlock()
+	var metricsLn net.Listener
+	if d.opts.Metrics != "" {
+		ln, err := net.Listen("tcp", d.opts.Metrics)
+		if err != nil {
+			d.closeQuorums()
+			return fmt.Errorf("daemon: --metrics %s: %w", d.opts.Metrics, err)
+		}
+		metricsLn = ln
+	}
 	for _, r := range d.resources {
 		// Not ctx: the resources must outlive the signal long enough to
 		// go down cleanly (Close).
@@ -175,6 +187,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.wg.Add(2)
 	go func() { defer d.wg.Done(); d.serve(ctx) }()
 	go func() { defer d.wg.Done(); d.statusLoop(ctx) }()
+	if metricsLn != nil {
+		d.log.Info("serving Prometheus metrics", "addr", metricsLn.Addr().String(), "path", "/metrics")
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.serveMetrics(ctx, metricsLn) }()
+	}
 	<-ctx.Done()
 	_ = d.ln.Close()
 	d.log.Info("shutting down: taking every resource down")

@@ -244,7 +244,13 @@ func (d *device) suspendedWhy() string {
 	return strings.Join(why, ",")
 }
 
+// observe records a request's latency, from start until now.
+func (d *device) observe(op int, start time.Time) {
+	d.stats.lat[op].Observe(time.Since(start))
+}
+
 func (d *device) ReadAt(p []byte, off int64) error {
+	defer d.observe(latRead, time.Now())
 	path, err := d.enter()
 	if err != nil {
 		return err
@@ -310,6 +316,7 @@ func (d *device) localError(path ioPath, err error) {
 }
 
 func (d *device) WriteAt(p []byte, off int64, fua bool) error {
+	defer d.observe(latWrite, time.Now())
 	flags := replication.DataFlags(0)
 	if fua {
 		flags |= replication.DataFUA
@@ -320,6 +327,7 @@ func (d *device) WriteAt(p []byte, off int64, fua bool) error {
 }
 
 func (d *device) Trim(off, n int64, fua bool) error {
+	defer d.observe(latTrim, time.Now())
 	flags := replication.DataFlags(0)
 	if fua {
 		flags |= replication.DataFUA
@@ -332,6 +340,7 @@ func (d *device) Trim(off, n int64, fua bool) error {
 }
 
 func (d *device) WriteZeroes(off, n int64, noHole, fua bool) error {
+	defer d.observe(latWriteZeroes, time.Now())
 	flags := replication.DataFlags(0)
 	if fua {
 		flags |= replication.DataFUA
@@ -397,8 +406,10 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 
 	mirrored := path.mode.Mirror && path.link != nil
 	var peer pieces
+	var sent time.Time
 	if mirrored {
 		d.stats.apInFlight.Add(n)
+		sent = time.Now()
 		peer = d.submit(path.link, op, p, off, n, flags)
 	}
 
@@ -416,6 +427,7 @@ func (d *device) mutate(op replication.Op, p []byte, off, n int64, flags replica
 	if mirrored {
 		peerErr = d.wait(&peer)
 		d.stats.apInFlight.Add(-n)
+		d.stats.rtt.Observe(time.Since(sent))
 		if peerErr != nil {
 			// The honest status: the state machine leaves the
 			// connected states before anything is marked.
@@ -602,6 +614,7 @@ func outOfSync(md *meta.Meta, off, n int64) bool {
 // writes of the epoch it should have made durable there are marked out
 // of sync when the link ends.
 func (d *device) Flush() error {
+	defer d.observe(latFlush, time.Now())
 	path, err := d.enter()
 	if err != nil {
 		return err

@@ -104,6 +104,7 @@ func (r *Resource) action(a fsm.Action) {
 			r.publish()
 			l := r.link
 			r.link = nil
+			r.liveLink.Store(nil)
 			// Closed first: requests in flight on it complete (with an
 			// error), so taking it out of the data path, which waits
 			// for them, cannot wait for a silent peer.

@@ -20,6 +20,7 @@ import (
 	"github.com/twinblock/twinblock/pkg/fsm"
 	"github.com/twinblock/twinblock/pkg/genid"
 	"github.com/twinblock/twinblock/pkg/meta"
+	"github.com/twinblock/twinblock/pkg/metrics"
 	"github.com/twinblock/twinblock/pkg/quorum"
 	"github.com/twinblock/twinblock/pkg/status"
 	"github.com/twinblock/twinblock/replication"
@@ -38,6 +39,45 @@ type counters struct {
 	// apInFlight: bytes of the writes submitted to the peer and not yet
 	// answered by it (ap-in-flight).
 	apInFlight atomic.Int64
+	// lat: the device's request latency by operation (the NBD requests,
+	// from the device's entry to its answer); rtt: a replicated write's
+	// round trip, from its submission to the link to the peer's answer.
+	// nil histograms (tests) observe nothing.
+	lat [numLatOps]*metrics.Histogram
+	rtt *metrics.Histogram
+}
+
+// The operations the latency histograms tell apart.
+const (
+	latRead = iota
+	latWrite
+	latTrim
+	latWriteZeroes
+	latFlush
+	numLatOps
+)
+
+// latOpNames are the op label's values, by latency operation.
+var latOpNames = [numLatOps]string{"read", "write", "trim", "write_zeroes", "flush"}
+
+// newCounters returns counters with their histograms.
+func newCounters() *counters {
+	c := &counters{rtt: metrics.NewHistogram(metrics.LatencyBuckets)}
+	for i := range c.lat {
+		c.lat[i] = metrics.NewHistogram(metrics.LatencyBuckets)
+	}
+	return c
+}
+
+// Latency returns the resource's latency histograms: the NBD requests by
+// operation (read, write, trim, write_zeroes, flush) and the replicated
+// writes' round trip to the peer.
+func (r *Resource) Latency() (requests map[string]metrics.HistogramSnapshot, replication metrics.HistogramSnapshot) {
+	requests = make(map[string]metrics.HistogramSnapshot, numLatOps)
+	for i, h := range r.stats.lat {
+		requests[latOpNames[i]] = h.Snapshot()
+	}
+	return requests, r.stats.rtt.Snapshot()
 }
 
 // Resource runs one resource of this node: the state machine, its disk,
@@ -53,14 +93,16 @@ type Resource struct {
 	changed func() // the status changed (the daemon rewrites the file)
 	nodeID  int    // the place of this host's on section (status node-id)
 
-	env     Env
-	fsm     *fsm.Node
-	dev     *device
-	stats   counters
-	events  chan struct{} // a signal: inbox has events
-	inboxMu sync.Mutex
-	inbox   []any
-	cmds    chan command
+	env   Env
+	fsm   *fsm.Node
+	dev   *device
+	stats *counters
+	// liveLink is link, for the counters Status reads between snapshots.
+	liveLink atomic.Pointer[replication.Link]
+	events   chan struct{} // a signal: inbox has events
+	inboxMu  sync.Mutex
+	inbox    []any
+	cmds     chan command
 	// fences carries the data path's and the link's requests to make
 	// the state machine stop counting on a link (device's honest-status
 	// invariant); run serves it, also while it waits (await).
@@ -229,11 +271,12 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		}
 	}
 	r := &Resource{env: env.withDefaults(), name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
-		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{})}
+		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{}),
+		stats: newCounters()}
 	if cfg.Hosts[1] == me {
 		r.nodeID = 1
 	}
-	r.dev = newDevice(r.diskError, &r.stats)
+	r.dev = newDevice(r.diskError, r.stats)
 	r.dev.fence = func(l *replication.Link, err error) { r.fence(l, err, true) }
 	r.dev.fenceDisk = r.fenceDisk
 	r.dev.linkLeft = func(l *replication.Link) bool {
@@ -811,6 +854,7 @@ func (r *Resource) event(ev any) {
 			return
 		}
 		r.link = e.link
+		r.liveLink.Store(e.link)
 		// The handshake weighs this node's changes (after-sb policies)
 		// and whether a Primary can demote (call-pri-lost-after-sb).
 		r.stepOpenCount()
@@ -845,6 +889,7 @@ func (r *Resource) event(ev any) {
 		// 327014884018170981).
 		r.stepped(r.fsm.Step(fsm.LinkDown{Cause: linkDownCause(e.err), Err: e.err}))
 		r.link = nil
+		r.liveLink.Store(nil)
 		r.publish()
 		r.fenced.Store(e.link) // after the publish, as in onFence
 		r.dropLinkFromPath()
@@ -1030,6 +1075,7 @@ func (r *Resource) shutdown() {
 	if r.link != nil {
 		r.closeLink(r.link, "shutting down")
 		r.link = nil
+		r.liveLink.Store(nil)
 	}
 	r.await(func() { r.dev.setPath(ioPath{}, 0) })
 	r.closeDisk()
@@ -1095,6 +1141,11 @@ func (r *Resource) fillCounters(s *status.Resource) {
 	s.LocalPending = r.stats.localPending.Load()
 	s.AppPending = r.stats.appPending.Load()
 	s.APInFlight = r.stats.apInFlight.Load()
+	if l := r.liveLink.Load(); l != nil {
+		ls := l.Stats()
+		s.NetSent, s.NetRecv = ls.SentBytes+ls.ResyncSent, ls.RecvBytes+ls.ResyncRecv
+		s.Pending, s.Unacked, s.Epochs = int64(ls.Pending), int64(ls.Unacked), int64(ls.Epochs)
+	}
 }
 
 // HasDisk reports whether this node's section names a backing disk.

@@ -125,7 +125,7 @@ func events2Objects(r *Resource, opt Events2Options) []evObject {
 	if wo == 0 {
 		wo = 'f'
 	}
-	mayPromote, score := promotionInfo(*r)
+	mayPromote, score := PromotionInfo(*r)
 
 	res := evObject{kind: "resource", id: "name:" + r.Name, groups: [][]kv{
 		{{"role", role(r.Role)}},
@@ -207,14 +207,14 @@ func suspendedWhy(r Resource) string {
 	return r.SuspendedWhy
 }
 
-// promotionInfo is drbdsetup's may_promote and promotion_score
+// PromotionInfo is drbdsetup's may_promote and promotion_score
 // (compute_promotion_info) for one volume and one peer: no score without
 // quorum or without an UpToDate replica (this disk or the peer's);
 // otherwise 10000 when this node has a disk (UpToDate, Consistent or
 // Inconsistent), plus 100 when it is UpToDate, plus the UpToDate
 // replicas. A node may promote when it is the stable UpToDate replica (or
 // its peer is) and no node is Primary.
-func promotionInfo(r Resource) (bool, int) {
+func PromotionInfo(r Resource) (bool, int) {
 	if r.Quorum != nil && !r.Quorum.Have {
 		return false, 0
 	}
