@@ -12,7 +12,7 @@ FUZZ_TARGETS := ./nbd:FuzzDecodeRequestHeader ./nbd:FuzzTransmission ./nbd:FuzzH
 	./pkg/meta:FuzzDecodeSuperblock ./pkg/meta:FuzzDecodeALTx ./pkg/config:FuzzParse \
 	./replication:FuzzDecode ./pkg/quorum:FuzzUnmarshal
 
-.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-inprocess torture-real torture-short clean
+.PHONY: all build test unit integration race lint fuzz fuzz-short demo bench torture torture-inprocess torture-real torture-short clean install
 
 all: build
 
@@ -94,3 +94,51 @@ bench: build
 
 clean:
 	rm -rf bin integration.log
+
+# make install [PREFIX=/usr/local] [DESTDIR=stage]: the binary in SBINDIR
+# (as drbdadm), its man pages (section 8: twinblock(8) and one page per
+# verb, from the cobra command tree by internal/tools/gendocs), shell
+# completion for bash, zsh and fish (resource names from --config), the
+# systemd units (twinblock.service, twinblock@RES.service,
+# twinblock-configured.target; none is enabled), the cluster scripts when
+# they are in the tree (the OCF agent ocf:twinblock:twinblock, the
+# Heartbeat script twinblockdisk) and an example configuration beside
+# twinblock.conf (which it never writes). DESTDIR stages the tree for a
+# package; the paths written into the units leave it out.
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+SBINDIR        ?= $(PREFIX)/sbin
+MANDIR         ?= $(PREFIX)/share/man
+BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR     ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR    ?= $(PREFIX)/share/fish/vendor_completions.d
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR     ?= /etc
+OCFDIR         ?= /usr/lib/ocf/resource.d
+HEARTBEATDIR   ?= $(SYSCONFDIR)/ha.d/resource.d
+INSTALL        ?= install
+
+# Where the generated man pages wait to be installed (clean removes them).
+MANBUILD       := $(dir $(BIN))man
+
+install: build
+	rm -rf $(MANBUILD)
+	$(GO) run ./internal/tools/gendocs -man $(MANBUILD)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) \
+		$(DESTDIR)$(FISHCOMPDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/twinblock
+	$(INSTALL) -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/twinblock
+	$(INSTALL) -m 0644 $(MANBUILD)/*.8 $(DESTDIR)$(MANDIR)/man8/
+	$(BIN) completion bash > $(DESTDIR)$(BASHCOMPDIR)/twinblock
+	$(BIN) completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_twinblock
+	$(BIN) completion fish > $(DESTDIR)$(FISHCOMPDIR)/twinblock.fish
+	chmod 0644 $(DESTDIR)$(BASHCOMPDIR)/twinblock $(DESTDIR)$(ZSHCOMPDIR)/_twinblock $(DESTDIR)$(FISHCOMPDIR)/twinblock.fish
+	for u in scripts/systemd/*.in; do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' $$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$(basename $$u .in) || exit 1; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$(basename $$u .in) || exit 1; \
+	done
+	$(INSTALL) -m 0644 scripts/systemd/*.target $(DESTDIR)$(SYSTEMDUNITDIR)/
+	if [ -f scripts/ocf/twinblock ]; then \
+		$(INSTALL) -D -m 0755 scripts/ocf/twinblock $(DESTDIR)$(OCFDIR)/twinblock/twinblock; fi
+	if [ -f scripts/heartbeat/twinblockdisk ]; then \
+		$(INSTALL) -D -m 0755 scripts/heartbeat/twinblockdisk $(DESTDIR)$(HEARTBEATDIR)/twinblockdisk; fi
+	$(INSTALL) -m 0644 internal/tools/gendocs/twinblock.conf.example $(DESTDIR)$(SYSCONFDIR)/twinblock/twinblock.conf.example
