@@ -29,6 +29,8 @@ pkgs=(
   nbd-client          # the kernel NBD client, copied into the VM
   cpio                # packs the VM's initramfs
   iptables            # the quorum tests partition the Primary (loopback ports only)
+  resource-agents     # ocf-tester and ocf-shellfuncs, for the OCF agent's test
+  libxml2-utils       # xmllint, with which ocf-tester checks the agent's meta-data
 )
 
 if [ "${1:-}" = --list ]; then
