@@ -503,6 +503,16 @@ func (n *Node) Stopped() bool {
 	return n.stopped
 }
 
+// Signal sends sig to the daemon (SIGHUP: reload its configuration).
+func (n *Node) Signal(sig syscall.Signal) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.cmd.Process == nil {
+		return fmt.Errorf("harness: %s does not run", n.Name)
+	}
+	return n.cmd.Process.Signal(sig)
+}
+
 // Kill sends SIGKILL and waits until the process is gone.
 func (n *Node) Kill() { n.end(0, syscall.SIGKILL) }
 

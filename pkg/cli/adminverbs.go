@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -37,6 +39,21 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			// SIGHUP reloads the configuration file (adjust all), as
+			// `systemctl reload` sends it; it no longer ends the daemon.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						_ = d.Reload(ctx) // logged by Reload
+					}
+				}
+			}()
 			return d.Run(ctx)
 		},
 	}
@@ -51,6 +68,9 @@ func call(g *globals, req daemon.Request) (*daemon.Response, error) {
 	resp, err := daemon.Call(g.control, req, 10*time.Minute)
 	if err != nil {
 		return nil, err
+	}
+	if resp.NoSuchResource {
+		return nil, &exitError{code: exitNotUp, err: errors.New(resp.Error)}
 	}
 	if resp.Error != "" {
 		return nil, fmt.Errorf("%s", resp.Error)
@@ -215,6 +235,7 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newQueryVerb(g, "dstate", "Print Disk/PeerDisk", func(r status.Resource) string { return r.Disk + "/" + r.PeerDisk }),
 		newStatusCmd(g),
 		newEvents2Cmd(g),
+		newAdjustCmd(g),
 		newExplainCmd(g),
 		newRestoreDiscardedCmd(g),
 	}

@@ -168,3 +168,49 @@ func merged(base, over Section) Section {
 	}
 	return out
 }
+
+// Change is one keyword whose effective value differs between two
+// versions of a section (adjust). Old or New is "" when the keyword is
+// not set on that side (its default applies).
+type Change struct {
+	Section, Keyword string
+	Old, New         string
+}
+
+func (c Change) String() string {
+	show := func(v string) string {
+		if v == "" {
+			return "(default)"
+		}
+		return v
+	}
+	return fmt.Sprintf("%s { %s %s -> %s }", c.Section, c.Keyword, show(c.Old), show(c.New))
+}
+
+// Diff lists the keywords set in s or in o whose values differ, in table
+// order. It is not a read (see ReadLog): it compares what was written.
+func (s Section) Diff(o Section) []Change {
+	val := func(sec Section, kw *keyword) string {
+		st, ok := sec.find(kw)
+		if !ok {
+			return ""
+		}
+		return strings.Join(st.val.words, " ")
+	}
+	seen := map[*keyword]bool{}
+	var kws []*keyword
+	for _, st := range append(slices.Clone(s.set), o.set...) {
+		if !seen[st.kw] {
+			seen[st.kw] = true
+			kws = append(kws, st.kw)
+		}
+	}
+	slices.SortFunc(kws, func(a, b *keyword) int { return keywords.order[a] - keywords.order[b] })
+	var out []Change
+	for _, kw := range kws {
+		if a, b := val(s, kw), val(o, kw); a != b {
+			out = append(out, Change{Section: s.name, Keyword: kw.name, Old: a, New: b})
+		}
+	}
+	return out
+}

@@ -15,6 +15,10 @@ type Request struct {
 	Resource      string `json:"resource"` // a resource name; "" or "all" for all of them
 	Force         bool   `json:"force,omitempty"`
 	DiscardMyData bool   `json:"discard_my_data,omitempty"`
+	// ConfigPath is the file adjust reads ("": the daemon's own).
+	ConfigPath string `json:"config_path,omitempty"`
+	// DryRun: adjust says what it would do and does nothing.
+	DryRun bool `json:"dry_run,omitempty"`
 	// Events2 holds events2's flags (Verb "events2").
 	Events2 *Events2Request `json:"events2,omitempty"`
 }
@@ -24,6 +28,9 @@ type Response struct {
 	// Error is the failure, one line ("r0: State change failed: (-2)
 	// Need access to UpToDate data"); empty on success.
 	Error string `json:"error,omitempty"`
+	// NoSuchResource: the request named a resource this daemon does not
+	// host (drbdadm's exit code 10).
+	NoSuchResource bool `json:"no_such_resource,omitempty"`
 	// Resources is the status of the resources the request named.
 	Resources []status.Resource `json:"resources,omitempty"`
 	// Text is a verb's report for people (explain).

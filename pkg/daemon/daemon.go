@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +55,8 @@ type Daemon struct {
 	mu        sync.RWMutex
 	resources []*node.Resource
 	byName    map[string]*node.Resource
+	// adjustMu serializes adjust (the verb and SIGHUP).
+	adjustMu sync.Mutex
 	// subMu guards subs: the events2 streams, told of every change.
 	subMu   sync.Mutex
 	subs    map[chan struct{}]struct{}
@@ -291,6 +294,15 @@ func (d *Daemon) serve(ctx context.Context) {
 				d.events2(ctx, nc, req)
 				return
 			}
+			if req.Verb == "adjust" {
+				steps, err := d.adjust(ctx, req.ConfigPath, req.Resource, req.DryRun)
+				resp := Response{Version: Version, Text: strings.Join(steps, "\n")}
+				if err != nil {
+					resp.Error = err.Error()
+				}
+				_ = json.NewEncoder(nc).Encode(resp)
+				return
+			}
 			_ = json.NewEncoder(nc).Encode(d.handle(ctx, req))
 		}()
 	}
@@ -304,7 +316,7 @@ func (d *Daemon) handle(ctx context.Context, req Request) Response {
 		r, ok := d.byName[req.Resource]
 		if !ok {
 			d.mu.RUnlock()
-			return Response{Error: fmt.Sprintf("%s: no such resource on node %s", req.Resource, d.opts.Node)}
+			return Response{Error: fmt.Sprintf("%s: No such resource on node %s", req.Resource, d.opts.Node), NoSuchResource: true}
 		}
 		targets = []*node.Resource{r}
 	}

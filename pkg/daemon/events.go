@@ -62,7 +62,7 @@ func (d *Daemon) events2(ctx context.Context, nc net.Conn, req Request) {
 	}
 	enc := json.NewEncoder(nc)
 	if req.Resource != "" && req.Resource != "all" && !d.configured(req.Resource) {
-		_ = enc.Encode(Response{Error: fmt.Sprintf("%s: no such resource on node %s", req.Resource, d.opts.Node)})
+		_ = enc.Encode(Response{Error: fmt.Sprintf("%s: No such resource on node %s", req.Resource, d.opts.Node), NoSuchResource: true})
 		return
 	}
 	if err := enc.Encode(Response{Version: Version}); err != nil {

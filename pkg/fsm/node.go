@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/twinblock/twinblock/pkg/genid"
@@ -102,6 +104,46 @@ type Node struct {
 
 // New returns a node: Secondary, StandAlone, Diskless.
 func New(cfg Config) *Node {
+	cfg = withDefaults(cfg)
+	if cfg.NewUUID == nil {
+		panic("fsm: Config.NewUUID is required")
+	}
+	n := &Node{cfg: cfg, role: Secondary, conn: StandAlone, disk: Diskless, peerRole: RoleUnknown, peerDisk: DUnknown, pingWait: -1}
+	n.lastIOMode = n.ioMode()
+	return n
+}
+
+// ErrReconfigureConnected: adjust changed what a connection runs on
+// (protocol, timeouts, policies) while the node is not StandAlone.
+var ErrReconfigureConnected = errors.New("the connection's settings change only while StandAlone (disconnect first)")
+
+// ErrReconfigureIdentity: adjust changed the resource's or a host's name.
+var ErrReconfigureIdentity = errors.New("a resource's or host's name cannot change on a running resource (down it first)")
+
+// Reconfigure replaces the configuration's tunables (adjust): the
+// protocol, the timeouts, on-io-error, verify-alg and the split-brain
+// policies. The identity (Name, Self, Peer, Dialer) cannot change, and
+// NewUUID stays. A change of anything but OnIOError needs the node
+// StandAlone (the driver disconnects first): a connection keeps what it
+// negotiated until it ends. The state does not change.
+func (n *Node) Reconfigure(cfg Config) error {
+	cfg = withDefaults(cfg)
+	cfg.NewUUID = n.cfg.NewUUID
+	if cfg.Name != n.cfg.Name || cfg.Self != n.cfg.Self || cfg.Peer != n.cfg.Peer || cfg.Dialer != n.cfg.Dialer {
+		return ErrReconfigureIdentity
+	}
+	live, next := n.cfg, cfg
+	live.OnIOError = cfg.OnIOError
+	live.NewUUID, next.NewUUID = nil, nil // funcs are never DeepEqual
+	if !reflect.DeepEqual(live, next) && n.conn != StandAlone {
+		return ErrReconfigureConnected
+	}
+	n.cfg = cfg
+	return nil
+}
+
+// withDefaults fills the zero tunables of cfg with their defaults.
+func withDefaults(cfg Config) Config {
 	if cfg.Protocol == 0 {
 		cfg.Protocol = 'C'
 	}
@@ -117,12 +159,7 @@ func New(cfg Config) *Node {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 60
 	}
-	if cfg.NewUUID == nil {
-		panic("fsm: Config.NewUUID is required")
-	}
-	n := &Node{cfg: cfg, role: Secondary, conn: StandAlone, disk: Diskless, peerRole: RoleUnknown, peerDisk: DUnknown, pingWait: -1}
-	n.lastIOMode = n.ioMode()
-	return n
+	return cfg
 }
 
 // State returns the current state.

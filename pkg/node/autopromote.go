@@ -28,7 +28,7 @@ func (r *Resource) promoteOnOpen() error {
 	if r.dev.serving.Load() {
 		return nil
 	}
-	if !r.autoPromote {
+	if !r.autoPromote.Load() {
 		return nil // the catalog refuses: not Primary
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, autoPromoteTimeout)

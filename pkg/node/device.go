@@ -108,7 +108,7 @@ type device struct {
 	// now), the device stops serving (a demotion, the group's
 	// replacement of this Primary: it fails as not Primary), or stop
 	// closes (it fails with EIO). held counts the requests held now.
-	suspendNoQuorum bool
+	suspendNoQuorum atomic.Bool
 	stop            <-chan struct{}
 	held            atomic.Int64
 	// userSuspended is drbdadm suspend-io: every request is held, as
@@ -203,7 +203,7 @@ func (d *device) enter() (ioPath, error) {
 			return path, nil
 		}
 		d.mu.RUnlock()
-		if !user && !d.suspendNoQuorum {
+		if !user && !d.suspendNoQuorum.Load() {
 			return path, errNoQuorum
 		}
 		if !counted {
@@ -225,7 +225,7 @@ func (d *device) enter() (ioPath, error) {
 // (DRBD 9's suspended:quorum): under on-no-quorum suspend-io, serving
 // and out of quorum.
 func (d *device) suspended() bool {
-	if !d.suspendNoQuorum || d.quorate == nil || d.quorate() {
+	if !d.suspendNoQuorum.Load() || d.quorate == nil || d.quorate() {
 		return false
 	}
 	return d.serving.Load()

@@ -33,7 +33,7 @@ func (r *Resource) applyPath(m fsm.IOMode) {
 // only).
 func (r *Resource) exportOnSecondary() bool {
 	st := r.fsm.State()
-	return r.autoPromote && !r.goingDown && !(st.Disk == fsm.Diskless && st.Conn == fsm.StandAlone)
+	return r.autoPromote.Load() && !r.goingDown && !(st.Disk == fsm.Diskless && st.Conn == fsm.StandAlone)
 }
 
 // dropLinkFromPath takes a dead link out of the data path at once (the

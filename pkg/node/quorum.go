@@ -297,7 +297,7 @@ const failoverRetry = 200 * time.Millisecond
 // no Primary (a clean demotion is an administrator's choice) or marks
 // this node Outdated.
 func (r *Resource) maybeFailover(st fsm.State) {
-	if !r.autoFailover {
+	if !r.autoFailover.Load() {
 		return
 	}
 	switch {

@@ -261,7 +261,7 @@ func TestNoQuorum(t *testing.T) {
 			require.NoError(t, tt.do(0, fsm.Promote{}))
 			r := tt.nodes[0].r
 			dev := r.dev
-			dev.suspendNoQuorum = tc.suspend // as on-no-quorum sets it (TestQuorumLostHandler checks the default)
+			dev.suspendNoQuorum.Store(tc.suspend) // as on-no-quorum sets it (TestQuorumLostHandler checks the default)
 			blk := make([]byte, 4096)
 			require.NoError(t, dev.WriteAt(blk, 0, false))
 			require.Equal(t, &status.QuorumStatus{Have: true, Epoch: 1, Primary: "a", Leader: "w"}, r.Status().Quorum)
@@ -340,7 +340,7 @@ func TestQuorumLostHandler(t *testing.T) {
 	r, err := NewResourceEnv(cfg.Resources[0], "a", nil, nil, Env{Net: netsim.New(), Clock: clk, Quorum: q,
 		OpenDisk: func(string) (disk.Disk, error) { return d, nil }})
 	require.NoError(t, err)
-	require.True(t, r.dev.suspendNoQuorum, "on-no-quorum's default is DRBD 9's, suspend-io")
+	require.True(t, r.dev.suspendNoQuorum.Load(), "on-no-quorum's default is DRBD 9's, suspend-io")
 	r.Start(context.Background())
 	ctx := context.Background()
 	require.NoError(t, r.Do(ctx, fsm.AttachBegin{}))

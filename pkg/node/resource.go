@@ -87,6 +87,7 @@ func (r *Resource) Latency() (requests map[string]metrics.HistogramSnapshot, rep
 type Resource struct {
 	name    string
 	cfg     *config.Resource
+	liveCfg atomic.Pointer[config.Resource] // cfg, for other goroutines (Config)
 	self    *config.Host
 	peer    *config.Host
 	log     *slog.Logger
@@ -134,7 +135,7 @@ type Resource struct {
 	// sawPrimary (run only): this node was connected to a Primary peer
 	// since it was last Primary itself; failingOver: an automatic
 	// failover is under way (maybeFailover).
-	autoFailover bool
+	autoFailover atomic.Bool
 	sawPrimary   bool
 	failingOver  atomic.Bool
 	// grantMu orders a promotion's grant (Do) and tendGroup's giving
@@ -148,7 +149,7 @@ type Resource struct {
 	// autoDemoteAfter (autoDemote); lastOpen: when a client was last
 	// seen or let in (the clock's UnixNano). goingDown (run only): the
 	// shutdown has begun, the export stays closed.
-	autoPromote  bool
+	autoPromote  atomic.Bool
 	autoPromoted atomic.Bool
 	autoDemoting atomic.Bool
 	lastOpen     atomic.Int64
@@ -265,14 +266,13 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	for _, k := range []string{"csums-alg", "verify-alg"} {
-		if alg := cfg.Net.String(k); alg != "" && !knownDigest(alg) {
-			return nil, fmt.Errorf("%s: %s: net { %s %s; }: unknown algorithm (twinblock has crc32c, md5, sha1, sha256)", cfg.Pos, cfg.Name, k, alg)
-		}
+	if err := checkDigests(cfg); err != nil {
+		return nil, err
 	}
 	r := &Resource{env: env.withDefaults(), name: cfg.Name, cfg: cfg, self: me, peer: peer, log: log.With("resource", cfg.Name), changed: changed,
 		events: make(chan struct{}, 1), cmds: make(chan command), fences: make(chan fenceReq), done: make(chan struct{}),
 		stats: newCounters()}
+	r.liveCfg.Store(cfg)
 	if cfg.Hosts[1] == me {
 		r.nodeID = 1
 	}
@@ -304,15 +304,36 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.dev.outdatePeer = o.outdate
 		r.outdater = o
 		r.dev.quorate = env.Quorum.Quorate
-		r.dev.suspendNoQuorum = cfg.Options.String("on-no-quorum") == "suspend-io"
+		r.dev.suspendNoQuorum.Store(cfg.Options.String("on-no-quorum") == "suspend-io")
 		r.dev.stop = r.done
-		r.autoFailover = cfg.Options.Bool("auto-failover")
+		r.autoFailover.Store(cfg.Options.Bool("auto-failover"))
 	}
-	r.autoPromote = cfg.Options.Bool("auto-promote")
+	r.autoPromote.Store(cfg.Options.Bool("auto-promote"))
 	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg,
 		promote: r.promoteOnOpen}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
+	fc, err := fsmConfig(cfg, me, peer)
+	if err != nil {
+		return nil, err
+	}
+	r.fsm = fsm.New(fc)
+	r.snap = r.snapshotLocked()
+	return r, nil
+}
+
+// checkDigests refuses a csums-alg or verify-alg twinblock does not have.
+func checkDigests(cfg *config.Resource) error {
+	for _, k := range []string{"csums-alg", "verify-alg"} {
+		if alg := cfg.Net.String(k); alg != "" && !knownDigest(alg) {
+			return fmt.Errorf("%s: %s: net { %s %s; }: unknown algorithm (twinblock has crc32c, md5, sha1, sha256)", cfg.Pos, cfg.Name, k, alg)
+		}
+	}
+	return nil
+}
+
+// fsmConfig is the state machine's configuration for host me of cfg.
+func fsmConfig(cfg *config.Resource, me, peer *config.Host) (fsm.Config, error) {
 	proto := byte('C')
 	if cfg.Protocol != "" {
 		proto = cfg.Protocol[0]
@@ -323,10 +344,10 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 	}
 	sb, err := splitBrainPolicies(cfg, me.Name, peer.Name)
 	if err != nil {
-		return nil, err
+		return fsm.Config{}, err
 	}
 	ticks := func(d time.Duration) int { return int(d / clock.Tick) }
-	r.fsm = fsm.New(fsm.Config{
+	return fsm.Config{
 		Name: cfg.Name, Self: me.Name, Peer: peer.Name, Protocol: proto,
 		Dialer:      me.Name < peer.Name,
 		PingInt:     ticks(cfg.Net.Duration("ping-int")),
@@ -338,9 +359,7 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		VerifyAlg:   knownDigest(cfg.Net.String("verify-alg")),
 		SplitBrain:  sb,
 		NewUUID:     randomUUID,
-	})
-	r.snap = r.snapshotLocked()
-	return r, nil
+	}, nil
 }
 
 // knownDigest reports a verify-alg or csums-alg twinblock implements.
