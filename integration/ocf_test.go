@@ -130,6 +130,21 @@ func roleOf(t *testing.T, n *harness.Node) string {
 	return out
 }
 
+// waitRole polls roleOf until it is want, for at most 10 s: the peer's
+// role shows once the link is back.
+func waitRole(t *testing.T, n *harness.Node, want string, msgAndArgs ...any) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := roleOf(t, n)
+		if got == want || time.Now().After(deadline) {
+			require.Equal(t, want, got, msgAndArgs...)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // downOn takes r0 down on n (after syncedDaemons made it Primary), so
 // that the agent or the Heartbeat script starts from a stopped resource.
 func downOn(t *testing.T, n *harness.Node) {
@@ -199,7 +214,7 @@ func TestOCFAgent(t *testing.T) {
 			t.Logf("step %d: %s %v: exit %d in %v", i, s.action, s.env, code, time.Since(start).Round(time.Millisecond))
 			require.Equal(t, s.want, code, "step %d: %s %v:\n%s", i, s.action, s.env, out)
 			if s.role != "" {
-				require.Equal(t, s.role, roleOf(t, a), "step %d: %s", i, s.action)
+				waitRole(t, a, s.role, "step %d: %s", i, s.action)
 			}
 			if s.score != "" {
 				calls := scoreCalls(t, scores)
@@ -529,7 +544,7 @@ func TestTwinblockdisk(t *testing.T) {
 		require.Equal(t, s.want, code, "step %d: twinblockdisk %s on %s:\n%s", i, strings.Join(s.args, " "), s.on, out)
 		require.Contains(t, out, s.says, "step %d", i)
 		if s.roleA != "" {
-			require.Equal(t, s.roleA, roleOf(t, a), "step %d", i)
+			waitRole(t, a, s.roleA, "step %d", i)
 		}
 	}
 	require.Equal(t, "Secondary/Secondary", roleOf(t, b))
