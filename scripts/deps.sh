@@ -31,6 +31,8 @@ pkgs=(
   iptables            # the quorum tests partition the Primary (loopback ports only)
   resource-agents     # ocf-tester and ocf-shellfuncs, for the OCF agent's test
   libxml2-utils       # xmllint, with which ocf-tester checks the agent's meta-data
+  systemd             # systemd-analyze verify, for the installed units (make install)
+  groff-base          # renders the installed man pages (make install)
 )
 
 if [ "${1:-}" = --list ]; then
