@@ -137,6 +137,33 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	return c, nil
 }
 
+// Negotiate connects to addr and negotiates like Dial, and returns the
+// connection as the handshake left it, in the transmission phase, with
+// the export's size and transmission flags: for a kernel NBD device
+// (pkg/kdev), which takes the socket over. The options phase reads
+// nothing past its last reply, so no byte is left behind in a buffer.
+func Negotiate(ctx context.Context, addr string, opts Options) (nc net.Conn, size int64, flags uint16, err error) {
+	network := "tcp"
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", p
+	}
+	var d net.Dialer
+	nc, err = d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("nbd client: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	c, err := handshake(nc, opts)
+	if err != nil {
+		nc.Close()
+		return nil, 0, 0, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return nc, c.size, c.flags, nil
+}
+
 // List returns the export names that the server at addr offers.
 func List(ctx context.Context, addr string) ([]string, error) {
 	network := "tcp"

@@ -240,8 +240,11 @@ func (r *Resource) applyConfig(next *config.Resource) error {
 		y.cfg = next
 	}
 	if e, ok := r.exp.(*nbdExporter); ok {
-		e.listen, e.device = me.NBDListen, me.NBDDevice
+		e.listen = me.NBDListen
 	}
+	r.kernel.mu.Lock()
+	r.kernel.path, r.kernel.listen = me.NBDDevice, me.NBDListen
+	r.kernel.mu.Unlock()
 	if r.env.Quorum != nil {
 		r.dev.suspendNoQuorum.Store(next.Options.String("on-no-quorum") == "suspend-io")
 		r.autoFailover.Store(next.Options.Bool("auto-failover"))

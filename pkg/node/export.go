@@ -31,7 +31,6 @@ type exporter interface {
 type nbdExporter struct {
 	name   string
 	listen string // nbd-listen, host:port or unix:PATH
-	device string // the configured kernel device (not attached yet)
 	net    Network
 	dev    *device
 	log    *slog.Logger
@@ -64,9 +63,6 @@ func (e *nbdExporter) Open() error {
 	}
 	e.srv, e.ln = srv, ln
 	e.log.Info("serving the NBD export", "listen", e.listen, "export", e.name)
-	if e.device != "" {
-		e.log.Warn("kernel NBD attach is not implemented: serving the NBD export alone", "device", e.device)
-	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"time"
@@ -20,10 +21,23 @@ func (r *Resource) applyPath(m fsm.IOMode) {
 	}
 	size := r.exportSize()
 	r.await(func() { r.dev.setPath(p, size) })
+	if !m.Serve && r.kernel.attached() {
+		// Demoted without a detach first (a takeover, a forced
+		// demotion): its requests fail now; let go of the device before
+		// the export closes, which waits for its sessions.
+		r.await(func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 5*time.Second)
+			_ = r.kernel.detach(ctx, true)
+			cancel()
+		})
+	}
 	if m.Serve || r.exportOnSecondary() {
 		r.openExport()
 	} else {
 		r.closeExport()
+	}
+	if m.Serve && r.exportErr == nil {
+		r.kernel.attach(r.ctx)
 	}
 }
 

@@ -98,6 +98,9 @@ type Resource struct {
 	fsm   *fsm.Node
 	dev   *device
 	stats *counters
+	// kernel is the kernel NBD device attached while serving (device
+	// /dev/nbdN; kernel.go).
+	kernel *kernelDevice
 	// liveLink is link, for the counters Status reads between snapshots.
 	liveLink atomic.Pointer[replication.Link]
 	events   chan struct{} // a signal: inbox has events
@@ -309,7 +312,8 @@ func NewResourceEnv(cfg *config.Resource, self string, log *slog.Logger, changed
 		r.autoFailover.Store(cfg.Options.Bool("auto-failover"))
 	}
 	r.autoPromote.Store(cfg.Options.Bool("auto-promote"))
-	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, device: me.NBDDevice, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg,
+	r.kernel = &kernelDevice{path: me.NBDDevice, export: cfg.Name, listen: me.NBDListen, log: r.log, wg: &r.wg, changed: changed}
+	r.exp = &nbdExporter{name: cfg.Name, listen: me.NBDListen, net: r.env.Net, dev: r.dev, log: r.log, wg: &r.wg,
 		promote: r.promoteOnOpen}
 	r.keeper = backup.New(backup.Config{Enabled: cfg.Net.Bool("backup-discarded"), Resource: cfg.Name,
 		Self: me.Name, Peer: peer.Name, Dir: backup.Dir(me), Log: r.log})
@@ -412,6 +416,9 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 		if err := r.inspect(ctx, func() { role, sessions = r.fsm.State().Role, r.exp.Sessions() }); err != nil {
 			return err
 		}
+		if r.kernel.attached() {
+			sessions-- // the kernel device's own: detached below
+		}
 	}
 	// The before-* handlers, on this goroutine (run never waits for a
 	// script): their failure refuses the role change.
@@ -431,6 +438,11 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 		// top is told, and the demotion goes ahead whatever it says.
 		if err := r.runHandlerSync(ctx, "before-demote"); err != nil {
 			r.log.Warn("secondary --force: before-demote failed; demoting anyway", "err", err)
+		}
+	}
+	if d, ok := ev.(fsm.Demote); ok && role == fsm.Primary && (sessions <= 0 || d.Force) {
+		if err := r.detachKernel(ctx, d.Force, max(sessions, 0)); err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
 		}
 	}
 	if p, ok := ev.(fsm.Promote); ok && r.epochs != nil {
@@ -523,6 +535,7 @@ func (r *Resource) Status() status.Resource {
 	if why := r.dev.suspendedWhy(); why != "" {
 		s.Suspended, s.SuspendedWhy = true, why
 	}
+	s.KernelDevice, s.KernelAttached, s.KernelError = r.kernel.status()
 	return s
 }
 
@@ -1054,6 +1067,13 @@ func (r *Resource) process() {
 // Primary nor crashed and the activity log is clean.
 func (r *Resource) goDown() {
 	r.goingDown = true
+	// The kernel device first, while the export still serves: its dirty
+	// pages reach both disks (whoever holds it open gets errors after).
+	r.await(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), kernelDetachTimeout)
+		_ = r.kernel.detach(ctx, true)
+		cancel()
+	})
 	r.closeExport()
 	wasPrimary := r.fsm.State().Role == fsm.Primary
 	if wasPrimary {
@@ -1088,6 +1108,11 @@ func (r *Resource) goDown() {
 // shutdown runs when the context ends: whatever is still up goes down
 // without the niceties (Close does them first).
 func (r *Resource) shutdown() {
+	r.await(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = r.kernel.detach(ctx, true)
+		cancel()
+	})
 	r.closeExport()
 	r.stopConnecting()
 	r.syncer.Stop()

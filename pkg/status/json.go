@@ -131,6 +131,13 @@ type JSONTwinblock struct {
 	// Quorum is the quorum group's view (quorum resources only); its
 	// epoch is the quorum epoch, raised by each promotion.
 	Quorum *JSONQuorum `json:"quorum,omitempty"`
+	// KernelDevice is the configured kernel NBD device (device
+	// /dev/nbdN; absent without one), KernelAttached whether this
+	// node's export is attached to it now, KernelError why the last
+	// attach failed.
+	KernelDevice   string `json:"kernel-device,omitempty"`
+	KernelAttached bool   `json:"kernel-attached,omitempty"`
+	KernelError    string `json:"kernel-error,omitempty"`
 }
 
 // JSONQuorum is a quorum resource's view of its group.
@@ -211,6 +218,8 @@ func jsonResource(r Resource) JSONResource {
 			CState:     conn84(r.Conn),
 			NBDClients: r.NBDClients,
 			Epochs:     r.Epochs,
+
+			KernelDevice: r.KernelDevice, KernelAttached: r.KernelAttached, KernelError: r.KernelError,
 		},
 	}
 	if q := r.Quorum; q != nil {

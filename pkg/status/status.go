@@ -83,6 +83,13 @@ type Resource struct {
 	// SplitBrainRule is the drbd_uuid_compare rule that found it (41, 90 or 100).
 	SplitBrainRule int
 
+	// KernelDevice is the kernel NBD device of the host's device line
+	// ("" none); KernelAttached: the export is attached to it now;
+	// KernelError: why the last attach failed ("" none).
+	KernelDevice   string
+	KernelAttached bool
+	KernelError    string
+
 	// Quorum is the resource's quorum group as this node sees it (options
 	// { quorum majority; }); nil without quorum.
 	Quorum *QuorumStatus
