@@ -11,6 +11,12 @@
 # /lib/modules/<ver>/kernel/drivers/block/nbd.ko* (the running kernel may be a
 # different one without nbd). Override with TB_KVER=<ver>.
 #
+# Optional: TB_TWINBLOCK=/path/to/twinblock copies that (statically linked)
+# binary in as /bin/twinblock, and debugfs beside mke2fs and e2fsck, for the
+# guest's pair mode (integration/kerneldev_test.go). The binary's content is
+# part of the cache key; give such a build its own OUTDIR, or it and the
+# default build replace each other's initrd on every run.
+#
 # Idempotent: when the inputs have not changed since the last build, the
 # existing initrd is reused. Prints, on stdout:
 #   KERNEL=/boot/vmlinuz-<ver>
@@ -59,10 +65,20 @@ for c in /usr/sbin/nbd-client /sbin/nbd-client $(command -v nbd-client || true);
 	[ -x "$c" ] && { nbdclient=$c; break; }
 done
 [ -n "$nbdclient" ] || die "nbd-client not found (apt-get install nbd-client)"
+tbbin=${TB_TWINBLOCK:-}
+if [ -n "$tbbin" ]; then
+	[ -f "$tbbin" ] && [ -x "$tbbin" ] || die "TB_TWINBLOCK=$tbbin is not an executable file"
+	if ldd "$tbbin" >/dev/null 2>&1; then
+		die "$tbbin is dynamically linked; build it with CGO_ENABLED=0"
+	fi
+fi
 
-# Optional: e2fsprogs for a filesystem test in the guest.
+# Optional: e2fsprogs for a filesystem test in the guest (and debugfs for the
+# pair mode's look into the Secondary's disk file).
 extras=
-for p in mke2fs e2fsck; do
+progs="mke2fs e2fsck"
+[ -n "$tbbin" ] && progs="$progs debugfs"
+for p in $progs; do
 	for d in /usr/sbin /sbin; do
 		if [ -x "$d/$p" ]; then extras="$extras $d/$p"; break; fi
 	done
@@ -87,6 +103,10 @@ stamp=$(
 		echo "kver=$kver mods=$want_mods"
 		cat "$0" "$init_src"
 		ls -lL "$kernel" "$busybox" "$nbdclient" $extras "$moddir/modules.dep"
+		if [ -n "$tbbin" ]; then
+			echo "twinblock"
+			md5sum <"$tbbin"
+		fi
 	} | md5sum | cut -d' ' -f1
 )
 if [ -f "$initrd" ] && [ -f "$stampf" ] && [ "$(cat "$stampf")" = "$stamp" ]; then
@@ -121,7 +141,7 @@ copy_with_libs() {
 	done
 }
 # Fixed paths in the guest: /usr/sbin/nbd-client, /usr/sbin/mke2fs,
-# /usr/sbin/e2fsck. The guest calls these by full path, because Debian's
+# /usr/sbin/e2fsck (and /usr/sbin/debugfs). The guest calls these by full path, because Debian's
 # busybox sh runs its own applets (it has a mke2fs applet) before PATH.
 copy_with_libs "$nbdclient" /usr/sbin/nbd-client
 for e in $extras; do
@@ -170,6 +190,11 @@ for m in $want_mods; do
 	done
 	copy_mod "$rel"
 done
+
+if [ -n "$tbbin" ]; then
+	cp "$tbbin" "$root/bin/twinblock"
+	chmod 0755 "$root/bin/twinblock"
+fi
 
 cp "$init_src" "$root/init"
 chmod 0755 "$root/init"
