@@ -138,15 +138,24 @@ func TestKernelNBDClient(t *testing.T) {
 // kernel and initrd paths it reports.
 func buildKernelInitrd(t *testing.T) (kernel, initrd string) {
 	t.Helper()
+	return buildKernelInitrdIn(t, ".cache")
+}
+
+// buildKernelInitrdIn runs vm/build-initrd.sh into vm/SUBDIR with env
+// ("KEY=value") added to its environment, and returns the kernel and
+// initrd paths it reports.
+func buildKernelInitrdIn(t *testing.T, subdir string, env ...string) (kernel, initrd string) {
+	t.Helper()
 	script, err := filepath.Abs(filepath.Join("vm", "build-initrd.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := filepath.Join(filepath.Dir(script), ".cache")
+	cache := filepath.Join(filepath.Dir(script), subdir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", script, cache)
 	cmd.Env = append(os.Environ(), "PATH=/usr/bin:/usr/sbin:/bin:/sbin:"+os.Getenv("PATH"))
+	cmd.Env = append(cmd.Env, env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
