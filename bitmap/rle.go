@@ -53,6 +53,33 @@ func (b *Bitmap) MergeRLE(data []byte) error {
 	return nil
 }
 
+// MergeRLEResized ORs an encoded bitmap of any number of bits into b:
+// the bits both cover (the peer's bitmap after one of the two disks grew
+// and the other not yet: the blocks beyond the smaller one are outside
+// the size both hold). Nothing is changed if the encoding is malformed.
+func (b *Bitmap) MergeRLEResized(data []byte) error {
+	nbits, n := binary.Uvarint(data)
+	if n <= 0 {
+		return fmt.Errorf("%w: no bit count", ErrRLE)
+	}
+	if nbits == b.nbits {
+		return b.MergeRLE(data)
+	}
+	other := &Bitmap{nbits: nbits}
+	runs, err := other.parseRLE(data)
+	if err != nil {
+		return err
+	}
+	var pos uint64
+	for i, run := range runs {
+		if i%2 == 1 && pos < b.nbits {
+			b.Set(pos, min(pos+run, b.nbits)-1)
+		}
+		pos += run
+	}
+	return nil
+}
+
 // DecodeRLE replaces b's content with an encoded bitmap of the same
 // number of bits. Nothing is changed if the encoding is malformed.
 func (b *Bitmap) DecodeRLE(data []byte) error {

@@ -236,6 +236,7 @@ func adminVerbs(g *globals) []*cobra.Command {
 		newStatusCmd(g),
 		newEvents2Cmd(g),
 		newAdjustCmd(g),
+		newResizeCmd(g),
 		newExplainCmd(g),
 		newRestoreDiscardedCmd(g),
 	}

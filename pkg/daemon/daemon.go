@@ -338,6 +338,13 @@ func (d *Daemon) handle(ctx context.Context, req Request) Response {
 				return Response{Error: fmt.Sprintf("%s: %v", r.Name(), err)}
 			}
 			resp.Text += gi
+		case "resize":
+			line, err := r.Resize(ctx)
+			if err != nil {
+				return Response{Error: fmt.Sprintf("%s: %v", r.Name(), err)}
+			}
+			resp.Text += line + "\n"
+			resp.Resources[len(resp.Resources)-1] = r.Status()
 		}
 	}
 	return resp
@@ -353,7 +360,7 @@ func (d *Daemon) apply(ctx context.Context, r *node.Resource, req Request) error
 		return err
 	}
 	switch req.Verb {
-	case "status", "role", "cstate", "dstate", "explain", "get-gi":
+	case "status", "role", "cstate", "dstate", "explain", "get-gi", "resize":
 		return nil
 	case "up":
 		if r.Status().Disk == "Diskless" && r.HasDisk() {

@@ -125,14 +125,16 @@ func (k *kernelDevice) detach(ctx context.Context, force bool) error {
 	if !force && dev.Busy() {
 		return fmt.Errorf("%w: %s is in use (mounted?)", errDeviceInUse, dev.Path())
 	}
-	dctx, cancel := context.WithTimeout(ctx, kernelDetachTimeout)
-	defer cancel()
-	err := dev.Detach(dctx)
+	// Forgotten first, so that the watcher of dev.Done does not take
+	// this detach for the kernel letting go on its own.
 	k.mu.Lock()
 	if k.dev == dev {
 		k.dev = nil
 	}
 	k.mu.Unlock()
+	dctx, cancel := context.WithTimeout(ctx, kernelDetachTimeout)
+	defer cancel()
+	err := dev.Detach(dctx)
 	if err != nil {
 		k.log.Error("kernel device detach", "device", dev.Path(), "err", err)
 	} else {

@@ -425,13 +425,13 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	switch {
 	case isPromote(ev) && role != fsm.Primary:
 		if err := r.runHandlerSync(ctx, "before-promote"); err != nil {
-			return fmt.Errorf("%s: State change failed: %w", r.name, err)
+			return fmt.Errorf("State change failed: %w", err)
 		}
 	case isDemote(ev) && role == fsm.Primary && sessions == 0:
 		// (With clients on the device the demotion is refused, -12:
 		// the service on top is left running.)
 		if err := r.runHandlerSync(ctx, "before-demote"); err != nil {
-			return fmt.Errorf("%s: State change failed: %w", r.name, err)
+			return fmt.Errorf("State change failed: %w", err)
 		}
 	case isDemote(ev) && role == fsm.Primary && ev.(fsm.Demote).Force:
 		// secondary --force with clients on the device: the service on
@@ -442,7 +442,7 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 	}
 	if d, ok := ev.(fsm.Demote); ok && role == fsm.Primary && (sessions <= 0 || d.Force) {
 		if err := r.detachKernel(ctx, d.Force, max(sessions, 0)); err != nil {
-			return fmt.Errorf("%s: %w", r.name, err)
+			return err // the daemon names the resource
 		}
 	}
 	if p, ok := ev.(fsm.Promote); ok && r.epochs != nil {
@@ -462,7 +462,7 @@ func (r *Resource) Do(ctx context.Context, ev fsm.Event) error {
 			r.mu.Lock()
 			r.refusal.err, r.refusal.at = err, r.env.Clock.Now()
 			r.mu.Unlock()
-			return fmt.Errorf("%s: State change failed: %w", r.name, err)
+			return fmt.Errorf("State change failed: %w", err)
 		}
 		c.epoch = epoch
 	}
@@ -797,10 +797,10 @@ func (r *Resource) command(ev fsm.Event, epoch uint64) error {
 // States it sends from now on carry it.
 func (r *Resource) takeEpoch(epoch uint64) error {
 	if epoch < r.epochs.Floor() {
-		return fmt.Errorf("%s: State change failed: the grant of epoch %d is older than epoch %d this node has seen", r.name, epoch, r.epochs.Floor())
+		return fmt.Errorf("State change failed: the grant of epoch %d is older than epoch %d this node has seen", epoch, r.epochs.Floor())
 	}
 	if err := r.epochs.Raise(epoch); err != nil {
-		return fmt.Errorf("%s: State change failed: recording quorum epoch %d: %w", r.name, epoch, err)
+		return fmt.Errorf("State change failed: recording quorum epoch %d: %w", epoch, err)
 	}
 	r.epoch.Store(epoch)
 	return nil
@@ -940,7 +940,7 @@ func (r *Resource) event(ev any) {
 			return
 		}
 		var err error
-		r.md.WithBitmap(func(b *bitmap.Bitmap) { err = b.MergeRLE(e.rle) })
+		r.md.WithBitmap(func(b *bitmap.Bitmap) { err = b.MergeRLEResized(e.rle) })
 		if err == nil {
 			err = r.md.SyncBitmap()
 		}

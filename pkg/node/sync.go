@@ -144,7 +144,7 @@ func (y *engineSyncer) Reconcile(w syncWant) {
 
 func (y *engineSyncer) start(w syncWant) {
 	gran := int64(w.md.Layout().Granularity)
-	size := w.md.Layout().DataSize
+	size := agreedSize(w)
 	s := &syncRun{conn: w.conn, link: w.link, started: time.Now()}
 	ctx, cancel := context.WithCancel(y.ctx())
 	s.cancel = cancel
@@ -304,6 +304,16 @@ func kibPerSec(bytes int64, d time.Duration) int64 {
 	return int64(float64(bytes>>10) / d.Seconds())
 }
 
+// agreedSize is the data both nodes hold: the smaller data area, as the
+// export (they differ between the two resizes of a grow).
+func agreedSize(w syncWant) int64 {
+	size := w.md.Layout().DataSize
+	if ps := int64(w.link.PeerDataSize()); ps > 0 && ps < size {
+		size = ps
+	}
+	return size
+}
+
 // engineConfig is the resync engine's configuration from the resource's
 // disk and net sections; knobs the file leaves unset take twinblock's
 // defaults (resync.Defaults), not DRBD's.
@@ -330,7 +340,7 @@ func (y *engineSyncer) engineConfig(w syncWant, verify bool) resync.EngineConfig
 		c.MinRate = d.Size("c-min-rate")
 	}
 	cfg := resync.EngineConfig{
-		Size:       w.md.Layout().DataSize,
+		Size:       agreedSize(w),
 		MaxRequest: int64(l.MaxPayload()),
 		Controller: c,
 		Clock:      y.clock,
