@@ -88,7 +88,7 @@ demo: build
 	./$(BIN) demo
 
 bench: build
-	BENCH_EXTRA="integration/bench/replicated.sh $$BENCH_EXTRA" bash integration/bench/bench.sh $(BIN)
+	BENCH_EXTRA="integration/bench/replicated.sh integration/bench/variants.sh integration/bench/qemu.sh $$BENCH_EXTRA" bash integration/bench/bench.sh $(BIN)
 	bash integration/bench/resync.sh $(BIN)
 	$(GO) run ./integration/bench/mdscale -twinblock $(BIN)
 

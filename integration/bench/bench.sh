@@ -129,36 +129,57 @@ wait_port() {
 
 TARGET_NAMES=()
 TARGET_URIS=()
-# add_target NAME URI: add a column; every row is run against URI in every round.
+TARGET_PIDS=()
+# add_target NAME URI [PID...]: add a column; every row is run against URI in
+# every round. The PIDs (the servers behind it: a Primary, then its
+# Secondary) are charged CPU time: the write rows also report CPU seconds
+# per GiB written, for each PID in order ("node 1", "node 2").
 add_target() {
-	[[ $1 =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad target name '$1'"
+	[[ $1 =~ ^[A-Za-z0-9_+.-]+$ ]] || die "bad target name '$1'"
 	TARGET_NAMES+=("$1")
 	TARGET_URIS+=("$2")
+	TARGET_PIDS+=("${*:3}")
 }
+
+# cpu_ticks PID: the process's user+system CPU time in clock ticks (0 if gone).
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- rows
 
-# One fio job per entry: id|rw|bs|iodepth. The table rows (below, in report())
-# are derived from these: the QD1 job yields the p50 and p99 rows.
+# One fio job per entry: id|rw|bs|iodepth|extra fio options. The table rows
+# (below, in report()) are derived from these: the QD1 job yields the p50 and
+# p99 rows.
 JOBS=(
-	"randwrite_qd32|randwrite|4k|32"
-	"randread_qd32|randread|4k|32"
-	"seqwrite_1m_qd8|write|1m|8"
-	"randwrite_qd1|randwrite|4k|1"
+	"randwrite_qd32|randwrite|4k|32|"
+	"randread_qd32|randread|4k|32|"
+	"seqwrite_1m_qd8|write|1m|8|"
+	"randwrite_qd1|randwrite|4k|1|"
+	"randwrite_64k_qd16|randwrite|64k|16|"
+	"randrw_70_qd16|randrw|4k|16|--rwmixread=70"
+	"fsync_4k|randwrite|4k|1|--fsync=1"
 )
+# The write rows whose CPU cost per GiB written is reported.
+CPU_JOBS=" randwrite_qd32 seqwrite_1m_qd8 randwrite_64k_qd16 "
 
 RESULTS=$WORK/results.tsv   # target \t round \t metric \t value
 : >"$RESULTS"
 FAILED=0
 ROUND=0
 
-# run_job NAME URI ID RW BS QD: one fio run; appends its metrics to $RESULTS.
+# run_job NAME URI ID RW BS QD EXTRA PIDS: one fio run; appends its metrics to $RESULTS.
 run_job() {
-	local name=$1 uri=$2 id=$3 rw=$4 bs=$5 qd=$6
+	local name=$1 uri=$2 id=$3 rw=$4 bs=$5 qd=$6 extra=$7 pids=$8
 	local out=$WORK/fio-$name-$id-r$ROUND.json
+	local -a before=()
+	local pid
+	for pid in $pids; do before+=("$(cpu_ticks "$pid")"); done
+	# shellcheck disable=SC2086
 	if ! fio --output-format=json --output="$out" \
 		--name="$id" --ioengine=nbd --uri="$uri" \
-		--rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs=1 \
+		--rw="$rw" --bs="$bs" --iodepth="$qd" --numjobs=1 $extra \
 		--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
 		--norandommap --randrepeat=0 --lat_percentiles=1 \
 		>"$WORK/fio.stderr" 2>&1; then
@@ -169,6 +190,20 @@ run_job() {
 	fi
 	local dir=write
 	[[ $rw == *read ]] && dir=read
+	# CPU seconds per GiB written, per server process (ramp included in
+	# the CPU, so the written bytes include the ramp too: fio's io_kbytes
+	# counts only the measured part, hence the scaling by (runtime+ramp)/runtime).
+	if [[ $CPU_JOBS == *" $id "* && -n $pids ]]; then
+		local gib k=0 after
+		gib=$(jq -r --arg r "$RUNTIME" --arg p "$RAMP" '.jobs[0].write.io_kbytes / 1048576 * (($r|tonumber) + ($p|tonumber)) / ($r|tonumber)' "$out")
+		for pid in $pids; do
+			after=$(cpu_ticks "$pid")
+			k=$((k + 1))
+			"$PYTHON" -c 'import sys; t,g,hz=float(sys.argv[1]),float(sys.argv[2]),float(sys.argv[3]); print(f"{t/hz/g:.3f}" if g > 0 else "0")' \
+				"$((after - before[k - 1]))" "$gib" "$CLK_TCK" |
+				{ read -r v; printf '%s\t%s\t%s\t%s\n' "$name" "$ROUND" "${id}_cpu$k" "$v" >>"$RESULTS"; }
+		done
+	fi
 	# iops, MiB/s, latency p50/p99 in µs; error is fio's per-job error code.
 	# Latency is fio's total "lat" (submission to completion), not "clat": with the
 	# nbd engine the request is sent, and often already answered, inside the submit
@@ -191,7 +226,7 @@ run_job() {
 		return 0
 	fi
 	case $id in
-	randwrite_qd32 | randread_qd32)
+	randwrite_qd32 | randread_qd32 | randwrite_64k_qd16 | randrw_70_qd16 | fsync_4k)
 		printf '%s\t%s\t%s\t%s\n' "$name" "$ROUND" "$id" "$iops" >>"$RESULTS"
 		log "$(printf 'round %d %-10s %-16s %10.0f IOPS' "$ROUND" "$name" "$id" "$iops")"
 		;;
@@ -207,12 +242,16 @@ run_job() {
 	rm -f "$out"
 }
 
-# bench_target NAME URI: run every row once against URI, recording under NAME for $ROUND.
+# bench_target NAME URI [PIDS]: run every row once against URI, recording under
+# NAME for $ROUND. A function pre_job_NAME (dashes and pluses as underscores),
+# if defined, runs before each row (the resync column restarts its resync).
 bench_target() {
-	local name=$1 uri=$2 job id rw bs qd
+	local name=$1 uri=$2 pids=${3:-} job id rw bs qd extra hook
+	hook=pre_job_${name//[-+.]/_}
 	for job in "${JOBS[@]}"; do
-		IFS='|' read -r id rw bs qd <<<"$job"
-		run_job "$name" "$uri" "$id" "$rw" "$bs" "$qd"
+		IFS='|' read -r id rw bs qd extra <<<"$job"
+		if declare -F "$hook" >/dev/null; then "$hook"; fi
+		run_job "$name" "$uri" "$id" "$rw" "$bs" "$qd" "$extra" "$pids"
 	done
 }
 
@@ -239,7 +278,13 @@ rows = [
     ("seqwrite_1m_qd8", "1M seqwrite QD8 (MiB/s)", True, "{:,.0f}"),
     ("randwrite_qd1_p50", "4k randwrite QD1 p50 (us)", False, "{:,.1f}"),
     ("randwrite_qd1_p99", "4k randwrite QD1 p99 (us)", False, "{:,.1f}"),
+    ("randwrite_64k_qd16", "64k randwrite QD16 (IOPS)", True, "{:,.0f}"),
+    ("randrw_70_qd16", "4k randrw 70/30 QD16 (IOPS)", True, "{:,.0f}"),
+    ("fsync_4k", "4k write+fsync QD1 (IOPS)", True, "{:,.0f}"),
 ]
+for job, label in [("randwrite_qd32", "4k randwrite QD32"), ("seqwrite_1m_qd8", "1M seqwrite QD8"), ("randwrite_64k_qd16", "64k randwrite QD16")]:
+    for k in (1, 2):
+        rows.append((f"{job}_cpu{k}", f"CPU s/GiB {label} n{k}", False, "{:,.2f}"))
 
 def median(t, m):
     v = vals.get((t, m))
@@ -267,8 +312,10 @@ for metric, label, higher, fmt in rows:
             r = f"{(a / b) if higher else (b / a):.2f}x"
         cw = 5 if len(others) == 1 else max(8, len(t) + len(base) + 1)
         line += f"   {r:>{cw}}"
-    if not higher:
+    if not higher and "(us)" in label:
         line += f"   (latency: ratio = {base}/{others[0] if len(others) == 1 else 'column'})"
+    elif not higher:
+        line += f"   (CPU: ratio = {base}/column, the server processes' user+system time)"
     print(line)
 EOF
 }
@@ -276,7 +323,10 @@ EOF
 # ---------------------------------------------------------------- setup
 
 START=$(date +%s)
-NTARGETS_EST=2
+# Disks: twinblock's and nbdkit's, and two per BENCH_EXTRA file (a pair).
+read -ra _extras <<<"${BENCH_EXTRA:-}"
+NTARGETS_EST=$((2 + 2 * ${#_extras[@]}))
+[[ " ${BENCH_EXTRA:-} " == *variants.sh* ]] && NTARGETS_EST=$((NTARGETS_EST + 2)) # two pairs
 avail_mib=$(df -Pm "$WORK" | awk 'NR == 2 { print $4 }')
 while ((SIZE_MIB > 64 && NTARGETS_EST * SIZE_MIB + 256 > avail_mib)); do
 	SIZE_MIB=$((SIZE_MIB / 2))
@@ -301,7 +351,7 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 [[ -n $tb_addr ]] || die "twinblock did not print 'listening on' within 10 s"
-add_target twinblock "nbd://$tb_addr/$EXPORT"
+add_target twinblock "nbd://$tb_addr/$EXPORT" "$tb_pid"
 
 # Extra columns (replicated Primary, qemu quorum, ...).
 for extra in ${BENCH_EXTRA:-}; do
@@ -316,7 +366,7 @@ nk_disk=$(make_disk nbdkit)
 nk_port=$(free_port)
 start_bg nbdkit nbdkit -f -p "$nk_port" -i 127.0.0.1 file "$nk_disk"
 wait_port "$nk_port" nbdkit "$BG_PID"
-add_target nbdkit "nbd://127.0.0.1:$nk_port/$EXPORT"
+add_target nbdkit "nbd://127.0.0.1:$nk_port/$EXPORT" "$BG_PID"
 
 # ---------------------------------------------------------------- rounds
 
@@ -325,7 +375,7 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 	# Rotate the order each round so no server always runs first (or right after another).
 	for ((k = 0; k < n; k++)); do
 		i=$(((k + ROUND - 1) % n))
-		bench_target "${TARGET_NAMES[i]}" "${TARGET_URIS[i]}"
+		bench_target "${TARGET_NAMES[i]}" "${TARGET_URIS[i]}" "${TARGET_PIDS[i]}"
 	done
 done
 
