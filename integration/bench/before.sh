@@ -12,7 +12,7 @@ bf_disk=$(make_disk before)
 bf_port=$(free_port)
 start_bg before "$BENCH_BEFORE" serve --disk "$bf_disk" --listen "127.0.0.1:$bf_port" --export "$EXPORT"
 wait_port "$bf_port" before "$BG_PID"
-add_target before "nbd://127.0.0.1:$bf_port/$EXPORT"
+add_target before "nbd://127.0.0.1:$bf_port/$EXPORT" "$BG_PID"
 bf_saved=$TWINBLOCK
 TWINBLOCK=$BENCH_BEFORE REP_NAME=before-C
 # shellcheck disable=SC1091

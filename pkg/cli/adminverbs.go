@@ -17,7 +17,8 @@ import (
 
 // newDaemonCmd is `twinblock daemon`: the node in the foreground.
 func newDaemonCmd(g *globals) *cobra.Command {
-	var statusFile, metrics, stateDir string
+	var statusFile, metrics, pprofAddr, stateDir string
+	var procs int
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run this node: host its resources, serve the control socket, write the status file",
@@ -33,7 +34,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil)).With("node", nodeName)
-			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, StateDir: stateDir, Metrics: metrics, Logger: log})
+			d, err := daemon.New(daemon.Options{Config: cfg, Node: nodeName, Control: g.control, StatusFile: statusFile, StateDir: stateDir, Metrics: metrics, Pprof: pprofAddr, Procs: procs, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -59,6 +60,8 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&statusFile, "status-file", "/run/twinblock/status", "where to keep the /proc/drbd-format status")
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/twinblock", "where quorum resources keep their group's raft state (STATE-DIR/quorum/RES)")
+	cmd.Flags().IntVar(&procs, "procs", 0, "CPUs to run Go code on (GOMAXPROCS); 0: adapt to the open NBD sessions and running resyncs, at most all")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) at http://ADDR/debug/pprof/ (host:port, loopback only: for profiling under load)")
 	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; drbd-reactor's metric names)")
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -44,6 +45,12 @@ type Options struct {
 	// Metrics is the address of the Prometheus endpoint (host:port;
 	// "" none).
 	Metrics string
+	// Procs fixes GOMAXPROCS (the CPUs that run Go code at once); 0
+	// adapts it to the demand (adaptProcs).
+	Procs int
+	// Pprof is the address of Go's profiling endpoint (net/http/pprof,
+	// /debug/pprof/; "" none): for `go tool pprof` while a benchmark runs.
+	Pprof string
 	Logger  *slog.Logger
 }
 
@@ -55,6 +62,8 @@ type Daemon struct {
 	mu        sync.RWMutex
 	resources []*node.Resource
 	byName    map[string]*node.Resource
+	// envProcs: GOMAXPROCS is set in the environment (adaptProcs leaves it).
+	envProcs bool
 	// adjustMu serializes adjust (the verb and SIGHUP).
 	adjustMu sync.Mutex
 	// subMu guards subs: the events2 streams, told of every change.
@@ -81,7 +90,7 @@ func New(opts Options) (*Daemon, error) {
 		opts.StateDir = "/var/lib/twinblock"
 	}
 	d := &Daemon{opts: opts, log: opts.Logger, byName: map[string]*node.Resource{}, changed: make(chan struct{}, 1),
-		subs: map[chan struct{}]struct{}{}}
+		subs: map[chan struct{}]struct{}{}, envProcs: os.Getenv("GOMAXPROCS") != ""}
 	fail := func(err error) (*Daemon, error) {
 		d.closeQuorums()
 		return nil, err
@@ -172,6 +181,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.unlock()
+	if d.opts.Pprof != "" {
+		ln, err := net.Listen("tcp", d.opts.Pprof)
+		if err != nil {
+			d.closeQuorums()
+			return fmt.Errorf("daemon: --pprof %s: %w", d.opts.Pprof, err)
+		}
+		d.log.Info("serving Go's profiler", "addr", ln.Addr().String(), "path", "/debug/pprof/")
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); d.servePprof(ctx, ln) }()
+	}
 	var metricsLn net.Listener
 	if d.opts.Metrics != "" {
 		ln, err := net.Listen("tcp", d.opts.Metrics)
@@ -417,7 +436,9 @@ func (d *Daemon) statusLoop(ctx context.Context) {
 	defer t.Stop()
 	var last []byte
 	for {
-		if b := d.render(); !bytes.Equal(b, last) {
+		rs := d.statuses()
+		d.adaptProcs(rs)
+		if b := renderStatus(rs); !bytes.Equal(b, last) {
 			if err := status.WriteFileAtomic(d.opts.StatusFile, b, 0o644); err != nil {
 				d.log.Error("status file", "path", d.opts.StatusFile, "err", err)
 			} else {
@@ -434,13 +455,51 @@ func (d *Daemon) statusLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) render() []byte {
+// adaptProcs sizes GOMAXPROCS to the work the resources can keep busy,
+// as `twinblock serve` does (docs/architecture.md, "One P per client"):
+// one P per open NBD session and per resync or verify running, at least
+// one, at most the CPU count, unless Options.Procs fixes it. A write's
+// work is a chain of goroutines (the NBD reader, the peer link's sender
+// and receiver, the peer's applier) that hand it on to each other; on one
+// P those hand-offs are cheap switches, on several each one wakes a
+// thread, and the Ps left idle spin in the scheduler for CPU that the
+// NBD client and the peer on the same machine need (make bench:
+// docs/nbd.md, integration/bench).
+func (d *Daemon) adaptProcs(rs []status.Resource) {
+	want := d.opts.Procs
+	if want <= 0 && d.envProcs {
+		return // GOMAXPROCS in the environment decides
+	}
+	if want <= 0 {
+		demand := 0
+		for _, r := range rs {
+			demand += r.NBDClients
+			if r.Sync != nil {
+				demand++
+			}
+		}
+		want = min(max(demand, 1), runtime.NumCPU())
+	}
+	if runtime.GOMAXPROCS(0) != want {
+		runtime.GOMAXPROCS(want)
+	}
+}
+
+// statuses is every resource's status.
+func (d *Daemon) statuses() []status.Resource {
 	d.mu.RLock()
+	defer d.mu.RUnlock()
 	rs := make([]status.Resource, 0, len(d.resources))
 	for _, r := range d.resources {
 		rs = append(rs, r.Status())
 	}
-	d.mu.RUnlock()
+	return rs
+}
+
+func (d *Daemon) render() []byte { return renderStatus(d.statuses()) }
+
+// renderStatus is the status file's text for rs.
+func renderStatus(rs []status.Resource) []byte {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Minor < rs[j].Minor })
 	var b bytes.Buffer
 	_ = status.WriteProcDRBD(&b, Version, rs)
