@@ -50,8 +50,8 @@ type Options struct {
 	Procs int
 	// Pprof is the address of Go's profiling endpoint (net/http/pprof,
 	// /debug/pprof/; "" none): for `go tool pprof` while a benchmark runs.
-	Pprof string
-	Logger  *slog.Logger
+	Pprof  string
+	Logger *slog.Logger
 }
 
 // Daemon hosts the resources of one node.
