@@ -91,6 +91,7 @@ bench: build
 	BENCH_EXTRA="integration/bench/replicated.sh integration/bench/variants.sh integration/bench/qemu.sh $$BENCH_EXTRA" bash integration/bench/bench.sh $(BIN)
 	bash integration/bench/resync.sh $(BIN)
 	$(GO) run ./integration/bench/mdscale -twinblock $(BIN)
+	bash integration/bench/memory.sh $(BIN)
 
 clean:
 	rm -rf bin integration.log
