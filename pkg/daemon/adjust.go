@@ -26,6 +26,9 @@ import (
 func (d *Daemon) adjust(ctx context.Context, path, name string, dryRun bool) ([]string, error) {
 	d.adjustMu.Lock()
 	defer d.adjustMu.Unlock()
+	if d.stopping {
+		return nil, errors.New("adjust: the daemon is shutting down")
+	}
 	if path == "" {
 		path = d.opts.Config.Files[0]
 	}

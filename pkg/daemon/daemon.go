@@ -64,8 +64,10 @@ type Daemon struct {
 	byName    map[string]*node.Resource
 	// envProcs: GOMAXPROCS is set in the environment (adaptProcs leaves it).
 	envProcs bool
-	// adjustMu serializes adjust (the verb and SIGHUP).
+	// adjustMu serializes adjust (the verb and SIGHUP) and guards
+	// stopping: the shutdown has begun, adjust changes nothing.
 	adjustMu sync.Mutex
+	stopping bool
 	// subMu guards subs: the events2 streams, told of every change.
 	subMu   sync.Mutex
 	subs    map[chan struct{}]struct{}
@@ -217,8 +219,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 	_ = d.ln.Close()
 	d.log.Info("shutting down: taking every resource down")
+	d.adjustMu.Lock() // no adjust adds or removes one meanwhile, nor after
+	d.stopping = true
+	d.adjustMu.Unlock()
+	d.mu.RLock()
+	all := slices.Clone(d.resources)
+	d.mu.RUnlock()
 	var wg sync.WaitGroup
-	for _, r := range d.resources {
+	for _, r := range all {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = r.Close() }()
 	}
