@@ -136,7 +136,7 @@ func (tt *torture) quorumFault() {
 		tt.net.Partition(tt.nodes[p].host, tt.nodes[o].host)
 		g.down(p)
 	})
-	tt.settle(300, func() bool { return tt.status(o).Conn != "Connected" })
+	tt.settle(300, func() bool { return !linkUp(tt.status(o)) })
 	if err := tt.do(o, fsm.Promote{}); err != nil {
 		// The group refuses a node that may lack acknowledged writes
 		// (Outdated): safe, and the old Primary serves again once healed.

@@ -959,7 +959,9 @@ func (tt *torture) restartAfterCrash(i int, before status.Resource) {
 		tt.primary = -1
 		if failover {
 			o := 1 - i
-			tt.settle(100, func() bool { return tt.status(o).Conn != "Connected" })
+			// Until the survivor saw the link go: a verify or resync
+			// state is connected too (seed 962354945543338358: VerifyT).
+			tt.settle(100, func() bool { return !linkUp(tt.status(o)) })
 			if err := tt.do(o, fsm.Promote{}); err != nil {
 				kind := "lost"
 				if errors.Is(err, quorum.ErrOutdated) {
@@ -1275,4 +1277,11 @@ func (tt *torture) check() {
 			return
 		}
 	}
+}
+
+// linkUp reports whether s is one of the connected states (Connected,
+// and the sync, verify and bitmap-exchange states that run on the link).
+func linkUp(s status.Resource) bool {
+	connection, _ := status.DRBD9Conn(s.Conn)
+	return connection == "Connected"
 }
