@@ -92,6 +92,7 @@ bench: build
 	bash integration/bench/resync.sh $(BIN)
 	$(GO) run ./integration/bench/mdscale -twinblock $(BIN)
 	bash integration/bench/memory.sh $(BIN)
+	bash integration/bench/profile.sh $(BIN)
 
 clean:
 	rm -rf bin integration.log
