@@ -3,14 +3,12 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,26 +47,7 @@ func TestAdjust(t *testing.T) {
 	// acknowledged at block i.
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
-	const blocks = 2048
-	acked := make([]uint64, blocks)
-	var wg sync.WaitGroup
-	var writeErr error
-	var seq uint64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 4096)
-		for ctx.Err() == nil {
-			seq++
-			i := int(seq % blocks)
-			binary.LittleEndian.PutUint64(buf, seq)
-			if err := cl.WriteAt(buf, int64(i)*4096, false); err != nil {
-				writeErr = fmt.Errorf("write %d: %w", seq, err)
-				return
-			}
-			acked[i] = seq
-		}
-	}()
+	w := startStampWriter(t, cl, 2048) // the first 8 MiB
 
 	bump := func(s string) string {
 		return strings.Replace(strings.Replace(s, "ping-int 1;", "ping-int 2; max-buffers 4000;", 1),
@@ -111,20 +90,11 @@ func TestAdjust(t *testing.T) {
 	})
 
 	time.Sleep(500 * time.Millisecond) // writes after the last adjust
-	cancel()
-	wg.Wait()
-	require.NoError(t, writeErr)
+	seq := w.stop(t)
 	require.Greater(t, seq, uint64(100), "the writer ran")
 	rctx := context.Background()
 	require.NoError(t, cl.Flush())
-	buf := make([]byte, 4096)
-	for i, want := range acked {
-		if want == 0 {
-			continue
-		}
-		require.NoError(t, cl.ReadAt(buf, int64(i)*4096))
-		require.Equal(t, want, binary.LittleEndian.Uint64(buf), "block %d: the last acknowledged write", i)
-	}
+	w.verify(t, cl)
 	go cl.Close()
 	require.NoError(t, b.WaitFor(rctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
 	da, err := a.ReadData(8 << 20)

@@ -3,10 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,26 +28,7 @@ func TestResize(t *testing.T) {
 	cl, err := client.Dial(ctx, a.NBD, client.Options{Export: "r0"})
 	require.NoError(t, err)
 	oldData := cl.Size()
-	const blocks = 1024 // the first 4 MiB
-	acked := make([]uint64, blocks)
-	var wg sync.WaitGroup
-	var writeErr error
-	var seq uint64
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 4096)
-		for ctx.Err() == nil {
-			seq++
-			i := int(seq % blocks)
-			binary.LittleEndian.PutUint64(buf, seq)
-			if err := cl.WriteAt(buf, int64(i)*4096, false); err != nil {
-				writeErr = fmt.Errorf("write %d: %w", seq, err)
-				return
-			}
-			acked[i] = seq
-		}
-	}()
+	w := startStampWriter(t, cl, 1024) // the first 4 MiB
 
 	out, err := a.TB(30*time.Second, "resize", "r0")
 	require.Error(t, err, "nothing grew yet: %s", out)
@@ -74,10 +52,7 @@ func TestResize(t *testing.T) {
 	require.NoError(t, b.WaitFor(ctx, "dstate", "UpToDate/UpToDate", 60*time.Second))
 
 	time.Sleep(300 * time.Millisecond)
-	cancel()
-	wg.Wait()
-	require.NoError(t, writeErr)
-	t.Logf("%d writes acknowledged during the resize", seq)
+	t.Logf("%d writes acknowledged during the resize", w.stop(t))
 
 	// A new client: the larger size; the end is writable.
 	rctx := context.Background()
@@ -91,14 +66,7 @@ func TestResize(t *testing.T) {
 	got := make([]byte, len(tail))
 	require.NoError(t, c2.ReadAt(got, newData-int64(len(tail))))
 	require.Equal(t, tail, got)
-	buf := make([]byte, 4096)
-	for i, want := range acked {
-		if want == 0 {
-			continue
-		}
-		require.NoError(t, c2.ReadAt(buf, int64(i)*4096))
-		require.Equal(t, want, binary.LittleEndian.Uint64(buf), "block %d: the last acknowledged write", i)
-	}
+	w.verify(t, c2)
 	require.NoError(t, c2.Flush())
 	require.NoError(t, c2.Close())
 	go cl.Close()
