@@ -75,6 +75,8 @@ func TestKernelDevicePair(t *testing.T) {
 		if t.Failed() {
 			t.Logf("qemu-system-x86_64 %s", strings.Join(args, " "))
 			t.Logf("guest console (%v):\n%s", bootTime.Round(time.Millisecond), cleanConsole(console))
+			// Last, so that a log cut to its tail still says why.
+			t.Logf("guest failures: %q; markers: %s", parseMarkers(console).all("TB-FAIL"), markerSummary(parseMarkers(console)))
 		}
 	})
 	require.NoError(t, qerr, "qemu")
@@ -159,4 +161,18 @@ func exportSizeOf(t *testing.T, bin string, size int64) int64 {
 	n, err := strconv.ParseInt(sm[1], 10, 64)
 	require.NoError(t, err)
 	return n
+}
+
+// markerSummary is the guest's markers on one line, without the log,
+// dmesg and command-output lines.
+func markerSummary(m markers) string {
+	var b strings.Builder
+	for _, kv := range m {
+		if strings.HasPrefix(kv[0], "TB-LOG-") || strings.HasPrefix(kv[0], "TB-DEVLOG-") ||
+			strings.HasSuffix(kv[0], "-OUT") || kv[0] == "TB-DMESG" {
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%s; ", kv[0], kv[1])
+	}
+	return b.String()
 }

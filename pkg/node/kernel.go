@@ -19,6 +19,10 @@ const kernelAttachTimeout = 30 * time.Second
 // dirty pages through the export, then the disconnect.
 const kernelDetachTimeout = 60 * time.Second
 
+// kernelSessionTimeout bounds the wait, after a detach, for the kernel's
+// NBD session to leave the export.
+const kernelSessionTimeout = 30 * time.Second
+
 // kernelDevice is the `device /dev/nbdN;` of this node's section: while
 // the node serves (Primary), its export is attached to that kernel
 // device, as DRBD's /dev/drbdN appears on a Primary; it is detached
@@ -175,14 +179,19 @@ func (r *Resource) detachKernel(ctx context.Context, force bool, others int) err
 	if err := r.kernel.detach(ctx, force); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(kernelSessionTimeout)
 	for {
 		var n int
 		if err := r.inspect(ctx, func() { n = r.exp.Sessions() }); err != nil {
 			return err
 		}
-		if n <= others || time.Now().After(deadline) {
+		if n <= others {
 			return nil
+		}
+		if time.Now().After(deadline) {
+			// Said here, not left to the state machine's -12, which
+			// would blame a client the administrator cannot see.
+			return fmt.Errorf("State change failed: the kernel device detached, but its NBD session is still open on the export after %v (%d sessions, %d other clients)", kernelSessionTimeout, n, others)
 		}
 		select {
 		case <-ctx.Done():
