@@ -266,10 +266,12 @@ from collections import defaultdict
 path, targets = sys.argv[1], sys.argv[2:]
 base = targets[-1]
 vals = defaultdict(list)
+by_round = defaultdict(dict)  # (target, metric) -> {round: value}
 with open(path) as f:
     for line in f:
-        t, _round, metric, v = line.rstrip("\n").split("\t")
+        t, rnd, metric, v = line.rstrip("\n").split("\t")
         vals[(t, metric)].append(float(v))
+        by_round[(t, metric)][rnd] = float(v)
 
 # metric, label, higher_is_better, format
 rows = [
@@ -317,6 +319,27 @@ for metric, label, higher, fmt in rows:
     elif not higher:
         line += f"   (CPU: ratio = {base}/column, the server processes' user+system time)"
     print(line)
+
+# An earlier build's columns (before.sh: "before", "before-C") against this
+# build's, round by round: the two ran back to back in each round, so the
+# ratio cancels the machine's drift between rounds, which the medians keep
+# (a run of one binary in both columns gave per-round ratios from 0.73 to
+# 1.16 at 4k QD32, median 1.02: a change must beat that spread).
+pairs = [(t.replace("before", "twinblock", 1), t) for t in targets if t.startswith("before")]
+pairs = [(n, o) for n, o in pairs if n in targets]
+if pairs:
+    print()
+    print("this build against the earlier one, per round (ratio >= 1.0: this build is better): median [min .. max]")
+    for metric, label, higher, _fmt in rows:
+        line, any_ = f"{label:<28}", False
+        for new_t, old_t in pairs:
+            a, b = by_round.get((new_t, metric), {}), by_round.get((old_t, metric), {})
+            rs = sorted((a[r] / b[r]) if higher else (b[r] / a[r]) for r in a if r in b and a[r] and b[r])
+            if rs:
+                any_ = True
+                line += f"   {new_t}/{old_t} {statistics.median(rs):.2f}x [{rs[0]:.2f} .. {rs[-1]:.2f}]"
+        if any_:
+            print(line)
 EOF
 }
 
