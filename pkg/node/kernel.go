@@ -20,8 +20,12 @@ const kernelAttachTimeout = 30 * time.Second
 const kernelDetachTimeout = 60 * time.Second
 
 // kernelSessionTimeout bounds the wait, after a detach, for the kernel's
-// NBD session to leave the export.
+// NBD session to leave the export; the demotion then fails.
 const kernelSessionTimeout = 30 * time.Second
+
+// kernelForcedSessionWait is that wait before a forced demotion (secondary
+// --force), which then goes ahead and fails the session's requests.
+const kernelForcedSessionWait = 5 * time.Second
 
 // kernelDevice is the `device /dev/nbdN;` of this node's section: while
 // the node serves (Primary), its export is attached to that kernel
@@ -171,7 +175,9 @@ func (k *kernelDevice) status() (path string, attached bool, lastErr string) {
 // detachKernel detaches the kernel device before a demotion (Do), and
 // waits until its NBD session has left the export, so that the state
 // machine's open count no longer holds it (others: the NBD clients
-// besides the kernel).
+// besides the kernel). If it has not left after kernelSessionTimeout the
+// demotion fails with an error that says so; a forced one goes ahead
+// after kernelForcedSessionWait.
 func (r *Resource) detachKernel(ctx context.Context, force bool, others int) error {
 	if !r.kernel.attached() {
 		return nil
@@ -179,7 +185,11 @@ func (r *Resource) detachKernel(ctx context.Context, force bool, others int) err
 	if err := r.kernel.detach(ctx, force); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(kernelSessionTimeout)
+	wait := kernelSessionTimeout
+	if force {
+		wait = kernelForcedSessionWait
+	}
+	deadline := time.Now().Add(wait)
 	for {
 		var n int
 		if err := r.inspect(ctx, func() { n = r.exp.Sessions() }); err != nil {
@@ -189,6 +199,9 @@ func (r *Resource) detachKernel(ctx context.Context, force bool, others int) err
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if force {
+				return nil // a forced demotion ends the session's requests anyway
+			}
 			// Said here, not left to the state machine's -12, which
 			// would blame a client the administrator cannot see.
 			return fmt.Errorf("State change failed: the kernel device detached, but its NBD session is still open on the export after %v (%d sessions, %d other clients)", kernelSessionTimeout, n, others)
