@@ -229,6 +229,19 @@ func (f *fakeTransport) completeAll(res Result) int {
 	return n
 }
 
+// completePending completes the requests pending now, oldest first, with
+// res, and not those the engine issues meanwhile (completeAll would take
+// a request issued after a completion woke the engine, racing the test).
+func (f *fakeTransport) completePending(res Result) int {
+	f.mu.Lock()
+	reqs := slices.Clone(f.pending)
+	f.mu.Unlock()
+	for _, r := range reqs {
+		f.completeReq(r, res)
+	}
+	return len(reqs)
+}
+
 func sha256Digest(dst, b []byte) []byte {
 	s := sha256.Sum256(b)
 	return append(dst, s[:]...)
