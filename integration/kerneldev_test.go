@@ -76,7 +76,8 @@ func TestKernelDevicePair(t *testing.T) {
 			t.Logf("qemu-system-x86_64 %s", strings.Join(args, " "))
 			t.Logf("guest console (%v):\n%s", bootTime.Round(time.Millisecond), cleanConsole(console))
 			// Last, so that a log cut to its tail still says why.
-			t.Logf("guest failures: %q; markers: %s", parseMarkers(console).all("TB-FAIL"), markerSummary(parseMarkers(console)))
+			m := parseMarkers(console)
+			t.Logf("guest failures: %q; markers: %s", m.all("TB-FAIL"), markerSummary(m))
 		}
 	})
 	require.NoError(t, qerr, "qemu")
@@ -164,12 +165,12 @@ func exportSizeOf(t *testing.T, bin string, size int64) int64 {
 }
 
 // markerSummary is the guest's markers on one line, without the log,
-// dmesg and command-output lines.
+// dmesg and command-output lines and the failures (logged beside it).
 func markerSummary(m markers) string {
 	var b strings.Builder
 	for _, kv := range m {
 		if strings.HasPrefix(kv[0], "TB-LOG-") || strings.HasPrefix(kv[0], "TB-DEVLOG-") ||
-			strings.HasSuffix(kv[0], "-OUT") || kv[0] == "TB-DMESG" {
+			strings.HasSuffix(kv[0], "-OUT") || kv[0] == "TB-DMESG" || kv[0] == "TB-FAIL" {
 			continue
 		}
 		fmt.Fprintf(&b, "%s=%s; ", kv[0], kv[1])

@@ -189,10 +189,22 @@ func (r *Resource) detachKernel(ctx context.Context, force bool, others int) err
 	if force {
 		wait = kernelForcedSessionWait
 	}
+	return awaitSessions(ctx, func() (n int, err error) {
+		err = r.inspect(ctx, func() { n = r.exp.Sessions() })
+		return n, err
+	}, others, wait, force)
+}
+
+// awaitSessions polls sessions until it reports at most others. After
+// wait it fails with an error that says the kernel's session is still
+// open (said here, not left to the state machine's -12, which would
+// blame a client the administrator cannot see), or, if force, returns
+// nil: a forced demotion ends the session's requests anyway.
+func awaitSessions(ctx context.Context, sessions func() (int, error), others int, wait time.Duration, force bool) error {
 	deadline := time.Now().Add(wait)
 	for {
-		var n int
-		if err := r.inspect(ctx, func() { n = r.exp.Sessions() }); err != nil {
+		n, err := sessions()
+		if err != nil {
 			return err
 		}
 		if n <= others {
@@ -200,11 +212,9 @@ func (r *Resource) detachKernel(ctx context.Context, force bool, others int) err
 		}
 		if time.Now().After(deadline) {
 			if force {
-				return nil // a forced demotion ends the session's requests anyway
+				return nil
 			}
-			// Said here, not left to the state machine's -12, which
-			// would blame a client the administrator cannot see.
-			return fmt.Errorf("State change failed: the kernel device detached, but its NBD session is still open on the export after %v (%d sessions, %d other clients)", kernelSessionTimeout, n, others)
+			return fmt.Errorf("State change failed: the kernel device detached, but its NBD session is still open on the export after %v (%d sessions, %d other clients)", wait, n, others)
 		}
 		select {
 		case <-ctx.Done():
