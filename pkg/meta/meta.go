@@ -1,7 +1,6 @@
 package meta
 
 import (
-	"container/list"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -712,7 +711,7 @@ type alCore struct {
 	written []uint32 // content as the written transactions describe it
 	entries map[uint32]*alEntry
 	free    []int
-	lru     list.List // *alEntry with refs == 0, committed; front = least recently used
+	lru     alLRU // entries with refs == 0, committed; head = least recently used
 	pending []pendingUpdate
 	cursor  int    // next context window start
 	seq     uint64 // next transaction number of this epoch
@@ -723,7 +722,48 @@ type alEntry struct {
 	slot      int
 	refs      int
 	committed bool
-	elem      *list.Element // in lru while refs == 0 and committed
+	// In lru while refs == 0 and committed.
+	inLRU      bool
+	prev, next *alEntry
+}
+
+// alLRU is the list of releasable entries, least recently used first.
+// It is intrusive (the links live in alEntry), so that moving a hot
+// extent out of it and back, as every write to it does, allocates
+// nothing.
+type alLRU struct {
+	head, tail *alEntry
+	n          int
+}
+
+func (l *alLRU) Len() int { return l.n }
+
+// pushBack appends e, which must not be in the list.
+func (l *alLRU) pushBack(e *alEntry) {
+	e.inLRU, e.prev, e.next = true, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = e
+	} else {
+		l.head = e
+	}
+	l.tail = e
+	l.n++
+}
+
+// remove takes e, which must be in the list, out of it.
+func (l *alLRU) remove(e *alEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.inLRU, e.prev, e.next = false, nil, nil
+	l.n--
 }
 
 type pendingUpdate struct {
@@ -748,7 +788,7 @@ func (c *alCore) canHold(first, last uint32) bool {
 		switch ent := c.entries[e]; {
 		case ent == nil:
 			missing++
-		case ent.elem != nil:
+		case ent.inLRU:
 			ownIdle++ // releasable, but this write is about to hold it
 		}
 	}
@@ -763,9 +803,8 @@ func (c *alCore) acquire(first, last uint32) {
 	// is chosen as a victim for another extent of the same write.
 	for e := first; e <= last; e++ {
 		if ent := c.entries[e]; ent != nil {
-			if ent.elem != nil {
-				c.lru.Remove(ent.elem)
-				ent.elem = nil
+			if ent.inLRU {
+				c.lru.remove(ent)
 			}
 			ent.refs++
 		}
@@ -779,8 +818,8 @@ func (c *alCore) acquire(first, last uint32) {
 				slot = c.free[n-1]
 				c.free = c.free[:n-1]
 			} else {
-				old := c.lru.Remove(c.lru.Front()).(*alEntry)
-				old.elem = nil
+				old := c.lru.head
+				c.lru.remove(old)
 				delete(c.entries, old.extent)
 				slot, victim = old.slot, old.extent
 			}
@@ -800,7 +839,7 @@ func (c *alCore) release(first, last uint32) {
 		}
 		ent.refs--
 		if ent.refs == 0 && ent.committed {
-			ent.elem = c.lru.PushBack(ent)
+			c.lru.pushBack(ent)
 		}
 	}
 }
@@ -854,7 +893,7 @@ func (c *alCore) markCommitted(batch []pendingUpdate) {
 		}
 		ent.committed = true
 		if ent.refs == 0 {
-			ent.elem = c.lru.PushBack(ent)
+			c.lru.pushBack(ent)
 		}
 	}
 }
