@@ -469,6 +469,14 @@ func (o Op) String() string {
 // reports), valid after a successful Submit.
 func (r *Request) ID() uint64 { return r.id }
 
+// Reset clears r for another Submit and keeps its completion channel,
+// so that a pooled Request costs no allocation per use. Call it after
+// Wait returned or Submit failed; a Request still in flight stays
+// marked so, and Submit refuses it.
+func (r *Request) Reset() {
+	*r = Request{busy: r.busy, done: r.done}
+}
+
 // Wait blocks until r is complete for the link's protocol and returns
 // the outcome:
 //   - A: a write is complete when its frame was written to the socket;

@@ -674,6 +674,9 @@ func TestLinkBadRequests(t *testing.T) {
 	r = &Request{Op: OpWrite, Data: make([]byte, 512)}
 	require.NoError(t, la.Submit(r))
 	require.ErrorIs(t, la.Submit(r), ErrBadRequest)
+	r.Reset() // too early: it stays in flight
+	r.Op, r.Data = OpWrite, make([]byte, 512)
+	require.ErrorIs(t, la.Submit(r), ErrBadRequest)
 	g.release()
 	require.NoError(t, waitErr(t, r))
 	require.ErrorIs(t, (&Request{}).Wait(), ErrBadRequest)
@@ -811,11 +814,14 @@ func TestLinkWriteDoesNotAllocate(t *testing.T) {
 	checkGoroutines(t)
 	la, _ := linkPair(t, true, testConfig("a", "b", 'C', nil),
 		testConfig("b", "a", 'C', disk.NewMem(testDiskSize, disk.MemOptions{})))
-	r := &Request{Op: OpWrite, Data: make([]byte, 4096)}
+	r := &Request{}
+	buf := make([]byte, 4096)
 	flush := &Request{Op: OpFlush}
 	i := 0
 	write := func() {
 		i++
+		r.Reset() // as a pool of Requests does between uses
+		r.Op, r.Data = OpWrite, buf
 		r.Offset = int64(i%128) * 4096
 		r.Flags = DataFUA * DataFlags(i%2)
 		if err := la.Submit(r); err != nil {

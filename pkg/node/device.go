@@ -533,12 +533,12 @@ func (d *device) submit(l *replication.Link, op replication.Op, p []byte, off, n
 	for done := int64(0); done < n; done += step {
 		c := min(step, n-done)
 		req := d.reqs.Get().(*replication.Request)
-		*req = replication.Request{Op: op, Offset: off + done, Length: c, Flags: flags}
+		req.Op, req.Offset, req.Length, req.Flags = op, off+done, c, flags
 		if op == replication.OpWrite {
 			req.Data, req.Length = p[done:done+c], 0
 		}
 		if err := l.Submit(req); err != nil {
-			*req = replication.Request{}
+			req.Reset()
 			d.reqs.Put(req)
 			ps.err = err
 			return ps
@@ -560,7 +560,7 @@ func (d *device) wait(ps *pieces) error {
 		if err := req.Wait(); err != nil && first == nil {
 			first = err
 		}
-		*req = replication.Request{}
+		req.Reset()
 		d.reqs.Put(req)
 	}
 	if ps.one != nil {
@@ -625,8 +625,9 @@ func (d *device) Flush() error {
 	mirrored := path.mode.Mirror && path.link != nil
 	if mirrored {
 		req = d.reqs.Get().(*replication.Request)
-		*req = replication.Request{Op: replication.OpFlush}
+		req.Op = replication.OpFlush
 		if submitErr = path.link.Submit(req); submitErr != nil {
+			req.Reset()
 			d.reqs.Put(req)
 			req = nil
 		}
@@ -643,7 +644,7 @@ func (d *device) Flush() error {
 	switch {
 	case req != nil:
 		peerErr = req.Wait()
-		*req = replication.Request{}
+		req.Reset()
 		d.reqs.Put(req)
 	case submitErr != nil:
 		peerErr = submitErr
