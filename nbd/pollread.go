@@ -30,6 +30,14 @@ type pollReader struct {
 	stop    *atomic.Bool
 	idle    func() bool
 	pollers *atomic.Int32 // threads in poll(2), server-wide
+
+	// One Read's state, for readFD, which is bound once (p.fn) so that
+	// a Read allocates no closure. Only the connection's reader reads.
+	fn   func(fd uintptr) bool
+	buf  []byte
+	n    int
+	rerr error
+	pfd  [1]unix.PollFd
 }
 
 // maxPollers bounds the threads a server keeps blocked in poll(2); more
@@ -49,7 +57,9 @@ func newPollReader(nc net.Conn, stop *atomic.Bool, idle func() bool, pollers *at
 	if err != nil {
 		return nil
 	}
-	return &pollReader{nc: nc, rc: rc, stop: stop, idle: idle, pollers: pollers}
+	p := &pollReader{nc: nc, rc: rc, stop: stop, idle: idle, pollers: pollers}
+	p.fn = p.readFD
+	return p
 }
 
 var errStopped = errors.New("nbd: connection reader stopped")
@@ -58,34 +68,10 @@ func (p *pollReader) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var rerr error
-	err := p.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), b)
-			if rerr != unix.EAGAIN {
-				return true
-			}
-			if !p.idle() {
-				return false // wait in the netpoller, then call again
-			}
-			if p.stop.Load() {
-				rerr = os.ErrDeadlineExceeded
-				return true
-			}
-			if p.pollers.Add(1) > maxPollers {
-				p.pollers.Add(-1)
-				return false
-			}
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			_, perr := unix.Poll(pfd, int(pollSlice/time.Millisecond))
-			p.pollers.Add(-1)
-			if perr != nil && perr != unix.EINTR {
-				rerr = perr
-				return true
-			}
-		}
-	})
+	p.buf, p.n, p.rerr = b, 0, nil
+	err := p.rc.Read(p.fn)
+	n, rerr := p.n, p.rerr
+	p.buf, p.rerr = nil, nil
 	if err != nil {
 		return 0, err // closed connection, from the runtime
 	}
@@ -99,4 +85,34 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readFD is Read's body, run by the runtime with the socket's descriptor:
+// true when done (p.n and p.rerr hold the result), false to wait in the
+// netpoller and be called again.
+func (p *pollReader) readFD(fd uintptr) bool {
+	for {
+		p.n, p.rerr = unix.Read(int(fd), p.buf)
+		if p.rerr != unix.EAGAIN {
+			return true
+		}
+		if !p.idle() {
+			return false // wait in the netpoller, then call again
+		}
+		if p.stop.Load() {
+			p.rerr = os.ErrDeadlineExceeded
+			return true
+		}
+		if p.pollers.Add(1) > maxPollers {
+			p.pollers.Add(-1)
+			return false
+		}
+		p.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		_, perr := unix.Poll(p.pfd[:], int(pollSlice/time.Millisecond))
+		p.pollers.Add(-1)
+		if perr != nil && perr != unix.EINTR {
+			p.rerr = perr
+			return true
+		}
+	}
 }
