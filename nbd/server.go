@@ -73,6 +73,8 @@ type Server struct {
 	demand    int
 	wg        sync.WaitGroup
 	pollers   atomic.Int32 // connection readers blocked in poll(2)
+	workers   atomic.Int32 // request workers alive (see conn.start)
+	spawned   atomic.Int64 // request workers ever started
 }
 
 // NewServer returns a server for the given options.

@@ -480,3 +480,59 @@ func TestManyConcurrentRequestsRandom(t *testing.T) {
 	}
 	assert.Equal(t, model, mem.Bytes())
 }
+
+// A connection's requests run on workers that wait for the next request
+// once done (conn.start), so a request does not start on a new goroutine
+// whose stack the device call grows again. A stream at queue depth 1 uses
+// one worker, depth k at most k, and the workers end with the connection.
+// (FUA writes never run on the reader, so each of these goes to a worker.)
+func TestWorkersAreReusedAndEnd(t *testing.T) {
+	var holding atomic.Bool
+	g := newGate(func(op disk.Op) bool { return holding.Load() && op.Kind == disk.OpWrite })
+	defer g.open()
+	mem := disk.NewMem(testSize, disk.MemOptions{})
+	ts := newTestServer(t, Options{}, &Export{Name: "e", Device: disk.NewFaulty(mem, g.inject)})
+	r, done := ts.dial()
+	r.goExport("e", false)
+	cookie := uint64(0)
+	write := func(off uint64) {
+		cookie++
+		r.request(CmdWrite, CmdFlagFUA, cookie, off, 4096, pattern(4096, byte(cookie)))
+	}
+	replies := func(n int) {
+		for range n {
+			rep := r.readReply(0)
+			require.Zero(t, rep.errno, "cookie %d", rep.cookie)
+		}
+	}
+
+	for i := range uint64(50) {
+		write(i * 4096 % testSize)
+		replies(1)
+	}
+	// One worker, or two: the reply leaves before its worker parks, so
+	// the next request can arrive while none is idle.
+	assert.LessOrEqual(t, ts.srv.spawned.Load(), int64(2), "queue depth 1: the workers serve request after request")
+
+	holding.Store(true) // eight writes on the disk at once: eight workers
+	for i := range uint64(8) {
+		write(i * 8192)
+	}
+	require.Eventually(t, func() bool { return g.active.Load() == 8 }, 5*time.Second, time.Millisecond)
+	g.open()
+	replies(8)
+	assert.GreaterOrEqual(t, ts.srv.spawned.Load(), int64(8))
+	for round := range uint64(3) { // depth 8 again: mostly the same ones
+		for i := range uint64(8) {
+			write((round*8 + i) * 4096)
+		}
+		replies(8)
+	}
+	assert.LessOrEqual(t, ts.srv.spawned.Load(), int64(16), "the workers are reused (82 requests went to workers)")
+	assert.Equal(t, pattern(4096, byte(cookie)), mem.Bytes()[23*4096:24*4096], "the last write landed")
+
+	r.request(CmdDisc, 0, cookie+1, 0, 0, nil)
+	require.NoError(t, <-done)
+	require.Eventually(t, func() bool { return ts.srv.workers.Load() == 0 }, 5*time.Second, time.Millisecond,
+		"the connection's workers end with it")
+}
