@@ -34,7 +34,7 @@ deps:
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
-	$(GO) test -p 1 -count=1 -run 'DoesNotAllocate' ./nbd ./replication   # allocation counts need the non-race build; -p 1: a loaded machine runs fewer iterations and the setup's allocations weigh more
+	$(GO) test -p 1 -count=1 -run 'DoesNotAllocate' ./nbd ./replication ./pkg/meta ./pkg/node   # allocation counts need the non-race build; -p 1: a loaded machine runs fewer iterations and the setup's allocations weigh more
 
 integration:
 	$(GO) test -count=1 -timeout 30m -v ./integration
