@@ -25,7 +25,9 @@
 //     run concurrently and their replies may leave out of order.
 //   - Memory and goroutines per connection are bounded by
 //     Options.MaxInflight and Options.MaxInflightBytes: when full, the
-//     server stops reading the socket.
+//     server stops reading the socket. Requests run on the reader or on
+//     worker goroutines that, once done, wait for the next request; at
+//     most MaxInflight wait, and all end with the connection.
 //   - A request that is malformed but framed (bad range, alignment, flags,
 //     size, unknown command, write to a read-only export) gets an error
 //     reply and the connection goes on; a WRITE's payload is consumed even
