@@ -510,9 +510,11 @@ func TestWorkersAreReusedAndEnd(t *testing.T) {
 		write(i * 4096 % testSize)
 		replies(1)
 	}
-	// One worker, or two: the reply leaves before its worker parks, so
-	// the next request can arrive while none is idle.
-	assert.LessOrEqual(t, ts.srv.spawned.Load(), int64(2), "queue depth 1: the workers serve request after request")
+	// One worker, or a few: the reply leaves before its worker parks, so
+	// the next request can arrive while none is idle (a loaded machine
+	// can lose that race more than once; a goroutine per request would
+	// make 50).
+	assert.LessOrEqual(t, ts.srv.spawned.Load(), int64(4), "queue depth 1: the workers serve request after request")
 
 	holding.Store(true) // eight writes on the disk at once: eight workers
 	for i := range uint64(8) {
@@ -528,7 +530,7 @@ func TestWorkersAreReusedAndEnd(t *testing.T) {
 		}
 		replies(8)
 	}
-	assert.LessOrEqual(t, ts.srv.spawned.Load(), int64(16), "the workers are reused (82 requests went to workers)")
+	assert.LessOrEqual(t, ts.srv.spawned.Load(), int64(32), "the workers are reused (82 requests went to workers)")
 	assert.Equal(t, pattern(4096, byte(cookie)), mem.Bytes()[23*4096:24*4096], "the last write landed")
 
 	r.request(CmdDisc, 0, cookie+1, 0, 0, nil)
